@@ -1,0 +1,44 @@
+# bert14: `make export` builds the default artifact, `make test` runs the test suite.
+# Both create .venv and install the pinned requirements first when it is missing or stale.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.bert14-installed
+
+MODEL ?=
+OUT ?= artifacts/bert14
+EXPORTER ?= dynamo
+ATTN ?= sdpa
+OPSET ?= 18
+PYTEST_ARGS ?=
+
+EXPORT_FLAGS := --out "$(OUT)" --exporter $(EXPORTER) --attn $(ATTN) --opset $(OPSET)
+ifneq ($(strip $(MODEL)),)
+EXPORT_FLAGS += --model "$(MODEL)"
+endif
+
+.PHONY: export test lint venv clean
+
+export: $(STAMP)
+	$(VENV)/bin/bert14 export $(EXPORT_FLAGS)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+venv: $(STAMP)
+
+# Stale when any requirements file or the project metadata changed since the last install;
+# a venv whose interpreter no longer runs (moved, Python removed) is rebuilt from scratch.
+$(STAMP): requirements/*.txt pyproject.toml
+	@if ! $(PY) -c "import sys" >/dev/null 2>&1; then rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); fi
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements/dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	@touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,39 @@
+"""The project's exceptions. Every message says what was expected, what was found, what to do."""
+
+from __future__ import annotations
+
+
+class Bert14Error(Exception):
+    """Base class: the CLI turns these into a one-line message and a non-zero exit."""
+
+    exit_code = 1
+
+
+class InputError(Bert14Error):
+    """A user-supplied file, directory, argument or text is not what was expected."""
+
+    exit_code = 2
+
+
+class ExportError(Bert14Error):
+    """PyTorch -> ONNX export failed."""
+
+    exit_code = 3
+
+
+class ParityError(Bert14Error):
+    """An artifact does not reproduce the PyTorch source within its tolerance."""
+
+    exit_code = 4
+
+
+class FusionError(Bert14Error):
+    """The optimizer did not fuse a BERT graph into the expected ops."""
+
+    exit_code = 5
+
+
+class ArtifactError(Bert14Error):
+    """An artifact directory is missing files, or its manifest does not match them."""
+
+    exit_code = 6

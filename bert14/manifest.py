@@ -1,0 +1,108 @@
+"""The artifact manifest: what was built, from what, with which tools, and how well it matched.
+
+Standard library only: the runtime reads manifests without torch or onnx installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bert14.errors import ArtifactError
+
+MANIFEST_NAME = "manifest.json"
+SCHEMA_VERSION = 1
+
+# Instruction-set flags that change which ONNX Runtime CPU kernels run (and how INT8 saturates).
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cpu_flags() -> dict[str, bool]:
+    """Which of CPU_FLAGS this machine's CPU advertises (Linux /proc/cpuinfo; empty elsewhere)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return {}
+    flags: set[str] = set()
+    for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    return {flag: flag in flags for flag in CPU_FLAGS}
+
+
+def package_versions(names: tuple[str, ...]) -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    if versions.get("onnxruntime") is None and "onnxruntime" in names:
+        try:  # the GPU wheel provides the same module under another distribution name
+            versions["onnxruntime"] = metadata.version("onnxruntime-gpu")
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def file_hashes(directory: Path) -> dict[str, str]:
+    """sha256 of every file in the artifact directory except the manifest itself."""
+    return {
+        path.name: sha256_file(path)
+        for path in sorted(directory.iterdir())
+        if path.is_file() and path.name != MANIFEST_NAME
+    }
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Hash the directory's files into the manifest and write it; returns what was written."""
+    manifest = dict(manifest)
+    manifest["schema_version"] = SCHEMA_VERSION
+    manifest["files"] = file_hashes(directory)
+    text = json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=False)
+    (directory / MANIFEST_NAME).write_text(text + "\n", encoding="utf-8")
+    return manifest
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    path = directory / MANIFEST_NAME
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory}: expected an artifact directory, found none")
+    if not path.is_file():
+        raise ArtifactError(f"{path}: expected the artifact's manifest, file is missing (re-run export)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: expected JSON, could not parse it ({exc})") from exc
+    if not isinstance(manifest, dict) or "files" not in manifest:
+        raise ArtifactError(f"{path}: expected a bert14 manifest with a 'files' table, found none")
+    return manifest
+
+
+def verify_files(directory: Path, manifest: dict[str, Any], names: list[str] | None = None) -> None:
+    """Raise ArtifactError unless each named file (default: all) exists with its recorded sha256."""
+    recorded: dict[str, str] = manifest["files"]
+    for name in names if names is not None else sorted(recorded):
+        path = directory / name
+        if name not in recorded:
+            raise ArtifactError(f"{path}: the manifest records no such file (re-run export)")
+        if not path.is_file():
+            raise ArtifactError(f"{path}: listed in the manifest but missing (re-run export)")
+        actual = sha256_file(path)
+        if actual != recorded[name]:
+            raise ArtifactError(
+                f"{path}: sha256 {actual[:12]}... does not match the manifest's "
+                f"{recorded[name][:12]}...; the file was changed after export (re-run export)"
+            )

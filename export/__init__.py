@@ -1,0 +1,1 @@
+"""PyTorch -> ONNX: the source model, the export, and its validation against PyTorch."""

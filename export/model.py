@@ -1,0 +1,244 @@
+"""The PyTorch source model: BERT-14 built from its config with seeded weights, or a local checkpoint.
+
+Only this stage (and the parity checks, which need the source) imports torch and transformers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from bert14.export.vocab import build_vocab
+from bert14.runtime.tokenizer import TokenizerSettings, read_settings, read_vocab
+from transformers import BertConfig, BertForSequenceClassification
+
+from bert14.errors import InputError
+from bert14.manifest import sha256_file
+
+# THUCNews categories in the order of ../shared/data/thucnews14/labels.txt.
+BERT14_LABELS = (
+    "财经",
+    "彩票",
+    "房产",
+    "股票",
+    "家居",
+    "教育",
+    "科技",
+    "社会",
+    "时尚",
+    "时政",
+    "体育",
+    "星座",
+    "游戏",
+    "娱乐",
+)
+DEFAULT_SEED = 14
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
+
+# bert-base-chinese's shape with a 14-way head.
+BERT14_SHAPE: dict[str, Any] = {
+    "vocab_size": 21128,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "max_position_embeddings": 512,
+    "type_vocab_size": 2,
+}
+
+
+@dataclass
+class SourceModel:
+    """A loaded PyTorch classifier plus what it takes to rebuild or re-read it later."""
+
+    model: BertForSequenceClassification
+    vocab: list[str]
+    tokenizer_settings: TokenizerSettings
+    origin: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self) -> BertConfig:
+        return self.model.config
+
+    @property
+    def labels(self) -> list[str]:
+        return [self.config.id2label[i] for i in range(self.config.num_labels)]
+
+
+def bert14_config(attn: str = "sdpa", **overrides: Any) -> BertConfig:
+    """BERT-14's config; overrides change the shape (the tests use tiny ones)."""
+    shape = {**BERT14_SHAPE, **overrides}
+    labels = shape.pop("labels", BERT14_LABELS)
+    return _config(shape, list(labels), attn)
+
+
+def _config(shape: dict[str, Any], labels: list[str], attn: str) -> BertConfig:
+    if attn not in ATTN_IMPLEMENTATIONS:
+        raise InputError(f"attention implementation: expected one of {ATTN_IMPLEMENTATIONS}, got {attn!r}")
+    config = BertConfig(
+        **shape,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        hidden_act="gelu",
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+        layer_norm_eps=1e-12,
+        pad_token_id=0,
+    )
+    config._attn_implementation = attn
+    return config
+
+
+def build_seeded(config: BertConfig, seed: int = DEFAULT_SEED) -> BertForSequenceClassification:
+    """Same config + same seed -> the same weights, bit for bit (CPU, same torch version)."""
+    generator_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = BertForSequenceClassification(config)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return model.eval()
+
+
+def build_default(seed: int = DEFAULT_SEED, attn: str = "sdpa", **overrides: Any) -> SourceModel:
+    """The default BERT-14: untrained seeded weights and the generated vocabulary."""
+    config = bert14_config(attn, **overrides)
+    vocab = build_vocab()
+    if config.vocab_size != len(vocab):
+        # Tiny test configs use a prefix of the vocabulary: ids must stay below vocab_size.
+        vocab = vocab[: config.vocab_size]
+    shape = {key: getattr(config, key) for key in BERT14_SHAPE}
+    origin = {"kind": "default", "seed": seed, "shape": shape, "labels": list(BERT14_LABELS)}
+    if "labels" in overrides:
+        origin["labels"] = list(overrides["labels"])
+    return SourceModel(build_seeded(config, seed), vocab, TokenizerSettings(), origin)
+
+
+def rebuild(origin: dict[str, Any], attn: str) -> SourceModel:
+    """The source model a manifest's `source` entry describes (for parity checks after export)."""
+    if origin.get("kind") == "default":
+        shape = dict(origin["shape"])
+        return build_default(origin["seed"], attn, labels=origin["labels"], **shape)
+    if origin.get("kind") == "checkpoint":
+        return load_checkpoint(Path(origin["path"]), attn)
+    raise InputError(f"manifest source: expected kind 'default' or 'checkpoint', got {origin.get('kind')!r}")
+
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# Pre-2019 checkpoints name LayerNorm parameters after TensorFlow's gamma/beta.
+_LEGACY_SUFFIXES = {".gamma": ".weight", ".beta": ".bias"}
+# Buffers that transformers recreates itself; their presence or absence in a file is harmless.
+_IGNORED_KEYS = ("embeddings.position_ids", "embeddings.token_type_ids")
+
+
+def load_checkpoint(directory: Path, attn: str = "sdpa") -> SourceModel:
+    """A local Hugging Face BertForSequenceClassification directory, any size and label count."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InputError(f"{directory}: expected a checkpoint directory (config.json, model.safetensors, vocab.txt)")
+    config = _read_config(directory / "config.json", attn)
+    state, weights_path = _read_weights(directory)
+    model = BertForSequenceClassification(config).eval()
+    _load_state(model, state, weights_path)
+    vocab_path = directory / "vocab.txt"
+    if not vocab_path.is_file():
+        raise InputError(f"{vocab_path}: expected the WordPiece vocabulary (one token a line), file is missing")
+    try:
+        vocab = read_vocab(vocab_path)
+        settings = read_settings(directory)
+    except Exception as exc:  # ArtifactError from the runtime's readers: re-raise as a user input error
+        raise InputError(str(exc)) from exc
+    if len(vocab) > config.vocab_size:
+        raise InputError(
+            f"{vocab_path}: expected at most vocab_size={config.vocab_size} tokens (config.json), "
+            f"found {len(vocab)}; the vocabulary does not belong to this model"
+        )
+    files = {path.name: sha256_file(path) for path in (directory / "config.json", weights_path, vocab_path)}
+    origin = {"kind": "checkpoint", "path": str(directory.resolve()), "files": files}
+    return SourceModel(model, vocab, settings, origin)
+
+
+def _read_config(path: Path, attn: str) -> BertConfig:
+    if not path.is_file():
+        raise InputError(f"{path}: expected the model's config.json, file is missing")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: expected JSON, could not parse it ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: expected a JSON object, found {type(raw).__name__}")
+    if raw.get("model_type") != "bert":
+        raise InputError(f"{path}: expected model_type 'bert', found {raw.get('model_type')!r}")
+    missing = [key for key in BERT14_SHAPE if not isinstance(raw.get(key), int)]
+    if missing:
+        raise InputError(f"{path}: expected integer fields {', '.join(missing)}")
+    if raw["hidden_size"] % raw["num_attention_heads"]:
+        raise InputError(f"{path}: hidden_size {raw['hidden_size']} is not a multiple of num_attention_heads")
+    if raw.get("hidden_act", "gelu") != "gelu" or raw.get("position_embedding_type", "absolute") != "absolute":
+        raise InputError(f"{path}: expected hidden_act 'gelu' and absolute positions, as BERT uses")
+    id2label = raw.get("id2label")
+    num_labels = raw.get("num_labels", len(id2label) if isinstance(id2label, dict) else 2)
+    if isinstance(id2label, dict):
+        try:
+            labels = [str(id2label[str(i)]) for i in range(len(id2label))]
+        except KeyError as exc:
+            raise InputError(f"{path}: expected id2label keys 0..{len(id2label) - 1}, missing {exc}") from exc
+    else:
+        labels = [f"LABEL_{i}" for i in range(num_labels)]
+    shape = {key: raw[key] for key in BERT14_SHAPE}
+    config = _config(shape, labels, attn)
+    config.layer_norm_eps = float(raw.get("layer_norm_eps", 1e-12))
+    config.pad_token_id = raw.get("pad_token_id", 0)
+    return config
+
+
+def _read_weights(directory: Path) -> tuple[dict[str, torch.Tensor], Path]:
+    path = next((directory / name for name in WEIGHT_FILES if (directory / name).is_file()), None)
+    if path is None:
+        raise InputError(f"{directory}: expected model.safetensors or pytorch_model.bin, found neither")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            # weights_only: a pickle from a stranger must not run code on load.
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # each library raises its own types for a damaged file
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{path}: expected a readable weights file, could not load it ({detail})") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"{path}: expected a mapping of parameter names to tensors")
+    return state, path
+
+
+def _load_state(model: BertForSequenceClassification, state: dict[str, torch.Tensor], path: Path) -> None:
+    renamed = {}
+    for key, tensor in state.items():
+        for old, new in _LEGACY_SUFFIXES.items():
+            if key.endswith(old):
+                key = key[: -len(old)] + new
+        renamed[key] = tensor
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in renamed and not k.endswith(_IGNORED_KEYS)]
+    unexpected = [k for k in renamed if k not in expected and not k.endswith(_IGNORED_KEYS)]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} (e.g. {unexpected[0]})")
+        raise InputError(f"{path}: weights do not fit config.json's BertForSequenceClassification: {'; '.join(parts)}")
+    wrong = [k for k, t in renamed.items() if k in expected and t.shape != expected[k].shape]
+    if wrong:
+        key = wrong[0]
+        raise InputError(
+            f"{path}: tensor {key} has shape {tuple(renamed[key].shape)}, config.json implies "
+            f"{tuple(expected[key].shape)}"
+        )
+    usable = {k: v.float() for k, v in renamed.items() if k in expected}
+    model.load_state_dict(usable, strict=False)

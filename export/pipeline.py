@@ -1,0 +1,148 @@
+"""`bert14 export`: source model -> artifact directory, validated against PyTorch, published whole.
+
+The artifact is built in a hidden staging directory beside OUT and moved into place only after
+every file is written and every check passed, so a failure leaves OUT as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bert14.export.model import DEFAULT_SEED, SourceModel, build_default, load_checkpoint
+from bert14.export.onnx_export import ExportSettings, export_onnx
+from bert14.export.validate import (
+    FP32_LOGIT_ATOL,
+    CaseResult,
+    format_table,
+    require_pass,
+    summarize,
+    validate_onnx,
+    validation_suite,
+)
+from bert14.runtime.tokenizer import write_tokenizer_files
+
+import bert14
+from bert14.errors import InputError
+from bert14.manifest import cpu_flags, package_versions, write_manifest
+
+DEFAULT_OUT = Path("artifacts/bert14")
+MODEL_NAME = "model.onnx"
+TRACKED_PACKAGES = ("torch", "transformers", "onnx", "onnxruntime", "onnxscript", "onnx-ir", "tokenizers", "numpy")
+
+
+@dataclass
+class ExportOptions:
+    model_dir: Path | None = None  # None: the default BERT-14 with seeded weights
+    out_dir: Path = DEFAULT_OUT
+    exporter: str = "dynamo"
+    attn: str = "sdpa"
+    opset: int = 18
+    seed: int = DEFAULT_SEED
+    shape_overrides: dict[str, Any] = field(default_factory=dict)  # default model only (tests use tiny shapes)
+
+
+@dataclass
+class ExportReport:
+    out_dir: Path
+    manifest: dict[str, Any]
+    validation: list[CaseResult]
+    seconds: float
+
+    def table(self) -> str:
+        return format_table(self.validation, FP32_LOGIT_ATOL)
+
+
+def load_source(options: ExportOptions) -> SourceModel:
+    if options.model_dir is not None:
+        if options.shape_overrides:
+            raise InputError("shape overrides apply to the default model only, not to a checkpoint")
+        return load_checkpoint(options.model_dir, options.attn)
+    return build_default(options.seed, options.attn, **options.shape_overrides)
+
+
+def export_artifact(options: ExportOptions) -> ExportReport:
+    started = time.perf_counter()
+    settings = ExportSettings(options.exporter, options.opset)
+    settings.check()
+    source = load_source(options)
+    config = source.config
+    with staging(options.out_dir) as stage:
+        export_info = export_onnx(source.model, stage / MODEL_NAME, settings, config.max_position_embeddings)
+        config.to_json_file(str(stage / "config.json"))
+        write_tokenizer_files(stage, source.vocab, source.tokenizer_settings)
+        cases = validation_suite(config.vocab_size, config.type_vocab_size, config.max_position_embeddings)
+        results = validate_onnx(source.model, stage / MODEL_NAME, cases)
+        require_pass(results, FP32_LOGIT_ATOL, f"{MODEL_NAME} ({options.exporter} export)")
+        manifest = write_manifest(stage, _manifest(source, options, export_info, results))
+    return ExportReport(options.out_dir, manifest, results, time.perf_counter() - started)
+
+
+def _manifest(
+    source: SourceModel, options: ExportOptions, export_info: dict[str, Any], results: list[CaseResult]
+) -> dict[str, Any]:
+    config = source.config
+    return {
+        "bert14_version": bert14.__version__,
+        "created_unix": int(time.time()),
+        "source": {**source.origin, "attn_implementation": options.attn},
+        "model": {
+            "architecture": "BertForSequenceClassification",
+            "vocab_size": config.vocab_size,
+            "hidden_size": config.hidden_size,
+            "num_hidden_layers": config.num_hidden_layers,
+            "num_attention_heads": config.num_attention_heads,
+            "intermediate_size": config.intermediate_size,
+            "max_position_embeddings": config.max_position_embeddings,
+            "type_vocab_size": config.type_vocab_size,
+            "layer_norm_eps": config.layer_norm_eps,
+            "labels": source.labels,
+        },
+        "export": export_info,
+        "artifacts": {"fp32": {"file": MODEL_NAME, "validation": summarize(results, FP32_LOGIT_ATOL)}},
+        "versions": package_versions(TRACKED_PACKAGES),
+        "cpu_flags": cpu_flags(),
+    }
+
+
+@contextmanager
+def staging(out_dir: Path) -> Iterator[Path]:
+    """A fresh directory beside `out_dir`; on success it replaces `out_dir`, on failure it vanishes."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: expected a directory for the artifact, found a file")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "manifest.json").is_file():
+        raise InputError(
+            f"{out_dir}: expected an empty directory or an earlier bert14 artifact, found other files; "
+            "choose another OUT"
+        )
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        yield stage
+        _publish(stage, out_dir)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+def _publish(stage: Path, out_dir: Path) -> None:
+    os.chmod(stage, 0o755)  # mkdtemp makes it private
+    if not out_dir.exists():
+        os.replace(stage, out_dir)
+        return
+    retired = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+    os.replace(out_dir, retired)
+    try:
+        os.replace(stage, out_dir)
+    except OSError:
+        os.replace(retired, out_dir)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Fusion passes: BERT subgraphs into ONNX Runtime's com.microsoft transformer ops."""

@@ -1,0 +1,1 @@
+"""INT8 quantization of the fused graph for the CPU provider."""

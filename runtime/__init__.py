@@ -1,0 +1,1 @@
+"""The embeddable runtime: numpy, onnxruntime and tokenizers only (no torch, no transformers)."""

@@ -1,0 +1,118 @@
+"""BERT WordPiece tokenization through the Rust `tokenizers` library.
+
+Built from an artifact's vocab.txt and tokenizer settings so that its ids equal those of
+transformers' BertTokenizer with the same settings (lower case, accents stripped, CJK
+characters split, WordPiece with [UNK], 100-character word limit).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers.models import WordPiece
+
+from bert14.errors import ArtifactError
+
+TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
+TOKENIZER_JSON_NAME = "tokenizer.json"
+VOCAB_NAME = "vocab.txt"
+# BertTokenizer's WordpieceTokenizer turns longer words into [UNK] whole.
+MAX_INPUT_CHARS_PER_WORD = 100
+
+
+@dataclass(frozen=True)
+class TokenizerSettings:
+    do_lower_case: bool = True
+    strip_accents: bool | None = None  # None: follow do_lower_case, as BertTokenizer does
+    tokenize_chinese_chars: bool = True
+    model_max_length: int = 512
+    unk_token: str = "[UNK]"
+    cls_token: str = "[CLS]"
+    sep_token: str = "[SEP]"
+    pad_token: str = "[PAD]"
+    mask_token: str = "[MASK]"
+
+    @classmethod
+    def from_config(cls, raw: dict[str, object]) -> TokenizerSettings:
+        known = {name for name in cls.__dataclass_fields__}
+        values = {k: v for k, v in raw.items() if k in known}
+        max_length = values.get("model_max_length")
+        if not isinstance(max_length, int) or max_length <= 0 or max_length > 1_000_000:
+            values.pop("model_max_length", None)  # HF writes a huge sentinel when unset
+        return cls(**values)  # type: ignore[arg-type]
+
+    def to_config(self) -> dict[str, object]:
+        return {"tokenizer_class": "BertTokenizer", **asdict(self)}
+
+
+def read_vocab(path: Path) -> list[str]:
+    """Tokens of a vocab.txt, split on '\\n' only (some vocabularies hold U+2028)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"{path}: expected a WordPiece vocabulary, file is missing") from exc
+    except UnicodeDecodeError as exc:
+        raise ArtifactError(f"{path}: expected UTF-8 text, one token a line ({exc})") from exc
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    tokens = [line.rstrip("\r") for line in lines]
+    if not tokens:
+        raise ArtifactError(f"{path}: expected one token a line, the file is empty")
+    return tokens
+
+
+def build_tokenizer(tokens: list[str], settings: TokenizerSettings) -> Tokenizer:
+    # BertTokenizer fills a dict in file order, so a repeated token keeps its last id.
+    vocab = {token: index for index, token in enumerate(tokens)}
+    for special in (settings.unk_token, settings.cls_token, settings.sep_token, settings.pad_token):
+        if special not in vocab:
+            raise ArtifactError(f"vocabulary: expected the special token {special!r}, it is absent")
+    tokenizer = Tokenizer(
+        WordPiece(vocab, unk_token=settings.unk_token, max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD)
+    )
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True,
+        handle_chinese_chars=settings.tokenize_chinese_chars,
+        strip_accents=settings.strip_accents,
+        lowercase=settings.do_lower_case,
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    cls_id, sep_id = vocab[settings.cls_token], vocab[settings.sep_token]
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{settings.cls_token} $A {settings.sep_token}",
+        pair=f"{settings.cls_token} $A {settings.sep_token} $B:1 {settings.sep_token}:1",
+        special_tokens=[(settings.cls_token, cls_id), (settings.sep_token, sep_id)],
+    )
+    tokenizer.decoder = decoders.WordPiece()
+    return tokenizer
+
+
+def read_settings(directory: Path) -> TokenizerSettings:
+    path = directory / TOKENIZER_CONFIG_NAME
+    if not path.is_file():
+        return TokenizerSettings()
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: expected JSON tokenizer settings, could not parse ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ArtifactError(f"{path}: expected a JSON object of tokenizer settings")
+    return TokenizerSettings.from_config(raw)
+
+
+def load_tokenizer(directory: Path) -> tuple[Tokenizer, TokenizerSettings]:
+    """The tokenizer of an artifact or checkpoint directory (vocab.txt + tokenizer_config.json)."""
+    settings = read_settings(directory)
+    return build_tokenizer(read_vocab(directory / VOCAB_NAME), settings), settings
+
+
+def write_tokenizer_files(directory: Path, tokens: list[str], settings: TokenizerSettings) -> None:
+    """vocab.txt, tokenizer_config.json and tokenizer.json, readable by transformers too."""
+    (directory / VOCAB_NAME).write_text("\n".join(tokens) + "\n", encoding="utf-8", newline="\n")
+    config = json.dumps(settings.to_config(), indent=2, ensure_ascii=False)
+    (directory / TOKENIZER_CONFIG_NAME).write_text(config + "\n", encoding="utf-8")
+    build_tokenizer(tokens, settings).save(str(directory / TOKENIZER_JSON_NAME))

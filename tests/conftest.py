@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# A tiny BERT: the suite exercises the pipeline, not the arithmetic of a 110M-parameter model.
+TINY_SHAPE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+THUCNEWS = SHARED / "data" / "thucnews14"
+REAL_VOCAB = SHARED / "data" / "bert-base-chinese" / "vocab.txt"
+TRAINED_MODEL = SHARED / "models" / "bert14-small-thucnews"
+
+
+def need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is absent: this test reads the shared data in place")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One default-model artifact at tiny size, exported once per test session."""
+    from bert14.export.pipeline import ExportOptions, export_artifact
+
+    out = tmp_path_factory.mktemp("artifact") / "bert14"
+    export_artifact(ExportOptions(out_dir=out, shape_overrides=dict(TINY_SHAPE)))
+    return out

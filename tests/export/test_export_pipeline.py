@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from bert14.export.model import build_default
+from bert14.export.pipeline import ExportOptions, export_artifact
+from bert14.export.validate import (
+    FP32_LOGIT_ATOL,
+    require_pass,
+    validate_onnx,
+    validation_suite,
+)
+from conftest import TINY_SHAPE
+
+from bert14.cli import main
+from bert14.errors import ParityError
+from bert14.manifest import read_manifest, verify_files
+
+ARTIFACT_FILES = {"model.onnx", "config.json", "vocab.txt", "tokenizer_config.json", "tokenizer.json", "manifest.json"}
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_every_exporter_and_attention_validates(tmp_path: Path, exporter: str, attn: str) -> None:
+    out = tmp_path / "art"
+    report = export_artifact(ExportOptions(out_dir=out, exporter=exporter, attn=attn, shape_overrides=dict(TINY_SHAPE)))
+    assert {p.name for p in out.iterdir()} == ARTIFACT_FILES
+    assert len(report.validation) == 12 and all(r.passed for r in report.validation)
+    graph = onnx.load(str(out / "model.onnx")).graph
+    assert [i.name for i in graph.input] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert [o.name for o in graph.output] == ["logits"]
+    for value in graph.input:
+        assert value.type.tensor_type.elem_type == onnx.TensorProto.INT64
+        assert all(dim.dim_param for dim in value.type.tensor_type.shape.dim), "batch and sequence must be dynamic"
+    manifest = read_manifest(out)
+    assert manifest["export"]["exporter"] == exporter and manifest["source"]["attn_implementation"] == attn
+    assert manifest["export"]["opset"] == 18
+    assert [o.version for o in onnx.load(str(out / "model.onnx")).opset_import if o.domain in ("", "ai.onnx")] == [18]
+
+
+def test_manifest_records_what_the_issue_asks(tiny_artifact: Path) -> None:
+    manifest = read_manifest(tiny_artifact)
+    for package in ("python", "torch", "transformers", "onnx", "onnxruntime"):
+        assert manifest["versions"][package]
+    assert set(manifest["files"]) == ARTIFACT_FILES - {"manifest.json"}
+    verify_files(tiny_artifact, manifest)
+    assert "avx2" in manifest["cpu_flags"] and "amx_int8" in manifest["cpu_flags"]
+    assert manifest["model"]["labels"][0] == "财经" and len(manifest["model"]["labels"]) == 14
+    validation = manifest["artifacts"]["fp32"]["validation"]
+    assert validation["passed"] and validation["max_abs_logit_diff"] <= FP32_LOGIT_ATOL
+    assert validation["argmax_agreement"] == 1.0 and len(validation["cases"]) == 12
+    assert manifest["export"]["dynamic_axes"]["input_ids"] == {"0": "batch", "1": "sequence"}
+    config = json.loads((tiny_artifact / "config.json").read_text())
+    assert config["num_labels"] == 14 if "num_labels" in config else len(config["id2label"]) == 14
+
+
+def test_export_is_deterministic(tmp_path: Path, tiny_artifact: Path) -> None:
+    out = tmp_path / "again"
+    export_artifact(ExportOptions(out_dir=out, shape_overrides=dict(TINY_SHAPE)))
+    first, second = read_manifest(tiny_artifact)["files"], read_manifest(out)["files"]
+    assert first == second
+
+
+def test_suite_covers_shapes_padding_and_segments() -> None:
+    cases = validation_suite(vocab_size=21128, type_vocab_size=2, max_positions=512)
+    shapes = {case.input_ids.shape for case in cases}
+    assert shapes == {(b, s) for b in (1, 4, 32) for s in (1, 16, 128, 512)}
+    big = next(c for c in cases if c.input_ids.shape == (32, 512))
+    lengths = big.attention_mask.sum(1)
+    assert lengths[0] == 512 and lengths.min() < 512, "rows must be right-padded to random lengths"
+    assert (big.attention_mask[:, :-1] >= big.attention_mask[:, 1:]).all(), "padding is on the right"
+    assert big.token_type_ids.any() and not (big.token_type_ids & (1 - big.attention_mask)).any()
+    assert big.input_ids.max() > 20000, "ids must reach the top of the vocabulary"
+    left = validation_suite(21128, 2, 512, left_pad=True)[-1]
+    assert (left.attention_mask[:, :-1] <= left.attention_mask[:, 1:]).all()
+
+
+def test_tampered_model_fails_validation(tmp_path: Path, tiny_artifact: Path) -> None:
+    model = onnx.load(str(tiny_artifact / "model.onnx"))
+    classifier = max(
+        (init for init in model.graph.initializer if len(init.dims) == 2 and 14 in init.dims),
+        key=lambda init: init.dims[0] * init.dims[1],
+    )
+    weights = onnx.numpy_helper.to_array(classifier).copy()
+    weights += 0.05
+    classifier.CopyFrom(onnx.numpy_helper.from_array(weights, classifier.name))
+    onnx.save(model, str(tmp_path / "tampered.onnx"))
+    source = build_default(**TINY_SHAPE)
+    cases = validation_suite(21128, 2, 512)[:3]
+    results = validate_onnx(source.model, tmp_path / "tampered.onnx", cases)
+    assert not any(r.passed for r in results)
+    with pytest.raises(ParityError, match="does not match PyTorch in 3 of 3 cases"):
+        require_pass(results, FP32_LOGIT_ATOL, "tampered.onnx")
+
+
+def test_failed_export_leaves_previous_artifact_untouched(tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "art"
+    export_artifact(ExportOptions(out_dir=out, shape_overrides=dict(TINY_SHAPE)))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    import bert14.export.pipeline as pipeline
+
+    def broken(*args, **kwargs):
+        raise ParityError("planted failure")
+
+    monkeypatch.setattr(pipeline, "validate_onnx", broken)
+    with pytest.raises(ParityError):
+        export_artifact(ExportOptions(out_dir=out, seed=99, shape_overrides=dict(TINY_SHAPE)))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"], "no staging directory may be left behind"
+
+
+def test_cli_exports_a_checkpoint_and_refuses_a_corrupt_one(tmp_path: Path, capsys) -> None:
+    from test_source_model import _save_checkpoint
+
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    _save_checkpoint(checkpoint, labels=7)
+    out = tmp_path / "out"
+    assert main(["export", "--model", str(checkpoint), "--out", str(out), "--exporter", "torchscript"]) == 0
+    printed = capsys.readouterr().out
+    assert "b32xs64-right" in printed and "FAIL" not in printed  # sequences capped at 64 positions
+    manifest = read_manifest(out)
+    assert len(manifest["model"]["labels"]) == 7 and manifest["source"]["kind"] == "checkpoint"
+
+    weights = checkpoint / "model.safetensors"
+    weights.write_bytes(b"\x00" * 64)
+    bad_out = tmp_path / "bad"
+    assert main(["export", "--model", str(checkpoint), "--out", str(bad_out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "model.safetensors" in error and "expected" in error
+    assert not bad_out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "out"]
+
+
+def test_out_pointing_at_unrelated_files_is_refused(tmp_path: Path) -> None:
+    from bert14.errors import InputError
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="found other files"):
+        export_artifact(ExportOptions(out_dir=tmp_path, shape_overrides=dict(TINY_SHAPE)))
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_validation_runs_seq_one_and_full_length(tiny_artifact: Path) -> None:
+    cases = validation_suite(21128, 2, 512)
+    assert cases[0].input_ids.shape == (1, 1)
+    source = build_default(**TINY_SHAPE)
+    results = validate_onnx(source.model, tiny_artifact / "model.onnx", [cases[0], cases[-1]])
+    assert all(r.passed for r in results) and np.isfinite([r.max_abs_diff for r in results]).all()

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from bert14.export.model import BERT14_LABELS, bert14_config, build_default, build_seeded, load_checkpoint
+from bert14.export.vocab import build_vocab
+from conftest import TINY_SHAPE
+
+from bert14.errors import InputError
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_default_model_is_bert14_shaped() -> None:
+    config = bert14_config()
+    assert (config.vocab_size, config.hidden_size, config.num_hidden_layers) == (21128, 768, 12)
+    assert (config.num_attention_heads, config.intermediate_size, config.max_position_embeddings) == (12, 3072, 512)
+    assert config.type_vocab_size == 2 and config.num_labels == 14
+    assert [config.id2label[i] for i in range(14)] == list(BERT14_LABELS)
+
+
+def test_seeded_build_is_reproducible_and_seed_matters() -> None:
+    config = bert14_config(**TINY_SHAPE)
+    assert _same_weights(build_seeded(config, 14), build_seeded(config, 14))
+    assert not _same_weights(build_seeded(config, 14), build_seeded(config, 15))
+
+
+def test_seeded_build_leaves_global_rng_alone() -> None:
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    build_default(**TINY_SHAPE)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def _save_checkpoint(directory: Path, labels: int = 7, safe: bool = True) -> torch.nn.Module:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(
+        vocab_size=300,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        num_labels=labels,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(3)
+    model = BertForSequenceClassification(config).eval()
+    model.save_pretrained(directory, safe_serialization=safe)
+    if not safe:  # transformers 5 always writes safetensors; make the legacy pickle by hand
+        (directory / "model.safetensors").unlink(missing_ok=True)
+        torch.save(model.state_dict(), directory / "pytorch_model.bin")
+    (directory / "vocab.txt").write_text("\n".join(build_vocab()[:300]) + "\n", encoding="utf-8")
+    return model
+
+
+@pytest.mark.parametrize("safe", [True, False], ids=["safetensors", "pytorch_model.bin"])
+def test_checkpoint_of_other_size_and_label_count_loads(tmp_path: Path, safe: bool) -> None:
+    original = _save_checkpoint(tmp_path, labels=7, safe=safe)
+    source = load_checkpoint(tmp_path)
+    assert source.config.num_labels == 7 and len(source.labels) == 7
+    assert source.config.hidden_size == 64 and len(source.vocab) == 300
+    assert _same_weights(source.model, original)
+    assert source.origin["kind"] == "checkpoint"
+
+
+def test_trained_fixture_loads(tmp_path: Path) -> None:
+    from conftest import TRAINED_MODEL, need
+
+    source = load_checkpoint(need(TRAINED_MODEL))
+    assert source.labels == list(BERT14_LABELS)
+    assert source.config.num_hidden_layers == 6 and len(source.vocab) == 21128
+
+
+def _expect_input_error(directory: Path, fragment: str) -> str:
+    with pytest.raises(InputError) as info:
+        load_checkpoint(directory)
+    message = str(info.value)
+    assert fragment in message, message
+    assert "\n" not in message
+    return message
+
+
+def test_missing_directory_and_files_name_what_is_expected(tmp_path: Path) -> None:
+    _expect_input_error(tmp_path / "nope", "expected a checkpoint directory")
+    _save_checkpoint(tmp_path)
+    (tmp_path / "vocab.txt").unlink()
+    _expect_input_error(tmp_path, "vocab.txt")
+    (tmp_path / "model.safetensors").unlink()
+    _expect_input_error(tmp_path, "model.safetensors or pytorch_model.bin")
+    (tmp_path / "config.json").unlink()
+    _expect_input_error(tmp_path, "config.json")
+
+
+def test_malformed_files_are_named(tmp_path: Path) -> None:
+    _save_checkpoint(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])  # truncated download
+    _expect_input_error(tmp_path, "model.safetensors: expected a readable weights file")
+    weights.write_bytes(data)
+    config = tmp_path / "config.json"
+    raw = json.loads(config.read_text())
+    config.write_text("{not json")
+    _expect_input_error(tmp_path, "config.json: expected JSON")
+    config.write_text(json.dumps({**raw, "model_type": "gpt2"}))
+    _expect_input_error(tmp_path, "expected model_type 'bert'")
+    config.write_text(json.dumps({**raw, "hidden_size": 128}))
+    _expect_input_error(tmp_path, "config.json implies")
+
+
+def test_bin_checkpoint_is_loaded_without_running_pickled_code(tmp_path: Path) -> None:
+    _save_checkpoint(tmp_path, safe=False)
+
+    class Boom:
+        def __reduce__(self):  # would run at unpickling time under weights_only=False
+            return (eval, ("1/0",))
+
+    torch.save({"payload": Boom()}, tmp_path / "pytorch_model.bin")
+    _expect_input_error(tmp_path, "pytorch_model.bin: expected a readable weights file")
