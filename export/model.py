@@ -37,6 +37,10 @@ BERT14_LABELS = (
 )
 DEFAULT_SEED = 14
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
+# Spread of the seeded biases and LayerNorm scales (around 1) of the default model: the size of
+# those of a trained BERT, small enough to keep activations in range.
+BIAS_STD = 0.02
+LAYER_NORM_STD = 0.1
 
 # bert-base-chinese's shape with a 14-way head.
 BERT14_SHAPE: dict[str, Any] = {
@@ -94,13 +98,25 @@ def _config(shape: dict[str, Any], labels: list[str], attn: str) -> BertConfig:
 
 
 def build_seeded(config: BertConfig, seed: int = DEFAULT_SEED) -> BertForSequenceClassification:
-    """Same config + same seed -> the same weights, bit for bit (CPU, same torch version)."""
+    """Same config + same seed -> the same weights, bit for bit (CPU, same torch version).
+
+    Hugging Face's initializer sets every bias to 0 and every LayerNorm to (1, 0). Parity checks
+    on such a model cannot see a dropped or misplaced bias, so each of those is then drawn from
+    a small seeded normal too, as a trained model's would be.
+    """
+    generator = torch.Generator().manual_seed(seed)
     generator_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
         model = BertForSequenceClassification(config)
     finally:
         torch.random.set_rng_state(generator_state)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias"):
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * BIAS_STD)
+            elif "LayerNorm" in name:
+                parameter.copy_(1.0 + torch.randn(parameter.shape, generator=generator) * LAYER_NORM_STD)
     return model.eval()
 
 
