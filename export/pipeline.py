@@ -19,7 +19,9 @@ from typing import Any
 from bert14.export.model import DEFAULT_SEED, SourceModel, build_default, load_checkpoint
 from bert14.export.onnx_export import ExportSettings, export_onnx
 from bert14.export.validate import (
+    FP16_CPU_LOGIT_ATOL,
     FP32_LOGIT_ATOL,
+    Case,
     CaseResult,
     format_table,
     require_pass,
@@ -35,6 +37,8 @@ from bert14.manifest import cpu_flags, package_versions, write_manifest
 
 DEFAULT_OUT = Path("artifacts/bert14")
 MODEL_NAME = "model.onnx"
+FUSED_NAME = "model.opt.onnx"
+FP16_NAME = "model.fp16.onnx"
 TRACKED_PACKAGES = ("torch", "transformers", "onnx", "onnxruntime", "onnxscript", "onnx-ir", "tokenizers", "numpy")
 
 
@@ -46,6 +50,7 @@ class ExportOptions:
     attn: str = "sdpa"
     opset: int = 18
     seed: int = DEFAULT_SEED
+    optimize: bool = True  # also write model.opt.onnx (fused fp32) and model.fp16.onnx
     shape_overrides: dict[str, Any] = field(default_factory=dict)  # default model only (tests use tiny shapes)
 
 
@@ -53,11 +58,16 @@ class ExportOptions:
 class ExportReport:
     out_dir: Path
     manifest: dict[str, Any]
-    validation: list[CaseResult]
+    validation: dict[str, list[CaseResult]]  # artifact file -> its cases
+    tolerances: dict[str, float]
     seconds: float
 
-    def table(self) -> str:
-        return format_table(self.validation, FP32_LOGIT_ATOL)
+    def tables(self) -> str:
+        parts = []
+        for name, results in self.validation.items():
+            parts.append(f"{name} vs PyTorch ({len(results)} cases):")
+            parts.append(format_table(results, self.tolerances[name]))
+        return "\n".join(parts)
 
 
 def load_source(options: ExportOptions) -> SourceModel:
@@ -74,19 +84,65 @@ def export_artifact(options: ExportOptions) -> ExportReport:
     settings.check()
     source = load_source(options)
     config = source.config
+    validation: dict[str, list[CaseResult]] = {}
+    tolerances: dict[str, float] = {}
+    artifacts: dict[str, dict[str, Any]] = {}
+    extra: dict[str, Any] = {}
     with staging(options.out_dir) as stage:
         export_info = export_onnx(source.model, stage / MODEL_NAME, settings, config.max_position_embeddings)
         config.to_json_file(str(stage / "config.json"))
         write_tokenizer_files(stage, source.vocab, source.tokenizer_settings)
-        cases = validation_suite(config.vocab_size, config.type_vocab_size, config.max_position_embeddings)
-        results = validate_onnx(source.model, stage / MODEL_NAME, cases)
+        suite = validation_suite(config.vocab_size, config.type_vocab_size, config.max_position_embeddings)
+        results = validate_onnx(source.model, stage / MODEL_NAME, suite)
         require_pass(results, FP32_LOGIT_ATOL, f"{MODEL_NAME} ({options.exporter} export)")
-        manifest = write_manifest(stage, _manifest(source, options, export_info, results))
-    return ExportReport(options.out_dir, manifest, results, time.perf_counter() - started)
+        validation[MODEL_NAME], tolerances[MODEL_NAME] = results, FP32_LOGIT_ATOL
+        artifacts["fp32"] = {"file": MODEL_NAME, "validation": summarize(results, FP32_LOGIT_ATOL)}
+        if options.optimize:
+            extra = _optimized(source, stage, suite, validation, tolerances, artifacts)
+        manifest = write_manifest(stage, _manifest(source, options, export_info, artifacts) | extra)
+    return ExportReport(options.out_dir, manifest, validation, tolerances, time.perf_counter() - started)
+
+
+def _optimized(
+    source: SourceModel,
+    stage: Path,
+    suite: list[Case],
+    validation: dict[str, list[CaseResult]],
+    tolerances: dict[str, float],
+    artifacts: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """model.opt.onnx (gated at the fp32 tolerance) and model.fp16.onnx (checked, not gated on CPU)."""
+    from bert14.optimize.fp16 import convert_fp16
+    from bert14.optimize.pipeline import OptimizeOptions, optimize_file
+
+    config = source.config
+    fusion = optimize_file(
+        stage / MODEL_NAME,
+        stage / FUSED_NAME,
+        OptimizeOptions(num_layers=config.num_hidden_layers, num_heads=config.num_attention_heads),
+    )
+    padded = suite + validation_suite(
+        config.vocab_size, config.type_vocab_size, config.max_position_embeddings, left_pad=True
+    )
+    results = validate_onnx(source.model, stage / FUSED_NAME, padded)
+    require_pass(results, FP32_LOGIT_ATOL, f"{FUSED_NAME} (fused)")
+    validation[FUSED_NAME], tolerances[FUSED_NAME] = results, FP32_LOGIT_ATOL
+    artifacts["fp32_fused"] = {"file": FUSED_NAME, "validation": summarize(results, FP32_LOGIT_ATOL)}
+
+    convert_fp16(stage / FUSED_NAME, stage / FP16_NAME)
+    results = validate_onnx(source.model, stage / FP16_NAME, padded, FP16_CPU_LOGIT_ATOL, strict_argmax=False)
+    require_pass(results, FP16_CPU_LOGIT_ATOL, f"{FP16_NAME} (fp16, checked on the CPU provider)")
+    validation[FP16_NAME], tolerances[FP16_NAME] = results, FP16_CPU_LOGIT_ATOL
+    artifacts["fp16"] = {
+        "file": FP16_NAME,
+        "provider": "cuda",
+        "validation_cpu": summarize(results, FP16_CPU_LOGIT_ATOL),
+    }
+    return {"fusions": fusion.to_manifest()}
 
 
 def _manifest(
-    source: SourceModel, options: ExportOptions, export_info: dict[str, Any], results: list[CaseResult]
+    source: SourceModel, options: ExportOptions, export_info: dict[str, Any], artifacts: dict[str, Any]
 ) -> dict[str, Any]:
     config = source.config
     return {
@@ -106,7 +162,7 @@ def _manifest(
             "labels": source.labels,
         },
         "export": export_info,
-        "artifacts": {"fp32": {"file": MODEL_NAME, "validation": summarize(results, FP32_LOGIT_ATOL)}},
+        "artifacts": artifacts,
         "versions": package_versions(TRACKED_PACKAGES),
         "cpu_flags": cpu_flags(),
     }

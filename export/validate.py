@@ -22,6 +22,10 @@ SUITE_SEED = 2026
 # Issue #2: an fp32 export must reproduce PyTorch fp32 to 1e-4 in every logit. Seen here for
 # BERT-14 size: ~1e-6; a real export bug (mask, positions, segment) moves logits by >1e-2.
 FP32_LOGIT_ATOL = 1e-4
+# The fp16 artifact run on the CPU provider (the export machine): weights rounded to fp16 move
+# BERT-14's logits by up to ~1e-3 here; 1e-2 leaves room for larger checkpoints and still catches
+# a broken conversion (a wrong cast moves them by O(1)). On CUDA it is checked by `make gpu-check`.
+FP16_CPU_LOGIT_ATOL = 1e-2
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class CaseResult:
     sequence: int
     max_abs_diff: float
     argmax_agree: int
+    near_tie_flips: int  # label changes between two logits closer than the tolerance allows for
     passed: bool
 
 
@@ -102,19 +107,36 @@ def reference_session(path: Path, threads: int = 0) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def compare(case: Case, reference: np.ndarray, candidate: np.ndarray, atol: float) -> CaseResult:
+def compare(
+    case: Case, reference: np.ndarray, candidate: np.ndarray, atol: float, strict_argmax: bool = True
+) -> CaseResult:
+    """strict_argmax: every label must match. Otherwise a flip counts as a failure only when the
+    reference's two logits involved are more than 2 * atol apart: within the tolerance, each may
+    move by atol, so a flip between closer logits is the tolerance at work, not a defect."""
     diff = float(np.abs(reference.astype(np.float64) - candidate.astype(np.float64)).max())
-    agree = int((reference.argmax(-1) == candidate.argmax(-1)).sum())
+    ref_top, cand_top = reference.argmax(-1), candidate.argmax(-1)  # (B,)
+    rows = np.arange(len(ref_top))
+    margin = reference[rows, ref_top] - reference[rows, cand_top]  # (B,) >= 0
+    flipped = ref_top != cand_top
+    near_ties = int((flipped & (margin <= 2 * atol)).sum())
+    allowed = 0 if strict_argmax else near_ties
     batch, sequence = case.input_ids.shape
-    passed = bool(np.isfinite(candidate).all()) and diff <= atol and agree == batch
-    return CaseResult(case.name, batch, sequence, diff, agree, passed)
+    passed = bool(np.isfinite(candidate).all()) and diff <= atol and int(flipped.sum()) <= allowed
+    return CaseResult(case.name, batch, sequence, diff, int((~flipped).sum()), near_ties, passed)
 
 
 def validate_onnx(
-    model: torch.nn.Module, onnx_path: Path, cases: list[Case], atol: float = FP32_LOGIT_ATOL
+    model: torch.nn.Module,
+    onnx_path: Path,
+    cases: list[Case],
+    atol: float = FP32_LOGIT_ATOL,
+    strict_argmax: bool = True,
 ) -> list[CaseResult]:
     session = reference_session(onnx_path)
-    return [compare(case, torch_logits(model, case), session.run(["logits"], case.feeds())[0], atol) for case in cases]
+    return [
+        compare(case, torch_logits(model, case), session.run(["logits"], case.feeds())[0], atol, strict_argmax)
+        for case in cases
+    ]
 
 
 def format_table(results: list[CaseResult], atol: float) -> str:
@@ -130,6 +152,7 @@ def summarize(results: list[CaseResult], atol: float) -> dict[str, object]:
         "tolerance_logit_abs": atol,
         "max_abs_logit_diff": max(r.max_abs_diff for r in results),
         "argmax_agreement": sum(r.argmax_agree for r in results) / sum(r.batch for r in results),
+        "near_tie_flips": sum(r.near_tie_flips for r in results),
         "passed": all(r.passed for r in results),
         "cases": [asdict(r) for r in results],
     }

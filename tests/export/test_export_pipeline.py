@@ -20,16 +20,19 @@ from bert14.cli import main
 from bert14.errors import ParityError
 from bert14.manifest import read_manifest, verify_files
 
-ARTIFACT_FILES = {"model.onnx", "config.json", "vocab.txt", "tokenizer_config.json", "tokenizer.json", "manifest.json"}
+BASE_FILES = {"model.onnx", "config.json", "vocab.txt", "tokenizer_config.json", "tokenizer.json", "manifest.json"}
+ARTIFACT_FILES = BASE_FILES | {"model.opt.onnx", "model.fp16.onnx"}
 
 
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 def test_every_exporter_and_attention_validates(tmp_path: Path, exporter: str, attn: str) -> None:
     out = tmp_path / "art"
-    report = export_artifact(ExportOptions(out_dir=out, exporter=exporter, attn=attn, shape_overrides=dict(TINY_SHAPE)))
-    assert {p.name for p in out.iterdir()} == ARTIFACT_FILES
-    assert len(report.validation) == 12 and all(r.passed for r in report.validation)
+    options = ExportOptions(out_dir=out, exporter=exporter, attn=attn, optimize=False, shape_overrides=dict(TINY_SHAPE))
+    report = export_artifact(options)
+    assert {p.name for p in out.iterdir()} == BASE_FILES
+    results = report.validation["model.onnx"]
+    assert len(results) == 12 and all(r.passed for r in results)
     graph = onnx.load(str(out / "model.onnx")).graph
     assert [i.name for i in graph.input] == ["input_ids", "attention_mask", "token_type_ids"]
     assert [o.name for o in graph.output] == ["logits"]
@@ -53,6 +56,17 @@ def test_manifest_records_what_the_issue_asks(tiny_artifact: Path) -> None:
     validation = manifest["artifacts"]["fp32"]["validation"]
     assert validation["passed"] and validation["max_abs_logit_diff"] <= FP32_LOGIT_ATOL
     assert validation["argmax_agreement"] == 1.0 and len(validation["cases"]) == 12
+    fused = manifest["artifacts"]["fp32_fused"]["validation"]
+    assert fused["passed"] and fused["max_abs_logit_diff"] <= FP32_LOGIT_ATOL and len(fused["cases"]) == 24
+    assert any(case["case"].endswith("-left") for case in fused["cases"]), "fused parity covers left padding"
+    assert manifest["fusions"]["counts"] == {
+        "EmbedLayerNormalization": 1,
+        "Attention": 2,
+        "SkipLayerNormalization": 4,
+        "BiasGelu": 2,
+    }
+    fp16 = manifest["artifacts"]["fp16"]
+    assert fp16["file"] == "model.fp16.onnx" and fp16["validation_cpu"]["passed"]
     assert manifest["export"]["dynamic_axes"]["input_ids"] == {"0": "batch", "1": "sequence"}
     config = json.loads((tiny_artifact / "config.json").read_text())
     assert config["num_labels"] == 14 if "num_labels" in config else len(config["id2label"]) == 14
@@ -124,8 +138,10 @@ def test_cli_exports_a_checkpoint_and_refuses_a_corrupt_one(tmp_path: Path, caps
     assert main(["export", "--model", str(checkpoint), "--out", str(out), "--exporter", "torchscript"]) == 0
     printed = capsys.readouterr().out
     assert "b32xs64-right" in printed and "FAIL" not in printed  # sequences capped at 64 positions
+    assert "fused: EmbedLayerNormalization 1, Attention 2, SkipLayerNormalization 4, BiasGelu 2" in printed
     manifest = read_manifest(out)
     assert len(manifest["model"]["labels"]) == 7 and manifest["source"]["kind"] == "checkpoint"
+    assert {p.name for p in out.iterdir()} == ARTIFACT_FILES
 
     weights = checkpoint / "model.safetensors"
     weights.write_bytes(b"\x00" * 64)

@@ -1,0 +1,191 @@
+"""The fusion pipeline: an explicit ordered list of passes, a report of what fused, and a gate.
+
+    upgrade           opset >= 18 (ReduceMean's axes become an input), shape inference
+    layer_norm        decomposed LayerNorm -> LayerNormalization            (older exports)
+    canonicalize      Gemm -> MatMul + Add, constant folding, shape simplification
+    embed_layer_norm  word + type + position Gathers + LayerNorm -> EmbedLayerNormalization
+    attention         Q/K/V projections ... Softmax ... context -> Attention (packed QKV)
+    reinfer           propagate shapes again through the fused ops (shapes.py)
+    skip_layer_norm   bias + residual Add + LayerNorm -> SkipLayerNormalization
+    gelu              bias Add + erf GELU -> BiasGelu
+    cleanup           drop dead nodes and initializers, sort
+
+The order matters: the LayerNorm rule runs before constant folding, which drops the tiny
+`Add(variance, 1e-12)` of a decomposed LayerNorm and so breaks its pattern;
+EmbedLayerNormalization must claim the embedding LayerNorm before the skip rule mistakes it for a
+residual connection; attention must fuse before the skip rule rewrites the Adds around it.
+For a BERT of L layers the expected result is 1 / L / 2L / L
+(EmbedLayerNormalization / Attention / SkipLayerNormalization / BiasGelu) with no Softmax,
+LayerNormalization or ReduceMean left over; anything short fails with the reasons collected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import onnx_ir as ir
+import onnx_ir.passes.common as common_passes
+import onnxscript.optimizer
+from bert14.optimize.attention import fuse_attention
+from bert14.optimize.embed_layer_norm import fuse_embed_layer_norm
+from bert14.optimize.gelu import fuse_gelu
+from bert14.optimize.graph import MS_DOMAIN, count_ops
+from bert14.optimize.layer_norm import fuse_decomposed_layer_norm
+from bert14.optimize.shapes import propagate_shapes
+from bert14.optimize.skip_layer_norm import fuse_skip_layer_norm
+from onnxscript.rewriter import rewrite
+from onnxscript.rewriter.ort_fusions import shape_optimization
+from onnxscript.rewriter.rules.common import _gemm_to_matmul_add
+from onnxscript.version_converter import convert_version
+
+from bert14.errors import FusionError
+
+MIN_OPSET = 18  # ReduceMean takes axes as an input from 18 on, which the LayerNorm rule matches
+FUSED_OPS = ("EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "BiasGelu")
+LEFTOVER_OPS = ("Softmax", "LayerNormalization", "ReduceMean", "Erf")
+
+
+@dataclass
+class OptimizeOptions:
+    num_layers: int | None = None  # expected L; None: the number of Softmax nodes before fusion
+    num_heads: int | None = None  # only needed when the graph's shapes do not show the head size
+    debug: bool = False  # collect onnxscript's match tracing for rules that did not fire
+    gate: bool = True  # raise FusionError when the counts fall short
+
+
+@dataclass
+class FusionReport:
+    counts: dict[str, int]
+    expected: dict[str, int]
+    leftovers: dict[str, int]
+    reasons: dict[str, list[str]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    trace: str = ""
+
+    def shortfalls(self) -> list[str]:
+        problems = [
+            f"{op}: {self.counts.get(op, 0)} fused, expected {want}"
+            for op, want in self.expected.items()
+            if self.counts.get(op, 0) != want
+        ]
+        problems += [f"{op}: {n} left unfused" for op, n in self.leftovers.items() if n]
+        return problems
+
+    def to_manifest(self) -> dict[str, object]:
+        data = asdict(self)
+        data.pop("trace")
+        return data
+
+    def explain(self) -> str:
+        lines = self.shortfalls()
+        for family, reasons in self.reasons.items():
+            for reason in reasons[:5]:
+                lines.append(f"  {family}: {reason}")
+            if len(reasons) > 5:
+                lines.append(f"  {family}: ... {len(reasons) - 5} more")
+        return "\n".join(lines)
+
+
+def upgrade(model: ir.Model) -> None:
+    if model.opset_imports.get("", 0) < MIN_OPSET:
+        convert_version(model, MIN_OPSET, fallback=True)
+    # Rules match attributes literally: an omitted keepdims=1 must be spelled out to match.
+    common_passes.AddDefaultAttributesPass()(model)
+    common_passes.ShapeInferencePass()(model)
+
+
+def canonicalize(model: ir.Model) -> None:
+    rewrite(model, [_gemm_to_matmul_add.gemm_to_matmul_add_rule])
+    common_passes.ShapeInferencePass()(model)
+    onnxscript.optimizer.optimize(model)
+    shape_optimization.rules.apply_to_model(model)
+    onnxscript.optimizer.optimize(model)
+
+
+def reinfer(model: ir.Model) -> None:
+    model.opset_imports[MS_DOMAIN] = 1
+    common_passes.RemoveUnusedNodesPass()(model)  # the replaced nodes still declare the fused outputs' names
+    propagate_shapes(model)
+
+
+def cleanup(model: ir.Model) -> None:
+    common_passes.RemoveUnusedNodesPass()(model)
+    common_passes.TopologicalSortPass()(model)
+    model.opset_imports[MS_DOMAIN] = 1
+
+
+Pass = Callable[[ir.Model, OptimizeOptions], "list[str] | None"]
+
+
+def _reasons(result: tuple[int, list[str]]) -> list[str]:
+    return result[1]
+
+
+PASSES: list[tuple[str, Pass]] = [
+    ("upgrade", lambda model, options: upgrade(model)),
+    ("layer_norm", lambda model, options: fuse_decomposed_layer_norm(model, options.debug) and None),
+    ("canonicalize", lambda model, options: canonicalize(model)),
+    ("embed_layer_norm", lambda model, options: _reasons(fuse_embed_layer_norm(model))),
+    ("attention", lambda model, options: _reasons(fuse_attention(model, options.num_heads))),
+    ("reinfer", lambda model, options: reinfer(model)),
+    ("skip_layer_norm", lambda model, options: fuse_skip_layer_norm(model, options.debug) and None),
+    ("gelu", lambda model, options: fuse_gelu(model, options.debug) and None),
+    ("cleanup", lambda model, options: cleanup(model)),
+]
+
+
+def optimize_model(model: ir.Model, options: OptimizeOptions | None = None) -> tuple[ir.Model, FusionReport]:
+    """Fuse `model` in place; returns it with the report. Raises FusionError on a shortfall."""
+    options = options or OptimizeOptions()
+    seconds: dict[str, float] = {}
+    reasons: dict[str, list[str]] = {}
+    trace = io.StringIO()
+    layers = options.num_layers
+    for name, run in PASSES:
+        if name == "embed_layer_norm" and layers is None:
+            layers = count_ops(model).get("Softmax", 0)  # one attention softmax per encoder layer
+        started = time.perf_counter()
+        with contextlib.redirect_stdout(trace) if options.debug else contextlib.nullcontext():
+            refused = run(model, options)
+        seconds[name] = round(time.perf_counter() - started, 3)
+        if refused:
+            reasons[name] = refused
+    layers = layers or 0
+
+    ops = count_ops(model)
+    report = FusionReport(
+        counts={op: ops.get(op, 0) for op in FUSED_OPS},
+        expected={
+            "EmbedLayerNormalization": 1,
+            "Attention": layers,
+            "SkipLayerNormalization": 2 * layers,
+            "BiasGelu": layers,
+        },
+        leftovers={op: ops.get(op, 0) for op in LEFTOVER_OPS},
+        reasons=reasons,
+        seconds=seconds,
+        trace=trace.getvalue(),
+    )
+    if options.gate and (layers == 0 or report.shortfalls()):
+        hint = (
+            f"\nrewriter trace:\n{report.trace}"
+            if options.debug
+            else "\n(`bert14 optimize --debug` adds the rewriter's match trace)"
+        )
+        detail = report.explain()
+        if layers == 0:
+            detail = "the graph has no Softmax: it does not look like a BERT encoder\n" + detail
+        raise FusionError(f"fusion fell short of a BERT encoder with {layers} layers:\n{detail}{hint}")
+    return model, report
+
+
+def optimize_file(source: Path, target: Path, options: OptimizeOptions | None = None) -> FusionReport:
+    model = ir.load(str(source))
+    model, report = optimize_model(model, options)
+    ir.save(model, str(target))
+    return report

@@ -1,0 +1,107 @@
+"""Golden fusion counts and PyTorch parity for tiny BERTs from every exporter variant."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from bert14.export.model import build_default
+from bert14.export.onnx_export import ExportSettings, LogitsOnly, _export_torchscript, export_onnx
+from bert14.export.validate import FP32_LOGIT_ATOL, make_case, validate_onnx
+from bert14.optimize.pipeline import OptimizeOptions, optimize_file
+from conftest import TINY_SHAPE
+
+from bert14.errors import FusionError
+
+LAYERS = TINY_SHAPE["num_hidden_layers"]
+GOLDEN = {"EmbedLayerNormalization": 1, "Attention": LAYERS, "SkipLayerNormalization": 2 * LAYERS, "BiasGelu": LAYERS}
+VARIANTS = [
+    ("torchscript", "eager", 18),
+    ("torchscript", "sdpa", 18),
+    ("dynamo", "eager", 18),
+    ("dynamo", "sdpa", 18),
+    ("torchscript", "eager", 17),
+    ("dynamo", "sdpa", 17),
+    ("torchscript", "eager", 14),  # LayerNorm decomposed into ReduceMean/Sub/Pow/Sqrt/Div
+]
+
+
+def _export(tmp: Path, exporter: str, attn: str, opset: int):
+    source = build_default(attn=attn, **TINY_SHAPE)
+    path = tmp / f"{exporter}-{attn}-{opset}.onnx"
+    if opset < 17:  # below what `bert14 export` offers: an old graph a user may bring
+        example = tuple(torch.ones(2, 8, dtype=torch.long) for _ in range(3))
+        _export_torchscript(LogitsOnly(source.model).eval(), example, path, opset)
+    else:
+        export_onnx(source.model, path, ExportSettings(exporter, opset), 512)
+    return source, path
+
+
+def _parity_cases():
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    return [
+        make_case(rng, batch, sequence, 21128, 2, left_pad)
+        for batch, sequence in ((1, 1), (4, 16), (3, 128))
+        for left_pad in (False, True)
+    ]
+
+
+@pytest.mark.parametrize(("exporter", "attn", "opset"), VARIANTS, ids=[f"{e}-{a}-opset{o}" for e, a, o in VARIANTS])
+def test_every_variant_fuses_fully_and_matches_pytorch(tmp_path: Path, exporter: str, attn: str, opset: int) -> None:
+    source, path = _export(tmp_path, exporter, attn, opset)
+    if opset < 17:
+        assert any(n.op_type == "ReduceMean" for n in onnx.load(str(path)).graph.node)
+    fused = tmp_path / "fused.onnx"
+    report = optimize_file(path, fused)
+    assert report.counts == GOLDEN and report.expected == GOLDEN
+    assert not any(report.leftovers.values()), report.leftovers
+    results = validate_onnx(source.model, fused, _parity_cases())  # ORT_DISABLE_ALL session
+    assert all(r.passed for r in results), [r for r in results if not r.passed]
+    assert max(r.max_abs_diff for r in results) <= FP32_LOGIT_ATOL
+    graph = onnx.load(str(fused)).graph
+    assert [i.name for i in graph.input] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert {o.domain for o in onnx.load(str(fused)).opset_import} >= {"", "com.microsoft"}
+
+
+def test_shortfall_fails_the_build_naming_the_pattern(tmp_path: Path) -> None:
+    _, path = _export(tmp_path, "dynamo", "sdpa", 18)
+    model = onnx.load(str(path))
+    softmaxes = [n for n in model.graph.node if n.op_type == "Softmax"]
+    softmaxes[-1].attribute[0].i = 2  # the last layer's softmax over the query axis: not attention
+    broken = tmp_path / "broken.onnx"
+    onnx.save(model, str(broken))
+    with pytest.raises(FusionError) as info:
+        optimize_file(broken, tmp_path / "out.onnx", OptimizeOptions(num_layers=LAYERS))
+    message = str(info.value)
+    assert f"Attention: {LAYERS - 1} fused, expected {LAYERS}" in message
+    assert "softmax is not over the last axis" in message
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_gate_can_be_turned_off_and_report_counts_what_fused(tmp_path: Path) -> None:
+    _, path = _export(tmp_path, "torchscript", "eager", 18)
+    report = optimize_file(path, tmp_path / "out.onnx", OptimizeOptions(num_layers=LAYERS + 1, gate=False))
+    assert report.counts["Attention"] == LAYERS and report.expected["Attention"] == LAYERS + 1
+    assert report.shortfalls() == [
+        f"Attention: {LAYERS} fused, expected {LAYERS + 1}",
+        f"SkipLayerNormalization: {2 * LAYERS} fused, expected {2 * LAYERS + 2}",
+        f"BiasGelu: {LAYERS} fused, expected {LAYERS + 1}",
+    ]
+
+
+def test_a_graph_without_attention_is_refused(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "not-bert",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(tmp_path / "relu.onnx"))
+    with pytest.raises(FusionError, match="does not look like a BERT encoder"):
+        optimize_file(tmp_path / "relu.onnx", tmp_path / "out.onnx")

@@ -1,0 +1,130 @@
+"""One positive and one near miss per fusion family, on tiny hand-built subgraphs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from bert14.optimize.attention import fuse_attention
+from bert14.optimize.embed_layer_norm import fuse_embed_layer_norm
+from bert14.optimize.gelu import fuse_gelu
+from bert14.optimize.graph import MS_DOMAIN, remove_unused
+from bert14.optimize.layer_norm import fuse_decomposed_layer_norm
+from bert14.optimize.skip_layer_norm import fuse_skip_layer_norm
+from subgraphs import (
+    HIDDEN,
+    B,
+    S,
+    attention_block,
+    decomposed_layer_norm,
+    embedding_block,
+    gelu_block,
+    ops,
+    residual_block,
+    run,
+)
+
+# Fused kernels sum in another order than the op-by-op graph; seen here: <= 2e-6 on these blocks.
+RULE_ATOL = 1e-5
+RNG = np.random.default_rng(11)
+MASK = np.array([[1, 1, 1, 0], [0, 1, 1, 1]], dtype=np.int64)  # right and left padding
+
+
+def _fused(model, fuse):
+    before_feeds = _feeds(model)
+    before = run(model, before_feeds)[0]
+    result = fuse(model)
+    remove_unused(model)
+    model.opset_imports[MS_DOMAIN] = 1
+    return result, before, before_feeds
+
+
+def _feeds(model) -> dict[str, np.ndarray]:
+    feeds = {}
+    for value in model.graph.inputs:
+        if value.name == "attention_mask":
+            feeds[value.name] = MASK
+        elif value.name == "input_ids":
+            feeds[value.name] = RNG.integers(0, 50, size=(B, S))
+        elif value.name == "token_type_ids":
+            feeds[value.name] = np.array([[0, 0, 1, 1], [0, 1, 1, 1]], dtype=np.int64)
+        else:
+            feeds[value.name] = RNG.normal(size=(B, S, HIDDEN)).astype(np.float32)
+    return feeds
+
+
+def test_attention_fuses_and_keeps_padding_semantics() -> None:
+    model = attention_block()
+    (count, refused), before, feeds = _fused(model, fuse_attention)
+    assert count == 1 and refused == []
+    assert ops(model).count("Attention") == 1 and "Softmax" not in ops(model)
+    attention = next(n for n in model.graph if n.op_type == "Attention")
+    assert attention.attributes["num_heads"].as_int() == 2
+    assert attention.inputs[1].shape == (HIDDEN, 3 * HIDDEN), "QKV weights are packed into one matrix"
+    assert attention.inputs[3].producer().op_type == "Cast", "the raw 2-D attention_mask is the mask input"
+    after = run(model, feeds)[0]
+    assert np.abs(after - before).max() < RULE_ATOL
+
+
+@pytest.mark.parametrize(
+    ("variant", "reason"),
+    [({"cross": True}, "do not read the same input"), ({"causal": True}, "bias is not 0 where the mask keeps a key")],
+    ids=["cross-attention", "causal-mask"],
+)
+def test_attention_near_misses_are_refused_with_a_reason(variant, reason) -> None:
+    model = attention_block(**variant)
+    count, refused = fuse_attention(model)
+    assert count == 0 and "Attention" not in ops(model)
+    assert any(reason in r for r in refused), refused
+
+
+def test_embed_layer_norm_fuses_word_type_and_position() -> None:
+    model = embedding_block()
+    (count, refused), before, feeds = _fused(model, fuse_embed_layer_norm)
+    assert count == 1
+    assert ops(model).count("EmbedLayerNormalization") == 1 and "LayerNormalization" not in ops(model)
+    assert np.abs(run(model, feeds)[0] - before).max() < RULE_ATOL
+
+
+def test_embed_layer_norm_refuses_shifted_positions() -> None:
+    model = embedding_block(position_offset=2)  # RoBERTa-style offset positions are not 0..S-1
+    count, refused = fuse_embed_layer_norm(model)
+    assert count == 0 and "EmbedLayerNormalization" not in ops(model)
+    assert any("positions are not 0..S-1" in r for r in refused), refused
+
+
+def test_decomposed_layer_norm_fuses() -> None:
+    model = decomposed_layer_norm()
+    count, before, feeds = _fused(model, fuse_decomposed_layer_norm)
+    assert count == 1 and ops(model).count("LayerNormalization") == 1 and "ReduceMean" not in ops(model)
+    assert np.abs(run(model, feeds)[0] - before).max() < RULE_ATOL
+
+
+def test_layer_norm_over_another_axis_is_not_fused() -> None:
+    model = decomposed_layer_norm(axis=1)
+    assert fuse_decomposed_layer_norm(model) == 0
+    assert "LayerNormalization" not in ops(model)
+
+
+def test_skip_layer_norm_fuses_bias_and_residual() -> None:
+    model = residual_block()
+    count, before, feeds = _fused(model, fuse_skip_layer_norm)
+    assert count == 1 and ops(model).count("SkipLayerNormalization") == 1
+    assert "LayerNormalization" not in ops(model)
+    assert np.abs(run(model, feeds)[0] - before).max() < RULE_ATOL
+
+
+def test_skip_layer_norm_needs_last_axis() -> None:
+    model = residual_block(layer_norm_axis=1)
+    assert fuse_skip_layer_norm(model) == 0 and "SkipLayerNormalization" not in ops(model)
+
+
+def test_erf_gelu_with_bias_becomes_bias_gelu() -> None:
+    model = gelu_block()
+    count, before, feeds = _fused(model, fuse_gelu)
+    assert count == 1 and ops(model) == ["BiasGelu"]
+    assert np.abs(run(model, feeds)[0] - before).max() < RULE_ATOL
+
+
+def test_tanh_gelu_is_not_taken_for_the_exact_one() -> None:
+    model = gelu_block(tanh=True)
+    assert fuse_gelu(model) == 0 and "BiasGelu" not in ops(model)
