@@ -55,6 +55,93 @@ def _optimize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_classifier(args: argparse.Namespace):
+    from bert14.runtime import Classifier
+
+    return Classifier.load(
+        args.artifact, precision=args.precision, provider=args.provider, threads=args.threads, max_batch=args.batch_size
+    )
+
+
+def _read_lines(path: Path, chunk: int):
+    """Lines of a UTF-8 file in chunks; invalid UTF-8 is an error that names the line."""
+    if not path.is_file():
+        raise InputError(f"{path}: expected a text file with one text a line, found none")
+    lines: list[str] = []
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                lines.append(raw.rstrip(b"\r\n").decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path}:{number}: expected UTF-8 text, found invalid bytes ({exc.reason})") from exc
+            if len(lines) == chunk:
+                yield lines
+                lines = []
+    if lines:
+        yield lines
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import json
+
+    if not args.texts and not args.file:
+        raise InputError("predict: expected texts as arguments or --file FILE")
+    clf = _load_classifier(args)
+    out = sys.stdout
+    if args.texts:
+        for text, p in zip(args.texts, clf.predict(args.texts), strict=True):
+            out.write(json.dumps({"text": text, **p.to_dict()}, ensure_ascii=False) + "\n")
+    if args.file:
+        path = Path(args.file)
+        total = sum(1 for _ in path.open("rb")) if path.is_file() else 0
+        done = 0
+        for lines in _read_lines(path, 1024):
+            for text, p in zip(lines, clf.predict(lines), strict=True):
+                out.write(json.dumps({"text": text, **p.to_dict()}, ensure_ascii=False) + "\n")
+            done += len(lines)
+            if not args.quiet:
+                _progress(done, total)
+        if not args.quiet:
+            print(file=sys.stderr)
+    return 0
+
+
+def _progress(done: int, total: int) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} texts", end="", file=sys.stderr, flush=True)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise InputError("serve: the HTTP server needs the serve extra (pip install 'bert14[serve]')") from exc
+    from bert14.runtime.server import ServerOptions, serve
+
+    clf = _load_classifier(args)
+    options = ServerOptions(
+        host=args.host,
+        port=args.port,
+        max_texts=args.max_texts,
+        max_body_bytes=args.max_body_bytes,
+        microbatch=not args.no_microbatch,
+        window_ms=args.window_ms,
+    )
+    print(f"serving {args.artifact} ({clf.precision} on {clf.provider}) at http://{options.host}:{options.port}")
+    serve(clf, options)
+    return 0
+
+
+def _runtime_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("artifact", help="artifact directory written by `bert14 export`")
+    parser.add_argument("--precision", choices=("auto", "int8", "fp16", "fp32"), default="auto")
+    parser.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
+    parser.add_argument("--batch-size", type=int, default=32, help="rows per bucketed batch")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bert14", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -77,6 +164,27 @@ def build_parser() -> argparse.ArgumentParser:
     optimize.add_argument("--debug", action="store_true", help="explain every pattern that did not match")
     optimize.add_argument("--no-gate", action="store_true", help="write the model even when fusion falls short")
     optimize.set_defaults(func=_optimize)
+
+    predict = commands.add_parser(
+        "predict",
+        help="classify texts, one JSON line each",
+        description="Exit codes: 0 done, 2 bad input (texts, file, options), 6 artifact missing or corrupt.",
+    )
+    _runtime_flags(predict)
+    predict.add_argument("texts", nargs="*", help="texts to classify")
+    predict.add_argument("--file", help="UTF-8 file, one text a line")
+    predict.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    predict.set_defaults(func=_predict)
+
+    serve = commands.add_parser("serve", help="serve the classifier over HTTP (needs the serve extra)")
+    _runtime_flags(serve)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8014)
+    serve.add_argument("--max-texts", type=int, default=256, help="texts per request")
+    serve.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    serve.add_argument("--window-ms", type=float, default=5.0, help="micro-batching window")
+    serve.add_argument("--no-microbatch", action="store_true", help="run each request on its own")
+    serve.set_defaults(func=_serve)
     return parser
 
 

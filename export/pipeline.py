@@ -21,6 +21,7 @@ from bert14.export.onnx_export import ExportSettings, export_onnx
 from bert14.export.validate import (
     FP16_CPU_LOGIT_ATOL,
     FP32_LOGIT_ATOL,
+    INT8_LOGIT_ATOL,
     Case,
     CaseResult,
     format_table,
@@ -29,6 +30,7 @@ from bert14.export.validate import (
     validate_onnx,
     validation_suite,
 )
+from bert14.quantize.dynamic import DynamicOptions
 from bert14.runtime.tokenizer import write_tokenizer_files
 
 import bert14
@@ -39,6 +41,7 @@ DEFAULT_OUT = Path("artifacts/bert14")
 MODEL_NAME = "model.onnx"
 FUSED_NAME = "model.opt.onnx"
 FP16_NAME = "model.fp16.onnx"
+INT8_NAME = "model.int8.onnx"
 TRACKED_PACKAGES = ("torch", "transformers", "onnx", "onnxruntime", "onnxscript", "onnx-ir", "tokenizers", "numpy")
 
 
@@ -50,7 +53,8 @@ class ExportOptions:
     attn: str = "sdpa"
     opset: int = 18
     seed: int = DEFAULT_SEED
-    optimize: bool = True  # also write model.opt.onnx (fused fp32) and model.fp16.onnx
+    optimize: bool = True  # also write model.opt.onnx (fused fp32), model.fp16.onnx and model.int8.onnx
+    int8: DynamicOptions = field(default_factory=DynamicOptions)
     shape_overrides: dict[str, Any] = field(default_factory=dict)  # default model only (tests use tiny shapes)
 
 
@@ -98,7 +102,7 @@ def export_artifact(options: ExportOptions) -> ExportReport:
         validation[MODEL_NAME], tolerances[MODEL_NAME] = results, FP32_LOGIT_ATOL
         artifacts["fp32"] = {"file": MODEL_NAME, "validation": summarize(results, FP32_LOGIT_ATOL)}
         if options.optimize:
-            extra = _optimized(source, stage, suite, validation, tolerances, artifacts)
+            extra = _optimized(source, stage, suite, validation, tolerances, artifacts, options.int8)
         manifest = write_manifest(stage, _manifest(source, options, export_info, artifacts) | extra)
     return ExportReport(options.out_dir, manifest, validation, tolerances, time.perf_counter() - started)
 
@@ -110,10 +114,12 @@ def _optimized(
     validation: dict[str, list[CaseResult]],
     tolerances: dict[str, float],
     artifacts: dict[str, dict[str, Any]],
+    int8: DynamicOptions,
 ) -> dict[str, Any]:
-    """model.opt.onnx (gated at the fp32 tolerance) and model.fp16.onnx (checked, not gated on CPU)."""
+    """model.opt.onnx (fp32 tolerance), model.fp16.onnx and model.int8.onnx (their own tolerances)."""
     from bert14.optimize.fp16 import convert_fp16
     from bert14.optimize.pipeline import OptimizeOptions, optimize_file
+    from bert14.quantize.dynamic import quantize_dynamic_int8
 
     config = source.config
     fusion = optimize_file(
@@ -138,7 +144,24 @@ def _optimized(
         "provider": "cuda",
         "validation_cpu": summarize(results, FP16_CPU_LOGIT_ATOL),
     }
-    return {"fusions": fusion.to_manifest()}
+    extra = {"fusions": fusion.to_manifest()}
+
+    quantized = quantize_dynamic_int8(stage / FUSED_NAME, stage / INT8_NAME, int8, cpu_flags())
+    results = validate_onnx(source.model, stage / INT8_NAME, padded, INT8_LOGIT_ATOL, strict_argmax=False)
+    require_pass(results, INT8_LOGIT_ATOL, f"{INT8_NAME} (int8)")
+    validation[INT8_NAME], tolerances[INT8_NAME] = results, INT8_LOGIT_ATOL
+    fp32_size = (stage / MODEL_NAME).stat().st_size
+    int8_size = (stage / INT8_NAME).stat().st_size
+    artifacts["int8"] = {
+        "file": INT8_NAME,
+        "provider": "cpu",
+        "recipe": quantized.recipe,
+        "kept_fp32": quantized.kept_fp32,
+        "size_bytes": int8_size,
+        "size_vs_fp32": round(int8_size / fp32_size, 4),
+        "validation": summarize(results, INT8_LOGIT_ATOL),
+    }
+    return extra
 
 
 def _manifest(

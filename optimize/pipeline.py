@@ -8,7 +8,7 @@
     reinfer           propagate shapes again through the fused ops (shapes.py)
     skip_layer_norm   bias + residual Add + LayerNorm -> SkipLayerNormalization
     gelu              bias Add + erf GELU -> BiasGelu
-    cleanup           drop dead nodes and initializers, sort
+    cleanup           drop dead nodes and initializers, sort, type every value
 
 The order matters: the LayerNorm rule runs before constant folding, which drops the tiny
 `Add(variance, 1e-12)` of a decomposed LayerNorm and so breaks its pattern;
@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 import onnxscript.optimizer
@@ -115,8 +116,10 @@ def reinfer(model: ir.Model) -> None:
 
 def cleanup(model: ir.Model) -> None:
     common_passes.RemoveUnusedNodesPass()(model)
-    common_passes.TopologicalSortPass()(model)
     model.opset_imports[MS_DOMAIN] = 1
+    # Every value typed again: tools that read the result (quantize_dynamic among them) run
+    # ONNX's shape inference, which cannot type the outputs of contrib ops by itself.
+    propagate_shapes(model)
 
 
 Pass = Callable[[ir.Model, OptimizeOptions], "list[str] | None"]
@@ -187,5 +190,17 @@ def optimize_model(model: ir.Model, options: OptimizeOptions | None = None) -> t
 def optimize_file(source: Path, target: Path, options: OptimizeOptions | None = None) -> FusionReport:
     model = ir.load(str(source))
     model, report = optimize_model(model, options)
-    ir.save(model, str(target))
+    save(model, target)
     return report
+
+
+def save(model: ir.Model, target: Path) -> None:
+    """Write the model without value_info entries for initializers: tools that rewrite weights
+    (quantize_dynamic turns Gemm into MatMul with a transposed weight) re-run ONNX's shape
+    inference, which then fails on the stale entry."""
+    proto = ir.to_proto(model)
+    initializers = {tensor.name for tensor in proto.graph.initializer}
+    kept = [info for info in proto.graph.value_info if info.name not in initializers]
+    del proto.graph.value_info[:]
+    proto.graph.value_info.extend(kept)
+    onnx.save(proto, str(target))

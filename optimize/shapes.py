@@ -57,7 +57,12 @@ def propagate_shapes(model: ir.Model) -> None:
             _infer_standard(node, opset)
         elif node.op_type in _SAME_AS_INPUT and node.inputs[0] is not None:
             node.outputs[0].shape = node.inputs[0].shape
+            node.outputs[0].type = node.inputs[0].type
         elif node.op_type == "EmbedLayerNormalization":
             ids, table = node.inputs[0], node.inputs[2]
             if ids is not None and ids.shape is not None and table is not None and table.shape is not None:
                 node.outputs[0].shape = ir.Shape([*ids.shape, table.shape[1]])  # (B, S, hidden)
+            if table is not None:
+                node.outputs[0].type = table.type
+            if len(node.outputs) > 1:
+                node.outputs[1].type = ir.TensorType(ir.DataType.INT32)

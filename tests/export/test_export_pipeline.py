@@ -21,7 +21,7 @@ from bert14.errors import ParityError
 from bert14.manifest import read_manifest, verify_files
 
 BASE_FILES = {"model.onnx", "config.json", "vocab.txt", "tokenizer_config.json", "tokenizer.json", "manifest.json"}
-ARTIFACT_FILES = BASE_FILES | {"model.opt.onnx", "model.fp16.onnx"}
+ARTIFACT_FILES = BASE_FILES | {"model.opt.onnx", "model.fp16.onnx", "model.int8.onnx"}
 
 
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
@@ -67,6 +67,14 @@ def test_manifest_records_what_the_issue_asks(tiny_artifact: Path) -> None:
     }
     fp16 = manifest["artifacts"]["fp16"]
     assert fp16["file"] == "model.fp16.onnx" and fp16["validation_cpu"]["passed"]
+    int8 = manifest["artifacts"]["int8"]
+    assert int8["recipe"]["method"] == "dynamic" and int8["kept_fp32"] == ["head (pooler, classifier)"]
+    assert int8["recipe"]["reduce_range"] is (
+        not any(manifest["cpu_flags"].get(f) for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    )
+    assert 0 < int8["size_vs_fp32"] < 1 and int8["validation"]["passed"]
+    for key in ("argmax_agreement", "max_abs_prob_diff", "mean_abs_prob_diff"):
+        assert key in int8["validation"]
     assert manifest["export"]["dynamic_axes"]["input_ids"] == {"0": "batch", "1": "sequence"}
     config = json.loads((tiny_artifact / "config.json").read_text())
     assert config["num_labels"] == 14 if "num_labels" in config else len(config["id2label"]) == 14

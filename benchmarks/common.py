@@ -1,0 +1,61 @@
+"""Shared benchmark plumbing: quiet ORT sessions on 2 threads, interleaved timing, medians."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# Several ORT sessions and PyTorch share 2 cores in one process: idle spinning threads would
+# steal them and distort every figure (by up to 2x, measured on this project's machines).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+
+THREADS = 2
+
+
+def session(path: str, level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = THREADS
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = level
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def bert_feeds(batch: int, sequence: int, vocab: int = 21128, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "input_ids": rng.integers(0, vocab, size=(batch, sequence), dtype=np.int64),
+        "attention_mask": np.ones((batch, sequence), dtype=np.int64),
+        "token_type_ids": np.zeros((batch, sequence), dtype=np.int64),
+    }
+
+
+@dataclass
+class Timing:
+    median_ms: float
+    p95_ms: float
+    runs: int
+
+
+def interleaved(runners: dict[str, Callable[[], object]], rounds: int, warmup: int = 2) -> dict[str, Timing]:
+    """Run every runner once per round, in turn, so drift on a shared machine hits all alike."""
+    for _ in range(warmup):
+        for run in runners.values():
+            run()
+    samples: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            started = time.perf_counter()
+            run()
+            samples[name].append((time.perf_counter() - started) * 1000)
+    return {
+        name: Timing(statistics.median(values), float(np.percentile(values, 95)), len(values))
+        for name, values in samples.items()
+    }

@@ -1,0 +1,238 @@
+"""`make gpu-check`: the fp32 and fp16 artifacts on ONNX Runtime's CUDA provider, against PyTorch.
+
+On a machine with an NVIDIA GPU and onnxruntime-gpu: parity of model.opt.onnx (fp32) and
+model.fp16.onnx against the PyTorch source on the same GPU (fp32, TF32 off), then latency at
+batch 1/8/32 x seq 128 and batch 1 x seq 512, interleaved and side by side:
+
+    torch fp16       the PyTorch source in fp16 (sdpa attention), eager
+    bert14 fp32      model.opt.onnx, IO binding (inputs and outputs stay on the GPU)
+    bert14 fp16      model.fp16.onnx, IO binding
+    bert14 fp16+cg   model.fp16.onnx, IO binding and a CUDA graph per shape
+    public fp16+cg   ONNX Runtime's optimizer (use_gpu) on a TorchScript/eager export, fp16,
+                     IO binding and a CUDA graph: the best public configuration
+
+Without a GPU it says so and exits 0. `--provider cpu` runs the same code on the CPU provider
+(no CUDA graphs, no public export), which is how its logic is tested.
+
+    python benchmarks/gpu_check.py ARTIFACT [--rounds 50] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+SHAPES = ((1, 128), (8, 128), (32, 128), (1, 512))
+# Argmax must match on the suite; near-tie flips (reference margin <= 2 * tolerance) are reported.
+GPU_FP32_ATOL = 1e-3  # cuBLAS/cuDNN reduction order on fp32; seen ~1e-5
+GPU_FP16_ATOL = 5e-2  # fp16 weights and activations; seen ~2e-3 on BERT-14
+
+
+def cuda_available() -> bool:
+    try:
+        import onnxruntime as ort
+        import torch  # noqa: F401  (loads the CUDA/cuDNN libraries onnxruntime-gpu links against)
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available()
+
+
+class Runner:
+    """One ORT session with inputs and the output bound to the provider's device."""
+
+    def __init__(self, path: Path, provider: str, feeds: dict[str, np.ndarray], cuda_graph: bool = False) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        device = "cuda" if provider == "cuda" else "cpu"
+        if provider == "cuda":
+            providers = [("CUDAExecutionProvider", {"enable_cuda_graph": "1" if cuda_graph else "0"})]
+        else:
+            options.intra_op_num_threads = 2
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            providers = ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.binding = self.session.io_binding()
+        self._keep = []
+        for name, array in feeds.items():
+            value = ort.OrtValue.ortvalue_from_numpy(array, device, 0)
+            self._keep.append(value)
+            self.binding.bind_ortvalue_input(name, value)
+        labels = self.session.get_outputs()[0].shape[-1]
+        batch = next(iter(feeds.values())).shape[0]
+        self.output = ort.OrtValue.ortvalue_from_shape_and_type([batch, labels], np.float32, device, 0)
+        self.binding.bind_ortvalue_output("logits", self.output)
+
+    def __call__(self) -> None:
+        self.session.run_with_iobinding(self.binding)
+        self.binding.synchronize_outputs()
+
+    def logits(self) -> np.ndarray:
+        self()
+        return self.output.numpy()
+
+
+def _interleaved(runners: dict[str, Callable[[], object]], rounds: int, sync: Callable[[], None]) -> dict:
+    for _ in range(3):
+        for run in runners.values():
+            run()
+    samples: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            sync()
+            started = time.perf_counter()
+            run()
+            sync()
+            samples[name].append((time.perf_counter() - started) * 1000)
+    return {name: round(statistics.median(v), 3) for name, v in samples.items()}
+
+
+def _public_fp16(workdir: Path, eager_source) -> Path:
+    """ONNX Runtime's documented GPU recipe: TorchScript/eager export, its optimizer, fp16."""
+    from bert14.export.onnx_export import ExportSettings, export_onnx
+    from onnxruntime.transformers import optimizer
+
+    config = eager_source.config
+    exported = workdir / "public.onnx"
+    export_onnx(eager_source.model, exported, ExportSettings("torchscript", 17), config.max_position_embeddings)
+    optimized = optimizer.optimize_model(
+        str(exported),
+        model_type="bert",
+        num_heads=config.num_attention_heads,
+        hidden_size=config.hidden_size,
+        opt_level=0,
+        use_gpu=True,
+    )
+    optimized.convert_float_to_float16(keep_io_types=True)
+    target = workdir / "public.fp16.onnx"
+    optimized.save_model_to_file(str(target))
+    return target
+
+
+def check(artifact: Path, provider: str, rounds: int, shapes=SHAPES, public: bool = True) -> dict:
+    import torch
+    from bert14.export.model import rebuild
+    from bert14.export.validate import compare, validation_suite
+
+    from bert14.manifest import read_manifest
+
+    manifest = read_manifest(artifact)
+    device = "cuda" if provider == "cuda" else "cpu"
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    source = rebuild(manifest["source"], manifest["source"].get("attn_implementation", "sdpa"))
+    model = source.model.to(device)
+    config = source.config
+    report: dict = {"provider": provider, "device": torch.cuda.get_device_name() if device == "cuda" else "cpu"}
+
+    suite = validation_suite(config.vocab_size, config.type_vocab_size, config.max_position_embeddings)
+    suite += validation_suite(config.vocab_size, config.type_vocab_size, config.max_position_embeddings, left_pad=True)
+    parity = {}
+    for name, atol in (("model.opt.onnx", GPU_FP32_ATOL), ("model.fp16.onnx", GPU_FP16_ATOL)):
+        results = []
+        for case in suite:
+            reference = _torch_on(model, case, device)
+            got = Runner(artifact / name, provider, case.feeds()).logits()
+            results.append(compare(case, reference, got, atol, strict_argmax=False))
+        parity[name] = {
+            "tolerance": atol,
+            "max_abs_logit_diff": max(r.max_abs_diff for r in results),
+            "argmax_agreement": sum(r.argmax_agree for r in results) / sum(r.batch for r in results),
+            "near_tie_flips": sum(r.near_tie_flips for r in results),
+            "passed": all(r.passed for r in results),
+        }
+    report["parity"] = parity
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    half = model.half() if device == "cuda" else None  # parity is done: the fp32 copy is no longer needed
+    with tempfile.TemporaryDirectory() as tmp:
+        public_path = _public_fp16(Path(tmp), rebuild(manifest["source"], "eager")) if public else None
+        latency = {}
+        for batch, sequence in shapes:
+            feeds = _feeds(batch, sequence, config.vocab_size)
+            runners: dict[str, Callable[[], object]] = {}
+            if half is not None:
+                tensors = {k: torch.from_numpy(v).to(device) for k, v in feeds.items()}
+                runners["torch fp16"] = lambda t=tensors: _torch_forward(half, t)
+            runners["bert14 fp32"] = Runner(artifact / "model.opt.onnx", provider, feeds)
+            runners["bert14 fp16"] = Runner(artifact / "model.fp16.onnx", provider, feeds)
+            if device == "cuda":
+                runners["bert14 fp16+cg"] = Runner(artifact / "model.fp16.onnx", provider, feeds, cuda_graph=True)
+                if public_path is not None:
+                    runners["public fp16+cg"] = Runner(public_path, provider, feeds, cuda_graph=True)
+            latency[f"{batch}x{sequence}"] = _interleaved(runners, rounds, sync)
+        report["latency_ms"] = latency
+    return report
+
+
+def _feeds(batch: int, sequence: int, vocab: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(batch * 1000 + sequence)
+    return {
+        "input_ids": rng.integers(0, vocab, size=(batch, sequence), dtype=np.int64),
+        "attention_mask": np.ones((batch, sequence), dtype=np.int64),
+        "token_type_ids": np.zeros((batch, sequence), dtype=np.int64),
+    }
+
+
+def _torch_on(model, case, device: str) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        out = model(**{k: torch.from_numpy(v).to(device) for k, v in case.feeds().items()})
+    return out.logits.float().cpu().numpy()
+
+
+def _torch_forward(model, tensors) -> None:
+    import torch
+
+    with torch.inference_mode():
+        model(**tensors)
+
+
+def print_report(report: dict) -> None:
+    print(f"provider {report['provider']} on {report['device']}")
+    for name, p in report["parity"].items():
+        status = "ok" if p["passed"] else "FAIL"
+        print(
+            f"  {name:<16} max |logit diff| {p['max_abs_logit_diff']:.2e} (tol {p['tolerance']:g}), "
+            f"argmax {p['argmax_agreement']:.4f}, near-tie flips {p['near_tie_flips']}  {status}"
+        )
+    shapes = list(report["latency_ms"])
+    names = list(next(iter(report["latency_ms"].values())))
+    print(f"  {'median ms':<16}" + "".join(f"{s:>10}" for s in shapes))
+    for name in names:
+        print(f"  {name:<16}" + "".join(f"{report['latency_ms'][s][name]:>10.3f}" for s in shapes))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("artifact", type=Path)
+    parser.add_argument("--provider", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--rounds", type=int, default=50)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if args.provider == "cuda" and not cuda_available():
+        print("gpu-check: no NVIDIA GPU with onnxruntime-gpu's CUDA provider here; nothing to check.")
+        return 0
+    report = check(args.artifact, args.provider, args.rounds, public=args.provider == "cuda")
+    print_report(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0 if all(p["passed"] for p in report["parity"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Dynamic INT8 quantization of the fused graph for the CPU provider.
+
+Weights are stored as int8; activations are quantized at run time per tensor. Applied after
+fusion, so each Attention becomes QAttention (its packed QKV GEMM runs in integers), each MatMul a
+MatMulInteger that ONNX Runtime fuses into DynamicQuantizeMatMul, and EmbedLayerNormalization
+QEmbedLayerNormalization (int8 tables: the 21128 x 768 word table is a sixth of the model).
+
+Kept in fp32, deliberately:
+- the head (pooler dense + tanh, classifier): two (B, hidden) products, about 0.01% of the
+  work at sequence 128, but their error lands on the logits unattenuated and flips close labels;
+- SkipLayerNormalization and BiasGelu: ONNX Runtime has no integer kernels for them;
+- any layer the caller lists in `keep_fp32_layers` (the accuracy-driven fallback's choice).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+from bert14.quantize.isa import WeightFormat, choose_weight_format
+from bert14.quantize.layers import layer_map
+
+# Ops that dynamic quantization turns into integer kernels in a fused BERT graph.
+QUANTIZED_OP_TYPES = ["Attention", "MatMul", "EmbedLayerNormalization", "Gather"]
+
+
+@dataclass
+class DynamicOptions:
+    per_channel: bool = False
+    reduce_range: bool | None = None  # None: decided from the CPU flags (isa.py)
+    keep_fp32_layers: list[int] = field(default_factory=list)
+    quantize_head: bool = False
+
+
+@dataclass
+class QuantizeResult:
+    recipe: dict[str, object]
+    kept_fp32: list[str]
+
+
+def quantize_dynamic_int8(
+    source: Path, target: Path, options: DynamicOptions, cpu_flags: dict[str, bool]
+) -> QuantizeResult:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = onnx.load(str(source))
+    mapping = layer_map(model)
+    excluded: list[str] = []
+    kept: list[str] = []
+    if not options.quantize_head:
+        excluded += mapping.head
+        kept.append("head (pooler, classifier)")
+    for index in sorted(set(options.keep_fp32_layers)):
+        if not 0 <= index < len(mapping.layers):
+            raise ValueError(f"keep_fp32_layers: layer {index} does not exist (0..{len(mapping.layers) - 1})")
+        excluded += mapping.layers[index]
+        kept.append(f"layer {index}")
+    if options.reduce_range is None:
+        fmt = choose_weight_format(cpu_flags)
+    else:
+        fmt = WeightFormat(options.reduce_range, "set by the caller")
+    with tempfile.TemporaryDirectory() as tmp:
+        named = Path(tmp) / "named.onnx"  # layer_map named every node; quantization selects by name
+        onnx.save(model, str(named))
+        del model
+        quantize_dynamic(
+            str(named),
+            str(target),
+            op_types_to_quantize=QUANTIZED_OP_TYPES,
+            per_channel=options.per_channel,
+            reduce_range=fmt.reduce_range,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=excluded,
+            extra_options={"MatMulConstBOnly": True},
+        )
+    recipe = {
+        "method": "dynamic",
+        "weights": "int8 per-channel" if options.per_channel else "int8 per-tensor",
+        "activations": "uint8, per tensor, quantized at run time",
+        "reduce_range": fmt.reduce_range,
+        "weight_format_reason": fmt.reason,
+        "quantized_op_types": QUANTIZED_OP_TYPES,
+        "layers": len(mapping.layers),
+    }
+    return QuantizeResult(recipe, kept)

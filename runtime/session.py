@@ -1,0 +1,95 @@
+"""ONNX Runtime sessions for an artifact: which file, which provider, which options.
+
+Precision and provider resolve together:
+    provider "auto"  -> CUDA when onnxruntime-gpu sees a GPU, else the CPU (with a logged warning
+                        when CUDA was available in the wheel but could not start)
+    precision "auto" -> fp16 on CUDA, INT8 on the CPU (fp32 fused if the artifact has no INT8)
+INT8 on CUDA is refused: ONNX Runtime's CUDA provider has no kernels for the integer ops
+(QAttention, DynamicQuantizeMatMul, ...), so they would run on the CPU and every layer would copy
+activations between host and device. The fp16 artifact is the GPU's fast path.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnxruntime as ort
+
+from bert14.errors import ArtifactError, InputError
+
+log = logging.getLogger("bert14.runtime")
+
+PRECISION_FILES = {
+    "int8": ("model.int8.onnx",),
+    "fp16": ("model.fp16.onnx",),
+    "fp32": ("model.opt.onnx", "model.onnx"),
+}
+PRECISIONS = ("auto", *PRECISION_FILES)
+PROVIDERS = ("auto", "cpu", "cuda")
+INT8_ON_CUDA = (
+    "INT8 on the CUDA provider is refused: ONNX Runtime's CUDA provider has no kernels for the "
+    "integer ops (QAttention, DynamicQuantizeMatMul), so they would fall back to the CPU and copy "
+    "activations between host and device at every layer. Use precision='fp16' (model.fp16.onnx) "
+    "on CUDA, or provider='cpu' for INT8."
+)
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    threads: int | None = None  # intra-op threads; None: ONNX Runtime's default (all cores)
+    inter_op_threads: int = 1
+    spinning: bool = True  # idle threads spin; turn off when sharing cores with other work
+
+
+def cuda_present() -> bool:
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def resolve(directory: Path, precision: str, provider: str, available: set[str]) -> tuple[str, str, Path]:
+    """(precision, provider, model file) for a request, or an InputError saying why not."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+    if provider not in PROVIDERS:
+        raise InputError(f"provider: expected one of {PROVIDERS}, got {provider!r}")
+    if provider == "cuda" and not cuda_present():
+        raise InputError(
+            "provider 'cuda': this onnxruntime has no CUDA provider; install onnxruntime-gpu "
+            "(requirements/runtime-gpu.txt) instead of onnxruntime"
+        )
+    if provider == "auto":
+        provider = "cuda" if cuda_present() else "cpu"
+    if precision == "int8" and provider == "cuda":
+        raise InputError(INT8_ON_CUDA)
+    if precision == "auto":
+        order = ("fp16", "fp32") if provider == "cuda" else ("int8", "fp32")
+        precision = next((p for p in order if any(f in available for f in PRECISION_FILES[p])), order[-1])
+    name = next((f for f in PRECISION_FILES[precision] if f in available), None)
+    if name is None:
+        raise ArtifactError(
+            f"{directory}: no {precision} model ({' or '.join(PRECISION_FILES[precision])}) in the artifact; "
+            "re-run `bert14 export` or choose another precision"
+        )
+    return precision, provider, directory / name
+
+
+def create(path: Path, provider: str, settings: SessionSettings) -> tuple[ort.InferenceSession, str]:
+    """The session and the provider it really runs on (CUDA may fail to start: then the CPU)."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.inter_op_num_threads = settings.inter_op_threads
+    if settings.threads:
+        options.intra_op_num_threads = settings.threads
+    if not settings.spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if provider == "cuda" else ["CPUExecutionProvider"]
+    try:
+        session = ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types for bad files
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ArtifactError(f"{path}: ONNX Runtime could not load it ({detail}); re-run `bert14 export`") from exc
+    actual = "cuda" if "CUDAExecutionProvider" in session.get_providers() else "cpu"
+    if provider == "cuda" and actual != "cuda":
+        log.warning("CUDA provider did not start (no usable GPU?); running %s on the CPU", path.name)
+    return session, actual

@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bert14.runtime import Classifier
+from conftest import TINY_SHAPE
+
+from bert14.errors import ArtifactError, InputError
+
+TEXTS = ["央行宣布降准0.5个百分点", "湖人队主场击败勇士", "", "   ", "科技公司发布新款手机" * 3]
+
+
+@pytest.fixture(scope="module")
+def clf(tiny_artifact: Path) -> Classifier:
+    return Classifier.load(tiny_artifact, precision="int8", provider="cpu", threads=1)
+
+
+def test_predict_returns_one_object_per_text(clf: Classifier) -> None:
+    predictions = clf.predict(TEXTS)
+    assert len(predictions) == len(TEXTS)
+    for p in predictions:
+        assert p.label in clf.labels and p.probs[p.label] == p.score
+        assert abs(sum(p.probs.values()) - 1) < 1e-5 and set(p.probs) == set(clf.labels)
+    assert predictions[2].tokens == 2 and predictions[3].tokens == 2, "empty text is [CLS] [SEP]"
+
+
+def test_bucketed_batches_equal_one_by_one(tiny_artifact: Path) -> None:
+    # fp32: exact up to summation order. (INT8's dynamic activation scales are per tensor, so an
+    # INT8 row moves slightly with its batch-mates; that is the quantization, not the bucketing.)
+    fp32 = Classifier.load(tiny_artifact, precision="fp32", provider="cpu", max_batch=4)
+    together = fp32.logits(TEXTS)
+    alone = np.concatenate([fp32.logits([t]) for t in TEXTS])
+    assert together.shape == (len(TEXTS), 14)
+    assert np.abs(together - alone).max() < 1e-5, "padding a row to a longer batch must not change it"
+
+
+def test_matches_pytorch_through_the_tokenizer(tiny_artifact: Path) -> None:
+    import torch
+    from bert14.export.model import build_default
+    from bert14.runtime.tokenizer import load_tokenizer
+
+    fused = Classifier.load(tiny_artifact, precision="fp32", provider="cpu")
+    assert fused.precision == "fp32"
+    tokenizer, _ = load_tokenizer(tiny_artifact)
+    source = build_default(**TINY_SHAPE).model
+    for text in TEXTS:
+        ids = torch.tensor([tokenizer.encode(text).ids])
+        with torch.no_grad():
+            expected = source(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.numpy()
+        assert np.abs(fused.logits([text]) - expected).max() < 1e-4
+
+
+def test_sentence_pairs_fill_token_type_ids(clf: Classifier) -> None:
+    pair = clf.logits(["北京"], ["上海"])
+    joined = clf.logits(["北京上海"])
+    assert not np.allclose(pair, joined), "the second segment must be marked token_type 1"
+
+
+def test_long_text_is_truncated_and_reported(clf: Classifier) -> None:
+    long, short = clf.predict(["新闻" * 50_000, "新闻"])
+    assert long.truncated and long.tokens == 512
+    assert not short.truncated
+
+
+def test_auto_picks_int8_on_cpu_and_int8_on_cuda_is_refused(tiny_artifact: Path, monkeypatch) -> None:
+    auto = Classifier.load(tiny_artifact, provider="cpu", warmup=False)
+    assert auto.precision == "int8" and auto.provider == "cpu"
+    from bert14.runtime import session
+
+    monkeypatch.setattr(session, "cuda_present", lambda: True)  # as if onnxruntime-gpu saw a GPU
+    available = {"model.int8.onnx", "model.fp16.onnx", "model.opt.onnx"}
+    with pytest.raises(InputError, match="INT8 on the CUDA provider is refused.*fp16"):
+        session.resolve(tiny_artifact, "int8", "cuda", available)
+    assert session.resolve(tiny_artifact, "auto", "auto", available)[:2] == ("fp16", "cuda")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [[None], ["ok", 3], [b"\xff\xfe"], 42],
+    ids=["none", "number", "bytes", "not-a-list"],
+)
+def test_bad_items_get_a_clear_error(clf: Classifier, bad) -> None:
+    with pytest.raises(InputError, match="expected"):
+        clf.predict(bad)
+
+
+def test_empty_list_gives_empty_result(clf: Classifier) -> None:
+    assert clf.predict([]) == [] and clf.logits([]).shape == (0, 14)
+
+
+def test_ten_thousand_texts_are_streamed(clf: Classifier) -> None:
+    texts = [f"第{i}条新闻" for i in range(10_000)]
+    predictions = clf.predict(texts)
+    assert len(predictions) == 10_000
+    assert predictions[1234].tokens == len(clf._tokenizer.encode(texts[1234]).ids)  # type: ignore[attr-defined]
+
+
+def test_missing_corrupt_and_mismatched_artifacts(tmp_path: Path, tiny_artifact: Path) -> None:
+    with pytest.raises(ArtifactError, match="expected an artifact directory"):
+        Classifier.load(tmp_path / "nothing")
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_artifact, copy)
+    (copy / "model.int8.onnx").unlink()
+    with pytest.raises(ArtifactError, match="model.int8.onnx: listed in the manifest but missing"):
+        Classifier.load(copy, precision="int8", provider="cpu")
+    shutil.copy(tiny_artifact / "model.int8.onnx", copy / "model.int8.onnx")
+    with (copy / "model.int8.onnx").open("r+b") as handle:
+        handle.seek(1000)
+        handle.write(b"\x00" * 64)
+    with pytest.raises(ArtifactError, match="does not match the manifest"):
+        Classifier.load(copy, precision="int8", provider="cpu")
+    with pytest.raises(ArtifactError, match="ONNX Runtime could not load it"):
+        Classifier.load(copy, precision="int8", provider="cpu", verify=False)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"].pop("vocab.txt")
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="vocab.txt: the manifest records no such file"):
+        Classifier.load(copy, precision="fp32", provider="cpu")
+
+
+def test_runtime_import_is_light() -> None:
+    code = "import sys, bert14.runtime; print(sorted(m for m in ('torch', 'transformers', 'onnx') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

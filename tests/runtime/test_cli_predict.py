@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bert14.cli import main
+
+
+def test_predict_texts_prints_json_lines(tiny_artifact: Path, capsys) -> None:
+    assert main(["predict", str(tiny_artifact), "央行宣布降准", "湖人队获胜", "--provider", "cpu"]) == 0
+    lines = capsys.readouterr().out.strip().split("\n")
+    rows = [json.loads(line) for line in lines]
+    assert [r["text"] for r in rows] == ["央行宣布降准", "湖人队获胜"]
+    assert all(set(r) == {"text", "label", "score", "probs", "truncated", "tokens"} for r in rows)
+
+
+def test_predict_file_keeps_line_order_and_shows_progress(tiny_artifact: Path, tmp_path: Path, capsys) -> None:
+    texts = [f"第{i}条" + "新闻" * (i % 7) for i in range(2500)] + [""]
+    path = tmp_path / "texts.txt"
+    path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    assert main(["predict", str(tiny_artifact), "--file", str(path), "--provider", "cpu"]) == 0
+    captured = capsys.readouterr()
+    rows = [json.loads(line) for line in captured.out.strip().split("\n")]
+    assert [r["text"] for r in rows] == texts
+    assert "2501/2501 texts" in captured.err
+
+
+def test_predict_exit_codes(tiny_artifact: Path, tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes("好的\n".encode() + b"\xff\xfe broken\n")
+    assert main(["predict", str(tiny_artifact), "--file", str(bad), "--provider", "cpu"]) == 2
+    assert "bad.txt:2: expected UTF-8 text" in capsys.readouterr().err
+    assert main(["predict", str(tiny_artifact)]) == 2
+    assert main(["predict", str(tmp_path / "missing"), "text"]) == 6
+    assert "expected an artifact directory" in capsys.readouterr().err

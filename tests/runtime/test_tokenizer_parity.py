@@ -1,0 +1,83 @@
+"""The runtime's tokenizer against transformers' BertTokenizer on the real bert-base-chinese vocab."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from bert14.runtime.tokenizer import TokenizerSettings, build_tokenizer, read_vocab
+from conftest import REAL_VOCAB, THUCNEWS, need
+
+MAX_LENGTH = 512
+
+
+@pytest.fixture(scope="module")
+def pair():
+    from transformers import BertTokenizer
+
+    vocab_path = need(REAL_VOCAB)
+    reference = BertTokenizer(str(vocab_path), do_lower_case=True, tokenize_chinese_chars=True)
+    # transformers 5 ignores `vocab_file=` and builds a 5-token vocabulary; guard against that.
+    assert len(reference.get_vocab()) == 21128
+    ours = build_tokenizer(read_vocab(vocab_path), TokenizerSettings())
+    ours.enable_truncation(max_length=MAX_LENGTH)
+    return reference, ours
+
+
+def _reference_ids(reference, text: str) -> list[int]:
+    return reference(text, truncation=True, max_length=MAX_LENGTH)["input_ids"]
+
+
+def _texts_from_shared() -> list[str]:
+    texts = []
+    for line in need(THUCNEWS / "test.tsv").read_text(encoding="utf-8").split("\n")[1:]:
+        if line:
+            texts.append(line.split("\t", 1)[1])
+    for line in need(THUCNEWS / "articles.jsonl").read_text(encoding="utf-8").split("\n"):
+        if line:
+            texts.append(json.loads(line)["text"])
+    return texts
+
+
+def test_identical_ids_on_all_thucnews_titles_and_articles(pair) -> None:
+    reference, ours = pair
+    texts = _texts_from_shared()
+    assert len(texts) == 1070
+    encodings = ours.encode_batch(texts)
+    mismatches = [
+        i for i, (t, e) in enumerate(zip(texts, encodings, strict=True)) if e.ids != _reference_ids(reference, t)
+    ]
+    assert mismatches == []
+
+
+def _generated(seed: int, count: int) -> list[str]:
+    rng = random.Random(seed)
+    pools = [
+        lambda: chr(rng.randint(0x20, 0x7E)),  # ASCII
+        lambda: chr(rng.randint(0x4E00, 0x9FFF)),  # CJK
+        lambda: chr(rng.randint(0xFF01, 0xFF5E)),  # full-width forms
+        lambda: chr(rng.choice([0x1F600, 0x1F680, 0x1F4A9, 0x2764, 0x1F1E8])),  # emoji
+        lambda: chr(rng.randint(0x00, 0x1F)),  # control characters
+        lambda: chr(rng.choice([0x00E9, 0x00C5, 0x0301, 0x200B, 0x3000, 0x00A0, 0xFEFF, 0x2028])),  # accents, spaces
+        lambda: chr(rng.randint(0x20, 0x2FFF)),  # any BMP letter-ish range
+        lambda: " ",
+    ]
+    return ["".join(rng.choice(pools)() for _ in range(rng.randint(0, 80))) for _ in range(count)]
+
+
+def test_identical_ids_on_generated_unicode(pair) -> None:
+    reference, ours = pair
+    texts = _generated(seed=2026, count=2000)
+    encodings = ours.encode_batch(texts)
+    mismatches = [t for t, e in zip(texts, encodings, strict=True) if e.ids != _reference_ids(reference, t)]
+    assert mismatches == []
+
+
+def test_long_words_and_truncation_match(pair) -> None:
+    reference, ours = pair
+    texts = ["a" * 150, "超长" * 600, "word " * 700, "ＡＢＣ１２３" * 100]
+    for text in texts:
+        encoding = ours.encode(text)
+        assert encoding.ids == _reference_ids(reference, text)
+    assert ours.encode("超长" * 600).overflowing, "a cut text must be detectable"
