@@ -18,13 +18,18 @@ ifneq ($(strip $(MODEL)),)
 EXPORT_FLAGS += --model "$(MODEL)"
 endif
 
-.PHONY: export test lint venv clean
+.PHONY: export test lint venv clean gpu-check
 
 export: $(STAMP)
 	$(VENV)/bin/bert14 export $(EXPORT_FLAGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# On a machine with an NVIDIA GPU and onnxruntime-gpu: the fp32/fp16 artifacts on the CUDA
+# provider against PyTorch, and their latency next to PyTorch fp16 and ONNX Runtime's recipe.
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py "$(OUT)"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

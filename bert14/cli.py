@@ -21,6 +21,7 @@ def _export(args: argparse.Namespace) -> int:
         opset=args.opset,
         seed=args.seed,
         optimize=not args.no_optimize,
+        quantize=not args.no_int8,
     )
     source = f"checkpoint {options.model_dir}" if options.model_dir else f"default BERT-14 (seed {options.seed})"
     print(f"exporting {source} with the {options.exporter} exporter, {options.attn} attention, opset {options.opset}")
@@ -153,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--attn", choices=("sdpa", "eager"), default="sdpa", help="HF attention implementation")
     export.add_argument("--opset", type=int, default=18)
     export.add_argument("--seed", type=int, default=14, help="weight seed of the default model")
-    export.add_argument("--no-optimize", action="store_true", help="write model.onnx only (no fused/fp16 variants)")
+    export.add_argument("--no-optimize", action="store_true", help="write model.onnx only (no fused/fp16/int8)")
+    export.add_argument("--no-int8", action="store_true", help="skip model.int8.onnx (e.g. a GPU-only deployment)")
     export.set_defaults(func=_export)
 
     optimize = commands.add_parser("optimize", help="fuse a BERT ONNX graph into ONNX Runtime's transformer ops")

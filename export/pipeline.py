@@ -24,6 +24,7 @@ from bert14.export.validate import (
     INT8_LOGIT_ATOL,
     Case,
     CaseResult,
+    References,
     format_table,
     require_pass,
     summarize,
@@ -54,6 +55,7 @@ class ExportOptions:
     opset: int = 18
     seed: int = DEFAULT_SEED
     optimize: bool = True  # also write model.opt.onnx (fused fp32), model.fp16.onnx and model.int8.onnx
+    quantize: bool = True  # write model.int8.onnx (needs optimize)
     int8: DynamicOptions = field(default_factory=DynamicOptions)
     shape_overrides: dict[str, Any] = field(default_factory=dict)  # default model only (tests use tiny shapes)
 
@@ -97,24 +99,26 @@ def export_artifact(options: ExportOptions) -> ExportReport:
         config.to_json_file(str(stage / "config.json"))
         write_tokenizer_files(stage, source.vocab, source.tokenizer_settings)
         suite = validation_suite(config.vocab_size, config.type_vocab_size, config.max_position_embeddings)
-        results = validate_onnx(source.model, stage / MODEL_NAME, suite)
+        references = References(source.model)
+        results = validate_onnx(references, stage / MODEL_NAME, suite)
         require_pass(results, FP32_LOGIT_ATOL, f"{MODEL_NAME} ({options.exporter} export)")
         validation[MODEL_NAME], tolerances[MODEL_NAME] = results, FP32_LOGIT_ATOL
         artifacts["fp32"] = {"file": MODEL_NAME, "validation": summarize(results, FP32_LOGIT_ATOL)}
         if options.optimize:
-            extra = _optimized(source, stage, suite, validation, tolerances, artifacts, options.int8)
+            extra = _optimized(source, references, stage, suite, validation, tolerances, artifacts, options)
         manifest = write_manifest(stage, _manifest(source, options, export_info, artifacts) | extra)
     return ExportReport(options.out_dir, manifest, validation, tolerances, time.perf_counter() - started)
 
 
 def _optimized(
     source: SourceModel,
+    references: References,
     stage: Path,
     suite: list[Case],
     validation: dict[str, list[CaseResult]],
     tolerances: dict[str, float],
     artifacts: dict[str, dict[str, Any]],
-    int8: DynamicOptions,
+    options: ExportOptions,
 ) -> dict[str, Any]:
     """model.opt.onnx (fp32 tolerance), model.fp16.onnx and model.int8.onnx (their own tolerances)."""
     from bert14.optimize.fp16 import convert_fp16
@@ -130,13 +134,13 @@ def _optimized(
     padded = suite + validation_suite(
         config.vocab_size, config.type_vocab_size, config.max_position_embeddings, left_pad=True
     )
-    results = validate_onnx(source.model, stage / FUSED_NAME, padded)
+    results = validate_onnx(references, stage / FUSED_NAME, padded)
     require_pass(results, FP32_LOGIT_ATOL, f"{FUSED_NAME} (fused)")
     validation[FUSED_NAME], tolerances[FUSED_NAME] = results, FP32_LOGIT_ATOL
     artifacts["fp32_fused"] = {"file": FUSED_NAME, "validation": summarize(results, FP32_LOGIT_ATOL)}
 
     convert_fp16(stage / FUSED_NAME, stage / FP16_NAME)
-    results = validate_onnx(source.model, stage / FP16_NAME, padded, FP16_CPU_LOGIT_ATOL, strict_argmax=False)
+    results = validate_onnx(references, stage / FP16_NAME, padded, FP16_CPU_LOGIT_ATOL, strict_argmax=False)
     require_pass(results, FP16_CPU_LOGIT_ATOL, f"{FP16_NAME} (fp16, checked on the CPU provider)")
     validation[FP16_NAME], tolerances[FP16_NAME] = results, FP16_CPU_LOGIT_ATOL
     artifacts["fp16"] = {
@@ -145,9 +149,11 @@ def _optimized(
         "validation_cpu": summarize(results, FP16_CPU_LOGIT_ATOL),
     }
     extra = {"fusions": fusion.to_manifest()}
+    if not options.quantize:
+        return extra
 
-    quantized = quantize_dynamic_int8(stage / FUSED_NAME, stage / INT8_NAME, int8, cpu_flags())
-    results = validate_onnx(source.model, stage / INT8_NAME, padded, INT8_LOGIT_ATOL, strict_argmax=False)
+    quantized = quantize_dynamic_int8(stage / FUSED_NAME, stage / INT8_NAME, options.int8, cpu_flags())
+    results = validate_onnx(references, stage / INT8_NAME, padded, INT8_LOGIT_ATOL, strict_argmax=False)
     require_pass(results, INT8_LOGIT_ATOL, f"{INT8_NAME} (int8)")
     validation[INT8_NAME], tolerances[INT8_NAME] = results, INT8_LOGIT_ATOL
     fp32_size = (stage / MODEL_NAME).stat().st_size

@@ -147,17 +147,30 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(-1, keepdims=True)
 
 
+class References:
+    """PyTorch's logits per case, computed once and shared by every artifact's check."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self._logits: dict[str, np.ndarray] = {}
+
+    def __call__(self, case: Case) -> np.ndarray:
+        if case.name not in self._logits:
+            self._logits[case.name] = torch_logits(self.model, case)
+        return self._logits[case.name]
+
+
 def validate_onnx(
-    model: torch.nn.Module,
+    model: torch.nn.Module | References,
     onnx_path: Path,
     cases: list[Case],
     atol: float = FP32_LOGIT_ATOL,
     strict_argmax: bool = True,
 ) -> list[CaseResult]:
+    reference = model if isinstance(model, References) else References(model)
     session = reference_session(onnx_path)
     return [
-        compare(case, torch_logits(model, case), session.run(["logits"], case.feeds())[0], atol, strict_argmax)
-        for case in cases
+        compare(case, reference(case), session.run(["logits"], case.feeds())[0], atol, strict_argmax) for case in cases
     ]
 
 

@@ -1,0 +1,28 @@
+"""The GPU check's logic, run on the CPU provider (CI has no GPU)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import gpu_check  # noqa: E402
+
+
+def test_gpu_check_logic_on_the_cpu_provider(tiny_artifact: Path, capsys) -> None:
+    report = gpu_check.check(tiny_artifact, "cpu", rounds=2, shapes=((1, 16), (2, 32)), public=False)
+    assert set(report["parity"]) == {"model.opt.onnx", "model.fp16.onnx"}
+    assert all(p["passed"] for p in report["parity"].values())
+    assert report["parity"]["model.opt.onnx"]["max_abs_logit_diff"] < 1e-4
+    assert set(report["latency_ms"]) == {"1x16", "2x32"}
+    assert set(report["latency_ms"]["1x16"]) == {"bert14 fp32", "bert14 fp16"}
+    gpu_check.print_report(report)
+    assert "model.fp16.onnx" in capsys.readouterr().out
+
+
+def test_without_a_gpu_it_says_so_and_exits_cleanly(tiny_artifact: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(gpu_check, "cuda_available", lambda: False)
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", str(tiny_artifact)])
+    assert gpu_check.main() == 0
+    assert "no NVIDIA GPU" in capsys.readouterr().out
