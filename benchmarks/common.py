@@ -7,6 +7,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 # Several ORT sessions and PyTorch share 2 cores in one process: idle spinning threads would
 # steal them and distort every figure (by up to 2x, measured on this project's machines).
@@ -59,3 +60,42 @@ def interleaved(runners: dict[str, Callable[[], object]], rounds: int, warmup: i
         name: Timing(statistics.median(values), float(np.percentile(values, 95)), len(values))
         for name, values in samples.items()
     }
+
+
+def public_recipe_int8(source: Path, target: Path) -> None:
+    """quantize_dynamic with int8 weights, as ONNX Runtime documents it for BERT. Two fixes make it
+    run on every optimizer's output: stale value_info of initializers is dropped (its Gemm -> MatMul
+    rewrite transposes weights), and DefaultTensorType covers values ONNX cannot type (outputs of
+    contrib ops), as its error message advises."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = onnx.load(str(source))
+    names = {tensor.name for tensor in model.graph.initializer}
+    kept = [info for info in model.graph.value_info if info.name not in names]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(kept)
+    quantize_dynamic(
+        model,
+        str(target),
+        weight_type=QuantType.QInt8,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+
+
+def public_recipe(model, workdir: Path, num_heads: int, hidden_size: int) -> tuple[Path, Path]:
+    """The public CPU recipe from a PyTorch model: TorchScript export of the eager attention,
+    ONNX Runtime's transformer optimizer, quantize_dynamic. Returns (optimized fp32, int8)."""
+    from bert14.export.onnx_export import ExportSettings, export_onnx
+    from onnxruntime.transformers import optimizer
+
+    exported = workdir / "recipe.onnx"
+    export_onnx(model, exported, ExportSettings("torchscript", 17), model.config.max_position_embeddings)
+    optimized = optimizer.optimize_model(
+        str(exported), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=0
+    )
+    fp32 = workdir / "recipe.opt.onnx"
+    optimized.save_model_to_file(str(fp32))
+    int8 = workdir / "recipe.int8.onnx"
+    public_recipe_int8(fp32, int8)
+    return fp32, int8

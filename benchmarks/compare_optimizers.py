@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from common import bert_feeds, interleaved, session
+from common import bert_feeds, interleaved, public_recipe_int8, session
 
 VARIANTS = [("torchscript", "eager"), ("torchscript", "sdpa"), ("dynamo", "eager"), ("dynamo", "sdpa")]
 COUNTED = ("EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "BiasGelu", "FastGelu", "Gelu")
@@ -51,27 +51,6 @@ def bert14_optimizer(source: Path, target: Path) -> None:
     from bert14.optimize.pipeline import OptimizeOptions, optimize_file
 
     optimize_file(source, target, OptimizeOptions(num_layers=12, num_heads=12, gate=False))
-
-
-def public_recipe_int8(source: Path, target: Path) -> None:
-    """quantize_dynamic with int8 weights, as ONNX Runtime documents it for BERT. Two fixes make it
-    run on every optimizer's output: stale value_info of initializers is dropped (its Gemm -> MatMul
-    rewrite transposes weights), and DefaultTensorType covers values ONNX cannot type (outputs of
-    contrib ops), as its error message advises."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    model = onnx.load(str(source))
-    names = {tensor.name for tensor in model.graph.initializer}
-    kept = [info for info in model.graph.value_info if info.name not in names]
-    del model.graph.value_info[:]
-    model.graph.value_info.extend(kept)
-    quantize_dynamic(
-        model,
-        str(target),
-        weight_type=QuantType.QInt8,
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
 
 
 OPTIMIZERS = {"onnxruntime": ort_optimizer, "onnxscript": onnxscript_optimizer, "bert14": bert14_optimizer}

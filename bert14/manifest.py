@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -49,11 +50,11 @@ def package_versions(names: tuple[str, ...]) -> dict[str, str | None]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    if versions.get("onnxruntime") is None and "onnxruntime" in names:
-        try:  # the GPU wheel provides the same module under another distribution name
-            versions["onnxruntime"] = metadata.version("onnxruntime-gpu")
-        except metadata.PackageNotFoundError:
-            pass
+    loaded = sys.modules.get("onnxruntime")
+    if "onnxruntime" in names and loaded is not None:
+        # The module actually imported: the GPU wheel provides it under another distribution name,
+        # and a CPU wheel may sit in site-packages beside the one on the path.
+        versions["onnxruntime"] = getattr(loaded, "__version__", versions["onnxruntime"])
     return versions
 
 

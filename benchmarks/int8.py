@@ -1,0 +1,184 @@
+"""INT8 on the CPU: accuracy against PyTorch fp32 on real text, and latency side by side.
+
+Accuracy (the trained fixture ../shared/models/bert14-small-thucnews; random weights have
+near-tied logits that say nothing about INT8): top-1 agreement of each INT8 model with the PyTorch
+fp32 labels on the 1,000 THUCNews test titles and the 70 articles (cut to 512 tokens), and the max
+and mean |probability difference|. Compared: bert14's model.int8.onnx (from `bert14 export`) and
+the public recipe (TorchScript/eager export + ONNX Runtime's optimizer + quantize_dynamic).
+
+Latency (full-size BERT-14, 2 threads, interleaved rounds, medians): PyTorch eager fp32, the
+public recipe's INT8, bert14's INT8, at batch 1 x seq 128, 1 x 512 and 8 x 128; file sizes.
+
+    .venv/bin/python benchmarks/int8.py [--skip-accuracy] [--skip-latency] [--rounds 20] [--json F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from common import bert_feeds, interleaved, public_recipe, session
+from data import TRAINED_MODEL, articles, require, titles
+
+MAX_LENGTH = 512
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(-1, keepdims=True)
+    return np.exp(shifted) / np.exp(shifted).sum(-1, keepdims=True)
+
+
+def _batches(tokenizer, texts: list[str]):
+    from bert14.runtime.encode import buckets, encode
+
+    return buckets(encode(tokenizer, texts, None, MAX_LENGTH), max_batch=16, max_tokens=4096)
+
+
+def _torch_logits(model, batches, count: int, labels: int) -> np.ndarray:
+    import torch
+
+    out = np.zeros((count, labels), dtype=np.float32)
+    with torch.inference_mode():
+        for batch in batches:
+            feeds = {k: torch.from_numpy(v) for k, v in batch.feeds().items()}
+            out[batch.indices] = model(**feeds).logits.float().numpy()
+    return out
+
+
+def _onnx_logits(path: Path, batches, count: int, labels: int) -> np.ndarray:
+    sess = session(str(path))
+    out = np.zeros((count, labels), dtype=np.float32)
+    for batch in batches:
+        out[batch.indices] = sess.run(["logits"], batch.feeds())[0]
+    return out
+
+
+def _agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+    diff = np.abs(_softmax(reference) - _softmax(candidate))
+    flips = int((reference.argmax(-1) != candidate.argmax(-1)).sum())
+    return {
+        "top1_agreement": float((reference.argmax(-1) == candidate.argmax(-1)).mean()),
+        "flips": flips,
+        "max_abs_prob_diff": float(diff.max()),
+        "mean_abs_prob_diff": float(diff.mean()),
+    }
+
+
+def accuracy(workdir: Path) -> dict[str, object]:
+    from bert14.export.model import load_checkpoint
+    from bert14.export.pipeline import ExportOptions, export_artifact
+    from bert14.runtime.tokenizer import load_tokenizer
+
+    fixture = require(TRAINED_MODEL)
+    artifact = workdir / "fixture"
+    export_artifact(ExportOptions(model_dir=fixture, out_dir=artifact))
+    source = load_checkpoint(fixture, "eager")
+    config = source.config
+    _, recipe_int8 = public_recipe(source.model, workdir, config.num_attention_heads, config.hidden_size)
+    tokenizer, _ = load_tokenizer(artifact)
+    result: dict[str, object] = {}
+    for name, rows in (("titles", titles("test")), ("articles", articles())):
+        texts = [text for _, text in rows]
+        batches = _batches(tokenizer, texts)
+        labels = config.num_labels
+        reference = _torch_logits(source.model, batches, len(texts), labels)
+        gold = np.array([source.labels.index(label) for label, _ in rows])
+        result[name] = {
+            "texts": len(texts),
+            "pytorch_fp32_accuracy_vs_gold": float((reference.argmax(-1) == gold).mean()),
+            "bert14_int8": _agreement(
+                reference, _onnx_logits(artifact / "model.int8.onnx", batches, len(texts), labels)
+            ),
+            "recipe_int8": _agreement(reference, _onnx_logits(recipe_int8, batches, len(texts), labels)),
+        }
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    result["bert14_recipe"] = manifest["artifacts"]["int8"]["recipe"]
+    result["bert14_kept_fp32"] = manifest["artifacts"]["int8"]["kept_fp32"]
+    return result
+
+
+def latency(workdir: Path, rounds: int) -> dict[str, object]:
+    import torch
+    from bert14.export.model import build_default
+    from bert14.export.onnx_export import ExportSettings, export_onnx
+    from bert14.optimize.pipeline import OptimizeOptions, optimize_file
+    from bert14.quantize.dynamic import DynamicOptions, quantize_dynamic_int8
+
+    from bert14.manifest import cpu_flags
+
+    torch.set_num_threads(2)
+    source = build_default(attn="sdpa")
+    unfused = workdir / "bert14.onnx"
+    export_onnx(source.model, unfused, ExportSettings("dynamo", 18), 512)
+    fused = workdir / "bert14.opt.onnx"
+    optimize_file(unfused, fused, OptimizeOptions(num_layers=12, num_heads=12))
+    ours = workdir / "bert14.int8.onnx"
+    quantize_dynamic_int8(fused, ours, DynamicOptions(), cpu_flags())
+    eager = build_default(attn="eager")
+    _, recipe = public_recipe(eager.model, workdir, 12, 768)
+    sizes = {
+        "fp32_model_onnx_mb": unfused.stat().st_size / 1e6,
+        "bert14_int8_mb": ours.stat().st_size / 1e6,
+        "recipe_int8_mb": recipe.stat().st_size / 1e6,
+    }
+    sessions = {"recipe int8": session(str(recipe)), "bert14 int8": session(str(ours))}
+    model = source.model
+    table: dict[str, dict[str, float]] = {}
+    for batch, sequence in ((1, 128), (1, 512), (8, 128)):
+        feeds = bert_feeds(batch, sequence)
+        tensors = {k: torch.from_numpy(v) for k, v in feeds.items()}
+
+        def pytorch(t=tensors) -> None:
+            with torch.inference_mode():
+                model(**t)
+
+        runners = {"pytorch fp32": pytorch}
+        runners.update({name: (lambda s=s, f=feeds: s.run(None, f)) for name, s in sessions.items()})
+        timings = interleaved(runners, rounds)
+        table[f"{batch}x{sequence}"] = {name: round(t.median_ms, 2) for name, t in timings.items()}
+        table[f"{batch}x{sequence}"].update({f"{name} p95": round(t.p95_ms, 2) for name, t in timings.items()})
+    return {"latency_ms": table, "sizes": sizes}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    report: dict[str, object] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.skip_accuracy:
+            print("accuracy: exporting the trained fixture and the public recipe ...", file=sys.stderr, flush=True)
+            report["accuracy"] = accuracy(Path(tmp))
+        if not args.skip_latency:
+            print("latency: full-size BERT-14 ...", file=sys.stderr, flush=True)
+            report["latency"] = latency(Path(tmp), args.rounds)
+    if "accuracy" in report:
+        print(f"{'text set':<10} {'model':<12} {'top-1 agree':>11} {'flips':>5} {'max |dp|':>9} {'mean |dp|':>10}")
+        for name in ("titles", "articles"):
+            part = report["accuracy"][name]  # type: ignore[index]
+            for model in ("recipe_int8", "bert14_int8"):
+                a = part[model]
+                print(
+                    f"{name:<10} {model:<12} {a['top1_agreement']:>11.4f} {a['flips']:>5} "
+                    f"{a['max_abs_prob_diff']:>9.4f} {a['mean_abs_prob_diff']:>10.5f}"
+                )
+    if "latency" in report:
+        lat = report["latency"]["latency_ms"]  # type: ignore[index]
+        print(f"{'ms (median)':<14}" + "".join(f"{shape:>10}" for shape in lat))
+        for name in ("pytorch fp32", "recipe int8", "bert14 int8"):
+            print(f"{name:<14}" + "".join(f"{lat[shape][name]:>10.1f}" for shape in lat))
+        print({k: round(v, 1) for k, v in report["latency"]["sizes"].items()})  # type: ignore[index]
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
