@@ -18,13 +18,17 @@ ifneq ($(strip $(MODEL)),)
 EXPORT_FLAGS += --model "$(MODEL)"
 endif
 
-.PHONY: export test lint venv clean gpu-check
+.PHONY: export test lint venv clean gpu-check check
 
 export: $(STAMP)
 	$(VENV)/bin/bert14 export $(EXPORT_FLAGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Every artifact in OUT against the PyTorch source, by sequence-length bucket.
+check: $(STAMP)
+	$(VENV)/bin/bert14 check "$(OUT)"
 
 # On a machine with an NVIDIA GPU and onnxruntime-gpu: the fp32/fp16 artifacts on the CUDA
 # provider against PyTorch, and their latency next to PyTorch fp16 and ONNX Runtime's recipe.

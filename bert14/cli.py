@@ -60,7 +60,12 @@ def _load_classifier(args: argparse.Namespace):
     from bert14.runtime import Classifier
 
     return Classifier.load(
-        args.artifact, precision=args.precision, provider=args.provider, threads=args.threads, max_batch=args.batch_size
+        args.artifact,
+        precision=args.precision,
+        provider=args.provider,
+        threads=args.threads,
+        max_batch=args.batch_size,
+        cuda_graph=args.cuda_graph,
     )
 
 
@@ -141,6 +146,27 @@ def _runtime_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
     parser.add_argument("--batch-size", type=int, default=32, help="rows per bucketed batch")
+    parser.add_argument("--cuda-graph", action="store_true", help="CUDA: replay one CUDA graph per fixed bucket")
+
+
+def _check(args: argparse.Namespace) -> int:
+    import json
+
+    from bert14.errors import ParityError
+    from bert14.export.check import check_artifact, failures, format_report
+
+    texts = None
+    if args.texts:
+        texts = [line for lines in _read_lines(Path(args.texts), 1 << 30) for line in lines]
+    reports = check_artifact(Path(args.artifact), texts)
+    if args.json:
+        print(json.dumps(reports, indent=2, ensure_ascii=False))
+    else:
+        print(format_report(reports))
+    problems = failures(reports)
+    if problems:
+        raise ParityError("check failed: " + "; ".join(problems))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     optimize.add_argument("--debug", action="store_true", help="explain every pattern that did not match")
     optimize.add_argument("--no-gate", action="store_true", help="write the model even when fusion falls short")
     optimize.set_defaults(func=_optimize)
+
+    check = commands.add_parser("check", help="prove every artifact against the PyTorch source")
+    check.add_argument("artifact", help="artifact directory written by `bert14 export`")
+    check.add_argument("--texts", help="UTF-8 file, one text a line (default: a built-in sample)")
+    check.add_argument("--json", action="store_true", help="machine-readable report, one key per artifact")
+    check.set_defaults(func=_check)
 
     predict = commands.add_parser(
         "predict",

@@ -60,6 +60,7 @@ class LoadOptions:
     verify: bool = True  # check every used file against the manifest's sha256
     max_batch: int = 32
     max_tokens: int = 8192  # padded tokens per batch
+    cuda_graph: bool = False  # CUDA: pad to fixed buckets and replay one CUDA graph per bucket
 
 
 @dataclass
@@ -74,6 +75,7 @@ class Classifier:
     _session: object = field(repr=False)
     _tokenizer: object = field(repr=False)
     _pad_id: int = 0
+    _cuda: object | None = field(default=None, repr=False)  # CudaRunner on the CUDA provider
 
     @classmethod
     def load(cls, directory: str | Path, **kwargs: object) -> Classifier:
@@ -84,7 +86,7 @@ class Classifier:
         precision, provider, path = resolve(directory, options.precision, options.provider, available)
         if options.verify:
             verify_files(directory, manifest, [path.name, VOCAB_NAME, TOKENIZER_CONFIG_NAME])
-        settings = SessionSettings(options.threads, options.inter_op_threads, options.spinning)
+        settings = SessionSettings(options.threads, options.inter_op_threads, options.spinning, options.cuda_graph)
         session, actual = create(path, provider, settings)
         if actual != provider and options.provider == "auto":
             precision, provider, path = resolve(directory, options.precision, "cpu", available)
@@ -93,7 +95,14 @@ class Classifier:
         labels = _labels(manifest, directory)
         max_length = min(tokenizer_settings.model_max_length, int(manifest["model"]["max_position_embeddings"]))  # type: ignore[index]
         pad_id = tokenizer.token_to_id(tokenizer_settings.pad_token) or 0
-        clf = cls(directory, labels, precision, actual, manifest, options, max_length, session, tokenizer, pad_id)
+        runner = None
+        if actual == "cuda":
+            from bert14.runtime.cuda import CudaRunner
+
+            runner = CudaRunner(session, len(labels), options.cuda_graph)
+        clf = cls(
+            directory, labels, precision, actual, manifest, options, max_length, session, tokenizer, pad_id, runner
+        )
         if options.warmup:
             clf.logits(["warm up"])
         return clf
@@ -134,6 +143,8 @@ class Classifier:
             yield logits, encoded
 
     def _forward(self, batch: Batch) -> np.ndarray:
+        if self._cuda is not None:
+            return self._cuda(batch)  # type: ignore[operator]
         return self._session.run(["logits"], batch.feeds())[0]  # type: ignore[attr-defined]
 
     def describe(self) -> dict[str, object]:

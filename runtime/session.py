@@ -41,6 +41,7 @@ class SessionSettings:
     threads: int | None = None  # intra-op threads; None: ONNX Runtime's default (all cores)
     inter_op_threads: int = 1
     spinning: bool = True  # idle threads spin; turn off when sharing cores with other work
+    cuda_graph: bool = False  # CUDA only: capture one graph per fixed bucket (cuda.py)
 
 
 def cuda_present() -> bool:
@@ -83,7 +84,12 @@ def create(path: Path, provider: str, settings: SessionSettings) -> tuple[ort.In
         options.intra_op_num_threads = settings.threads
     if not settings.spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if provider == "cuda" else ["CPUExecutionProvider"]
+    cuda_options = {"enable_cuda_graph": "1" if settings.cuda_graph else "0"}
+    providers: list = (
+        [("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"]
+        if provider == "cuda"
+        else ["CPUExecutionProvider"]
+    )
     try:
         session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types for bad files

@@ -128,3 +128,16 @@ def test_runtime_import_is_light() -> None:
     code = "import sys, bert14.runtime; print(sorted(m for m in ('torch', 'transformers', 'onnx') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_bucketed_binding_logic_matches_plain_runs(tiny_artifact: Path) -> None:
+    """The CUDA runner's IO binding and fixed-bucket padding, exercised on the CPU provider."""
+    from bert14.runtime.cuda import CudaRunner
+
+    fp32 = Classifier.load(tiny_artifact, precision="fp32", provider="cpu")
+    expected = fp32.logits(TEXTS)
+    for cuda_graph in (False, True):
+        fp32._cuda = CudaRunner(fp32._session, len(fp32.labels), cuda_graph, device="cpu")  # type: ignore[arg-type]
+        assert np.abs(fp32.logits(TEXTS) - expected).max() < 1e-5
+        assert np.abs(fp32.logits(TEXTS[:3]) - expected[:3]).max() < 1e-5
+    assert set(fp32._cuda._graphs) <= {(b, s) for b in (1, 2, 4, 8) for s in (16, 32)}  # type: ignore[attr-defined]

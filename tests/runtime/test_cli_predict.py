@@ -33,3 +33,13 @@ def test_predict_exit_codes(tiny_artifact: Path, tmp_path: Path, capsys) -> None
     assert main(["predict", str(tiny_artifact)]) == 2
     assert main(["predict", str(tmp_path / "missing"), "text"]) == 6
     assert "expected an artifact directory" in capsys.readouterr().err
+
+
+def test_example_application_runs(tiny_artifact: Path) -> None:
+    import subprocess
+    import sys
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "embed.py"
+    result = subprocess.run([sys.executable, str(example), str(tiny_artifact)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "loaded" in result.stdout and "央行宣布降准0.5个百分点" in result.stdout

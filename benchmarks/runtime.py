@@ -1,0 +1,194 @@
+"""The runtime on real text and under load (issue targets in the README's Numbers section).
+
+1. `import bert14.runtime` time, and load + first prediction time for the artifact's INT8 model
+   (fresh interpreters, medians of 5).
+2. Real-text throughput on the 1,000 THUCNews test titles, INT8, 2 threads: the runtime
+   (length buckets, each padded to its own longest row) vs the common naive recipe (batches of
+   32 in the given order, every batch padded to 128 tokens), same session; labels compared.
+3. The HTTP server under load: 16 concurrent clients for 30 s on loopback, one title per request,
+   with micro-batching and without; requests/s, p50/p99 latency, errors.
+
+    .venv/bin/python benchmarks/runtime.py [ARTIFACT] [--seconds 30] [--clients 16] [--json F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from data import titles
+
+PYTHON = sys.executable
+
+
+def _fresh(code: str, runs: int = 5) -> float:
+    values = []
+    for _ in range(runs):
+        out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True).stdout
+        values.append(float(out.strip().splitlines()[-1]))
+    return statistics.median(values)
+
+
+def startup(artifact: Path) -> dict[str, float]:
+    import_s = _fresh("import time; t = time.perf_counter(); import bert14.runtime; print(time.perf_counter() - t)")
+    first_s = _fresh(
+        "import time; t = time.perf_counter(); from bert14.runtime import Classifier; "
+        f"c = Classifier.load({str(artifact)!r}, precision='int8', provider='cpu', threads=2, warmup=False); "
+        "c.predict(['央行宣布降准0.5个百分点']); print(time.perf_counter() - t)"
+    )
+    return {"import_s": round(import_s, 3), "import_load_first_prediction_s": round(first_s, 3)}
+
+
+def throughput(artifact: Path, rounds: int = 3) -> dict[str, object]:
+    from bert14.runtime import Classifier
+    from bert14.runtime.encode import Batch
+
+    clf = Classifier.load(artifact, precision="int8", provider="cpu", threads=2, spinning=False)
+    texts = [text for _, text in titles("test")]
+
+    def naive() -> np.ndarray:  # batches of 32 in order, each padded (and cut) to 128 tokens
+        clf._tokenizer.enable_truncation(max_length=128)  # type: ignore[attr-defined]
+        clf._tokenizer.enable_padding(length=128, pad_id=clf._pad_id)  # type: ignore[attr-defined]
+        try:
+            out = []
+            for start in range(0, len(texts), 32):
+                encodings = clf._tokenizer.encode_batch(texts[start : start + 32])  # type: ignore[attr-defined]
+                ids = np.array([e.ids for e in encodings], dtype=np.int64)
+                batch = Batch(
+                    list(range(len(encodings))),
+                    ids,
+                    np.array([e.attention_mask for e in encodings], dtype=np.int64),
+                    np.array([e.type_ids for e in encodings], dtype=np.int64),
+                )
+                out.append(clf._forward(batch))
+            return np.concatenate(out)
+        finally:
+            clf._tokenizer.no_padding()  # type: ignore[attr-defined]
+
+    timings: dict[str, list[float]] = {"bucketed": [], "padded to 128": []}
+    results = {}
+    for _ in range(rounds):
+        for name, run in (("bucketed", lambda: clf.logits(texts)), ("padded to 128", naive)):
+            started = time.perf_counter()
+            results[name] = run()
+            timings[name].append(time.perf_counter() - started)
+    per_second = {name: len(texts) / statistics.median(values) for name, values in timings.items()}
+    same = results["bucketed"].argmax(-1) == results["padded to 128"].argmax(-1)
+    return {
+        "texts": len(texts),
+        "texts_per_second": {k: round(v, 1) for k, v in per_second.items()},
+        "speedup": round(per_second["bucketed"] / per_second["padded to 128"], 2),
+        "identical_labels": int(same.sum()),
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load_test(artifact: Path, microbatch: bool, seconds: float, clients: int) -> dict[str, object]:
+    import httpx
+
+    port = _free_port()
+    command = [
+        PYTHON,
+        "-m",
+        "bert14.cli",
+        "serve",
+        str(artifact),
+        "--precision",
+        "int8",
+        "--provider",
+        "cpu",
+        "--threads",
+        "2",
+        "--port",
+        str(port),
+    ]
+    if not microbatch:
+        command.append("--no-microbatch")
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        texts = [text for _, text in titles("test")]
+        latencies: list[float] = []
+        errors = [0]
+        lock = threading.Lock()
+        stop_at = time.time() + seconds
+
+        def client(seed: int) -> None:
+            rng = np.random.default_rng(seed)
+            with httpx.Client(base_url=base, timeout=30) as http:
+                while time.time() < stop_at:
+                    text = texts[int(rng.integers(len(texts)))]
+                    started = time.perf_counter()
+                    try:
+                        ok = http.post("/v1/classify", json={"texts": [text]}).status_code == 200
+                    except httpx.HTTPError:
+                        ok = False
+                    elapsed = time.perf_counter() - started
+                    with lock:
+                        if ok:
+                            latencies.append(elapsed)
+                        else:
+                            errors[0] += 1
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    ms = np.array(latencies) * 1000
+    return {
+        "microbatch": microbatch,
+        "requests": len(latencies),
+        "errors": errors[0],
+        "requests_per_second": round(len(latencies) / seconds, 1),
+        "p50_ms": round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
+        "p99_ms": round(float(np.percentile(ms, 99)), 1) if len(ms) else None,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("artifact", nargs="?", default="artifacts/bert14", type=Path)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    report = {"startup": startup(args.artifact), "throughput": throughput(args.artifact)}
+    print(json.dumps(report["startup"]))
+    print(json.dumps(report["throughput"], ensure_ascii=False))
+    report["server"] = [load_test(args.artifact, mb, args.seconds, args.clients) for mb in (True, False)]
+    for row in report["server"]:
+        print(json.dumps(row))
+    with_mb, without = report["server"]
+    if without["requests_per_second"]:
+        print(f"micro-batching: {with_mb['requests_per_second'] / without['requests_per_second']:.2f}x the requests/s")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

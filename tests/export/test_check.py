@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+
+from bert14.cli import main
+from bert14.export.check import SAMPLE_TEXTS, check_artifact
+
+FIELDS = {"max_abs_logit_diff", "mean_abs_logit_diff", "max_abs_prob_diff", "top1_agreement", "passed", "buckets"}
+
+
+def test_check_passes_on_a_fresh_artifact_with_every_field(tiny_artifact: Path, capsys) -> None:
+    assert main(["check", str(tiny_artifact), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"fp32", "fp32_fused", "fp16", "int8"}
+    for summary in report.values():
+        assert FIELDS <= set(summary) and summary["passed"]
+        assert set(summary["buckets"]) == {"1-16", "17-64", "65-128", "129-512", "truncated"}
+        for stats in summary["buckets"].values():
+            assert {"max_abs_logit_diff", "top1_agreement", "rows"} <= set(stats)
+    assert report["fp32"]["top1_agreement"] == 1.0 and report["fp32"]["max_abs_logit_diff"] <= 1e-4
+
+
+def test_texts_file_is_used_and_long_texts_land_in_truncated(tiny_artifact: Path, tmp_path: Path) -> None:
+    reports = check_artifact(tiny_artifact, ["短标题", "长文" * 600])
+    buckets = reports["fp32"]["buckets"]
+    assert buckets["truncated"]["rows"] == 1
+    assert any(len(text) > 1000 for text in SAMPLE_TEXTS), "the built-in sample reaches the truncated bucket"
+
+
+def test_a_corrupted_weight_fails_naming_artifact_and_bucket(tiny_artifact: Path, tmp_path: Path, capsys) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_artifact, copy)
+    model = onnx.load(str(copy / "model.opt.onnx"))
+    qkv = next(t for t in model.graph.initializer if t.name.endswith("qkv_weight"))
+    array = onnx.numpy_helper.to_array(qkv).copy()
+    hidden = array.shape[0]
+    array[:, 2 * hidden : 2 * hidden + 8] += 0.5  # first layer, value projection of one head
+    qkv.CopyFrom(onnx.numpy_helper.from_array(array, qkv.name))
+    onnx.save(model, str(copy / "model.opt.onnx"))
+    assert main(["check", str(copy)]) == 4
+    captured = capsys.readouterr()
+    assert "fp32_fused (model.opt.onnx): fails in bucket(s) 1-16" in captured.err
+    assert "does not match the sha256" in captured.out
+    assert "fp32 " not in captured.err.split("check failed:")[1].split(";")[0][:5]  # the others still pass
+
+
+def test_missing_artifact_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    assert main(["check", str(tmp_path / "none")]) == 6
+    assert "expected an artifact directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key", ["int8"])
+def test_thresholds_are_named_per_precision(key: str) -> None:
+    from bert14.export.check import THRESHOLDS
+
+    assert THRESHOLDS["fp32"].logit_atol == 1e-4 and not THRESHOLDS["fp32"].near_ties_allowed
+    assert THRESHOLDS[key].near_ties_allowed
