@@ -12,19 +12,25 @@ EXPORTER ?= dynamo
 ATTN ?= sdpa
 OPSET ?= 18
 PYTEST_ARGS ?=
+EXPORT_ARGS ?=
 
 EXPORT_FLAGS := --out "$(OUT)" --exporter $(EXPORTER) --attn $(ATTN) --opset $(OPSET)
 ifneq ($(strip $(MODEL)),)
 EXPORT_FLAGS += --model "$(MODEL)"
 endif
 
-.PHONY: export test lint venv clean gpu-check check
+.PHONY: export test lint venv clean gpu-check check bench
 
 export: $(STAMP)
-	$(VENV)/bin/bert14 export $(EXPORT_FLAGS)
+	$(VENV)/bin/bert14 export $(EXPORT_FLAGS) $(EXPORT_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Speed side by side (PyTorch, ONNX Runtime unfused, bert14 fused/INT8, the public recipe):
+# a table, bench-results/bench.json and bench-results/bench.png.
+bench: $(STAMP)
+	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench.py "$(OUT)" --out bench-results
 
 # Every artifact in OUT against the PyTorch source, by sequence-length bucket.
 check: $(STAMP)

@@ -12,6 +12,11 @@ from bert14.errors import Bert14Error, InputError
 
 def _export(args: argparse.Namespace) -> int:
     from bert14.export.pipeline import ExportOptions, export_artifact
+    from bert14.quantize.dynamic import DynamicOptions
+    from bert14.quantize.fallback import FallbackOptions
+
+    if (args.int8_target_agreement is not None or args.int8_max_prob_diff is not None) and not args.int8_eval_texts:
+        raise InputError("--int8-target-agreement/--int8-max-prob-diff need --int8-eval-texts FILE to measure on")
 
     options = ExportOptions(
         model_dir=Path(args.model) if args.model else None,
@@ -22,6 +27,13 @@ def _export(args: argparse.Namespace) -> int:
         seed=args.seed,
         optimize=not args.no_optimize,
         quantize=not args.no_int8,
+        int8=DynamicOptions(per_channel=args.int8_per_channel),
+        int8_eval_texts=Path(args.int8_eval_texts) if args.int8_eval_texts else None,
+        int8_fallback=(
+            FallbackOptions(args.int8_target_agreement, args.int8_max_prob_diff)
+            if args.int8_target_agreement is not None or args.int8_max_prob_diff is not None
+            else None
+        ),
     )
     source = f"checkpoint {options.model_dir}" if options.model_dir else f"default BERT-14 (seed {options.seed})"
     print(f"exporting {source} with the {options.exporter} exporter, {options.attn} attention, opset {options.opset}")
@@ -182,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--seed", type=int, default=14, help="weight seed of the default model")
     export.add_argument("--no-optimize", action="store_true", help="write model.onnx only (no fused/fp16/int8)")
     export.add_argument("--no-int8", action="store_true", help="skip model.int8.onnx (e.g. a GPU-only deployment)")
+    export.add_argument("--int8-per-channel", action="store_true", help="per-channel int8 weight scales")
+    export.add_argument(
+        "--int8-target-agreement",
+        type=float,
+        help="keep the most sensitive layers fp32 until INT8 labels agree with PyTorch this often (e.g. 0.999)",
+    )
+    export.add_argument("--int8-max-prob-diff", type=float, help="also require max |probability diff| <= this")
+    export.add_argument("--int8-eval-texts", help="UTF-8 file, one text a line, to measure the agreement on")
     export.set_defaults(func=_export)
 
     optimize = commands.add_parser("optimize", help="fuse a BERT ONNX graph into ONNX Runtime's transformer ops")

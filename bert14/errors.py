@@ -37,3 +37,9 @@ class ArtifactError(Bert14Error):
     """An artifact directory is missing files, or its manifest does not match them."""
 
     exit_code = 6
+
+
+class QuantizeError(Bert14Error):
+    """INT8 quantization could not reach its accuracy target."""
+
+    exit_code = 7

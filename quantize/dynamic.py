@@ -14,6 +14,8 @@ Kept in fp32, deliberately:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,7 @@ class DynamicOptions:
     per_channel: bool = False
     reduce_range: bool | None = None  # None: decided from the CPU flags (isa.py)
     keep_fp32_layers: list[int] = field(default_factory=list)
+    keep_embedding_fp32: bool = False
     quantize_head: bool = False
 
 
@@ -38,6 +41,19 @@ class DynamicOptions:
 class QuantizeResult:
     recipe: dict[str, object]
     kept_fp32: list[str]
+
+
+@contextlib.contextmanager
+def _quiet_root_warning():
+    """quantize_dynamic logs a root-logger WARNING on every call advising a pre-processing step
+    meant for CNNs (shape inference + graph cleanup), which the fused graph already had."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def quantize_dynamic_int8(
@@ -52,11 +68,16 @@ def quantize_dynamic_int8(
     if not options.quantize_head:
         excluded += mapping.head
         kept.append("head (pooler, classifier)")
+    if options.keep_embedding_fp32:
+        excluded += mapping.embedding
+        kept.append("embedding")
     for index in sorted(set(options.keep_fp32_layers)):
         if not 0 <= index < len(mapping.layers):
             raise ValueError(f"keep_fp32_layers: layer {index} does not exist (0..{len(mapping.layers) - 1})")
         excluded += mapping.layers[index]
         kept.append(f"layer {index}")
+    # quantize_dynamic first rewrites each Gemm as "<name>_MatMul" + "<name>_Add"; exclude those too.
+    excluded += [f"{name}_MatMul" for name in excluded]
     if options.reduce_range is None:
         fmt = choose_weight_format(cpu_flags)
     else:
@@ -65,16 +86,17 @@ def quantize_dynamic_int8(
         named = Path(tmp) / "named.onnx"  # layer_map named every node; quantization selects by name
         onnx.save(model, str(named))
         del model
-        quantize_dynamic(
-            str(named),
-            str(target),
-            op_types_to_quantize=QUANTIZED_OP_TYPES,
-            per_channel=options.per_channel,
-            reduce_range=fmt.reduce_range,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=excluded,
-            extra_options={"MatMulConstBOnly": True},
-        )
+        with _quiet_root_warning():
+            quantize_dynamic(
+                str(named),
+                str(target),
+                op_types_to_quantize=QUANTIZED_OP_TYPES,
+                per_channel=options.per_channel,
+                reduce_range=fmt.reduce_range,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=excluded,
+                extra_options={"MatMulConstBOnly": True},
+            )
     recipe = {
         "method": "dynamic",
         "weights": "int8 per-channel" if options.per_channel else "int8 per-tensor",

@@ -104,8 +104,9 @@ def read_settings(directory: Path) -> TokenizerSettings:
     return TokenizerSettings.from_config(raw)
 
 
-def load_tokenizer(directory: Path) -> tuple[Tokenizer, TokenizerSettings]:
+def load_tokenizer(directory: Path | str) -> tuple[Tokenizer, TokenizerSettings]:
     """The tokenizer of an artifact or checkpoint directory (vocab.txt + tokenizer_config.json)."""
+    directory = Path(directory)
     settings = read_settings(directory)
     return build_tokenizer(read_vocab(directory / VOCAB_NAME), settings), settings
 

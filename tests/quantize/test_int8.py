@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from bert14.quantize.dynamic import DynamicOptions, quantize_dynamic_int8
+from bert14.quantize.fallback import FallbackOptions, accuracy_fallback, score
+from bert14.quantize.isa import choose_weight_format
+from bert14.quantize.layers import layer_map
+
+from bert14.errors import QuantizeError
+
+VNNI = {"avx2": True, "avx512_vnni": True}
+
+
+def _ops(path: Path) -> Counter:
+    return Counter(node.op_type for node in onnx.load(str(path)).graph.node)
+
+
+def test_dynamic_int8_makes_integer_kernels_and_keeps_the_head(tiny_artifact: Path, tmp_path: Path) -> None:
+    out = tmp_path / "int8.onnx"
+    result = quantize_dynamic_int8(tiny_artifact / "model.opt.onnx", out, DynamicOptions(), VNNI)
+    ops = _ops(out)
+    assert ops["QAttention"] == 2 and ops["Attention"] == 0
+    assert ops["QEmbedLayerNormalization"] == 1
+    # per layer: the attention output projection and the two FFN projections
+    assert ops["MatMulInteger"] + ops["DynamicQuantizeMatMul"] == 6
+    assert ops["MatMul"] == 2, "pooler and classifier stay fp32 (quantize_dynamic turns their Gemm into MatMul)"
+    assert result.kept_fp32 == ["head (pooler, classifier)"] and result.recipe["reduce_range"] is False
+    assert out.stat().st_size < 0.5 * (tiny_artifact / "model.opt.onnx").stat().st_size
+
+
+def test_instruction_set_decides_the_weight_range() -> None:
+    assert choose_weight_format({"avx2": True, "avx512_vnni": True}).reduce_range is False
+    assert choose_weight_format({"avx2": True, "amx_int8": True}).reduce_range is False
+    avx2 = choose_weight_format({"avx2": True, "avx512_vnni": False})
+    assert avx2.reduce_range is True and "saturat" in avx2.reason
+    assert choose_weight_format({}).reduce_range is False
+
+
+def test_layer_map_finds_layers_head_and_embedding(tiny_artifact: Path) -> None:
+    mapping = layer_map(onnx.load(str(tiny_artifact / "model.opt.onnx")))
+    assert len(mapping.layers) == 2
+    model = onnx.load(str(tiny_artifact / "model.opt.onnx"))
+    ops = {n.name: n.op_type for n in model.graph.node}
+    assert [ops[n] for n in mapping.layers[0]].count("Attention") == 1
+    assert "EmbedLayerNormalization" in [ops[n] for n in mapping.embedding]
+    assert sorted(ops[n] for n in mapping.head).count("Gemm") == 2
+
+
+def _planted(tiny_artifact: Path, tmp_path: Path, layer: int) -> Path:
+    """A fused model whose `layer` leans on one MatMul (its weights scaled up) that holds one huge
+    outlier: per-tensor INT8 of that matrix then rounds every other weight of it to zero, so that
+    layer carries most of the INT8 error."""
+    model = onnx.load(str(tiny_artifact / "model.opt.onnx"))
+    names = set(layer_map(model).layers[layer])
+    inits = {t.name: t for t in model.graph.initializer}
+    matmul = next(n for n in model.graph.node if n.name in names and n.op_type == "MatMul" and n.input[1] in inits)
+    weight = inits[matmul.input[1]]
+    array = onnx.numpy_helper.to_array(weight).copy() * 50
+    array.flat[0] = np.abs(array).max() * 400
+    weight.CopyFrom(onnx.numpy_helper.from_array(array, weight.name))
+    path = tmp_path / "planted.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def _eval_set(path: Path, rows: int = 64):
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(3)
+    batches = []
+    for _ in range(rows // 16):
+        ids = rng.integers(0, 21128, size=(16, 24), dtype=np.int64)
+        batches.append({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    reference = np.concatenate([session.run(["logits"], feeds)[0] for feeds in batches])
+    return batches, reference
+
+
+def test_fallback_keeps_the_planted_sensitive_layer(tiny_artifact: Path, tmp_path: Path) -> None:
+    fused = _planted(tiny_artifact, tmp_path, layer=1)
+    batches, reference = _eval_set(fused)
+    base = DynamicOptions()
+    plain = tmp_path / "plain.onnx"
+    quantize_dynamic_int8(fused, plain, base, VNNI)
+    before = score(plain, batches, reference)
+    target = FallbackOptions(target_agreement=0.0, max_prob_diff=before.max_prob_diff / 4)
+    out = tmp_path / "int8.onnx"
+    result, report = accuracy_fallback(fused, out, batches, reference, base, VNNI, target)
+    assert max(report.sensitivity, key=report.sensitivity.get) == "layer 1", report.sensitivity
+    assert report.met and report.kept_fp32 == ["layer 1"], report.steps
+    assert "layer 1" in result.kept_fp32
+    assert score(out, batches, reference).max_prob_diff <= target.max_prob_diff
+
+
+def test_fallback_gives_up_with_a_report(tiny_artifact: Path, tmp_path: Path) -> None:
+    fused = tiny_artifact / "model.opt.onnx"
+    batches, reference = _eval_set(fused, rows=16)
+    with pytest.raises(QuantizeError, match="even with every layer in fp32") as info:
+        accuracy_fallback(fused, tmp_path / "x.onnx", batches, reference, DynamicOptions(), VNNI, FallbackOptions(1.01))
+    assert "baseline: agreement" in str(info.value)
+    assert not (tmp_path / "x.onnx").exists()
