@@ -8,6 +8,9 @@ batch 1/8/32 x seq 128 and batch 1 x seq 512, interleaved and side by side:
     bert14 fp32      model.opt.onnx, IO binding (inputs and outputs stay on the GPU)
     bert14 fp16      model.fp16.onnx, IO binding
     bert14 fp16+cg   model.fp16.onnx, IO binding and a CUDA graph per shape
+    seqlen fp16+cg   the same graph with Attention reading sequence lengths (1-D mask, right
+                     padding only; optimize/mask_index.py), IO binding and a CUDA graph
+    runtime fp16+cg  bert14.runtime.Classifier (fp16, CUDA, cuda_graph=True) on the same batch
     public fp16+cg   ONNX Runtime's optimizer (use_gpu) on a TorchScript/eager export, fp16,
                      IO binding and a CUDA graph: the best public configuration
 
@@ -118,6 +121,58 @@ def _public_fp16(workdir: Path, eager_source) -> Path:
     return target
 
 
+def _seqlen_fp16(workdir: Path, artifact: Path) -> Path:
+    import onnx_ir as ir
+    from bert14.optimize.fp16 import convert_fp16
+    from bert14.optimize.mask_index import use_sequence_lengths
+    from bert14.optimize.pipeline import save
+
+    model = ir.load(str(artifact / "model.opt.onnx"))
+    use_sequence_lengths(model)
+    fp32 = workdir / "seqlen.onnx"
+    save(model, fp32)
+    target = workdir / "seqlen.fp16.onnx"
+    convert_fp16(fp32, target)
+    return target
+
+
+def _runtime_runner(artifact: Path, feeds: dict[str, np.ndarray]):
+    from bert14.runtime import Classifier
+    from bert14.runtime.encode import Batch
+
+    clf = Classifier.load(artifact, precision="fp16", provider="cuda", cuda_graph=True, warmup=False)
+    batch = Batch(
+        list(range(len(feeds["input_ids"]))), feeds["input_ids"], feeds["attention_mask"], feeds["token_type_ids"]
+    )
+    return lambda: clf._forward(batch)
+
+
+def runtime_parity(artifact: Path, model, device: str) -> dict:
+    """The embeddable runtime on CUDA (fp16, CUDA graphs) against PyTorch fp32 on real-looking text."""
+    import torch
+    from bert14.export.check import SAMPLE_TEXTS
+    from bert14.runtime import Classifier
+
+    texts = SAMPLE_TEXTS * 4
+    results = {}
+    for cuda_graph in (False, True):
+        clf = Classifier.load(artifact, precision="fp16", provider="cuda", cuda_graph=cuda_graph)
+        got = clf.logits(texts)
+        tokens = clf._tokenizer.encode_batch(texts)
+        ref = []
+        with torch.inference_mode():
+            for t in tokens:
+                ids = torch.tensor([t.ids], device=device)
+                ref.append(model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.float().cpu().numpy())
+        ref = np.concatenate(ref)
+        results[f"cuda_graph={cuda_graph}"] = {
+            "provider": clf.provider,
+            "max_abs_logit_diff": float(np.abs(ref - got).max()),
+            "argmax_agreement": float((ref.argmax(-1) == got.argmax(-1)).mean()),
+        }
+    return results
+
+
 def check(artifact: Path, provider: str, rounds: int, shapes=SHAPES, public: bool = True) -> dict:
     import torch
     from bert14.export.model import rebuild
@@ -152,14 +207,37 @@ def check(artifact: Path, provider: str, rounds: int, shapes=SHAPES, public: boo
             "passed": all(r.passed for r in results),
         }
     report["parity"] = parity
+    if device == "cuda":
+        report["runtime_parity"] = runtime_parity(artifact, model, device)
 
     def sync() -> None:
         if device == "cuda":
             torch.cuda.synchronize()
 
+    if device == "cuda":  # the seqlen variant must agree too (right-padded cases only)
+        seqlen = _seqlen_fp16(Path(tempfile.mkdtemp()), artifact)
+        right = [case for case in suite if case.name.endswith("-right")]
+        results = [
+            compare(
+                case,
+                _torch_on(model, case, device),
+                Runner(seqlen, provider, case.feeds()).logits(),
+                GPU_FP16_ATOL,
+                False,
+            )
+            for case in right
+        ]
+        report["parity"]["seqlen fp16 (right padding)"] = {
+            "tolerance": GPU_FP16_ATOL,
+            "max_abs_logit_diff": max(r.max_abs_diff for r in results),
+            "argmax_agreement": sum(r.argmax_agree for r in results) / sum(r.batch for r in results),
+            "near_tie_flips": sum(r.near_tie_flips for r in results),
+            "passed": all(r.passed for r in results),
+        }
     half = model.half() if device == "cuda" else None  # parity is done: the fp32 copy is no longer needed
     with tempfile.TemporaryDirectory() as tmp:
         public_path = _public_fp16(Path(tmp), rebuild(manifest["source"], "eager")) if public else None
+        seqlen_path = _seqlen_fp16(Path(tmp), artifact) if device == "cuda" else None
         latency = {}
         for batch, sequence in shapes:
             feeds = _feeds(batch, sequence, config.vocab_size)
@@ -171,6 +249,8 @@ def check(artifact: Path, provider: str, rounds: int, shapes=SHAPES, public: boo
             runners["bert14 fp16"] = Runner(artifact / "model.fp16.onnx", provider, feeds)
             if device == "cuda":
                 runners["bert14 fp16+cg"] = Runner(artifact / "model.fp16.onnx", provider, feeds, cuda_graph=True)
+                runners["seqlen fp16+cg"] = Runner(seqlen_path, provider, feeds, cuda_graph=True)
+                runners["runtime fp16+cg"] = _runtime_runner(artifact, feeds)
                 if public_path is not None:
                     runners["public fp16+cg"] = Runner(public_path, provider, feeds, cuda_graph=True)
             latency[f"{batch}x{sequence}"] = _interleaved(runners, rounds, sync)
@@ -204,6 +284,8 @@ def _torch_forward(model, tensors) -> None:
 
 def print_report(report: dict) -> None:
     print(f"provider {report['provider']} on {report['device']}")
+    for name, p in report.get("runtime_parity", {}).items():
+        print(f"  runtime {name}: {p}")
     for name, p in report["parity"].items():
         status = "ok" if p["passed"] else "FAIL"
         print(

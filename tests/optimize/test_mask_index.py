@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+
+from bert14.optimize.mask_index import use_sequence_lengths
+from bert14.optimize.pipeline import save
+
+
+def _run(path: Path, mask: np.ndarray) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 21128, size=mask.shape) * mask
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(mask)})[0]
+
+
+def test_sequence_length_mask_equals_the_2d_mask_for_right_padding_only(tiny_artifact: Path, tmp_path: Path) -> None:
+    model = ir.load(str(tiny_artifact / "model.opt.onnx"))
+    assert use_sequence_lengths(model) == 2
+    save(model, tmp_path / "seqlen.onnx")
+    original, variant = tiny_artifact / "model.opt.onnx", tmp_path / "seqlen.onnx"
+    right = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]], dtype=np.int64)
+    assert np.abs(_run(original, right) - _run(variant, right)).max() < 1e-5
+    left = right[:, ::-1].copy()
+    assert np.abs(_run(original, left) - _run(variant, left)).max() > 1e-4, "left padding is what it cannot express"
