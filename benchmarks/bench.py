@@ -50,8 +50,8 @@ def main() -> int:
     args = parser.parse_args()
 
     import torch
-    from bert14.export.model import rebuild
 
+    from bert14.export.model import rebuild
     from bert14.manifest import read_manifest
 
     torch.set_num_threads(THREADS)
@@ -102,9 +102,10 @@ def main() -> int:
 
 def real_text(artifact: Path, model, sessions: dict) -> dict[str, float]:
     import torch
+    from data import titles
+
     from bert14.runtime.encode import buckets, encode
     from bert14.runtime.tokenizer import load_tokenizer
-    from data import titles
 
     tokenizer, _ = load_tokenizer(artifact)
     texts = [text for _, text in titles("test")]

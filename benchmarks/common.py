@@ -86,8 +86,9 @@ def public_recipe_int8(source: Path, target: Path) -> None:
 def public_recipe(model, workdir: Path, num_heads: int, hidden_size: int) -> tuple[Path, Path]:
     """The public CPU recipe from a PyTorch model: TorchScript export of the eager attention,
     ONNX Runtime's transformer optimizer, quantize_dynamic. Returns (optimized fp32, int8)."""
-    from bert14.export.onnx_export import ExportSettings, export_onnx
     from onnxruntime.transformers import optimizer
+
+    from bert14.export.onnx_export import ExportSettings, export_onnx
 
     exported = workdir / "recipe.onnx"
     export_onnx(model, exported, ExportSettings("torchscript", 17), model.config.max_position_embeddings)

@@ -101,8 +101,9 @@ def _interleaved(runners: dict[str, Callable[[], object]], rounds: int, sync: Ca
 
 def _public_fp16(workdir: Path, eager_source) -> Path:
     """ONNX Runtime's documented GPU recipe: TorchScript/eager export, its optimizer, fp16."""
-    from bert14.export.onnx_export import ExportSettings, export_onnx
     from onnxruntime.transformers import optimizer
+
+    from bert14.export.onnx_export import ExportSettings, export_onnx
 
     config = eager_source.config
     exported = workdir / "public.onnx"
@@ -123,6 +124,7 @@ def _public_fp16(workdir: Path, eager_source) -> Path:
 
 def _seqlen_fp16(workdir: Path, artifact: Path) -> Path:
     import onnx_ir as ir
+
     from bert14.optimize.fp16 import convert_fp16
     from bert14.optimize.mask_index import use_sequence_lengths
     from bert14.optimize.pipeline import save
@@ -150,6 +152,7 @@ def _runtime_runner(artifact: Path, feeds: dict[str, np.ndarray]):
 def runtime_parity(artifact: Path, model, device: str) -> dict:
     """The embeddable runtime on CUDA (fp16, CUDA graphs) against PyTorch fp32 on real-looking text."""
     import torch
+
     from bert14.export.check import SAMPLE_TEXTS
     from bert14.runtime import Classifier
 
@@ -175,9 +178,9 @@ def runtime_parity(artifact: Path, model, device: str) -> dict:
 
 def check(artifact: Path, provider: str, rounds: int, shapes=SHAPES, public: bool = True) -> dict:
     import torch
+
     from bert14.export.model import rebuild
     from bert14.export.validate import compare, validation_suite
-
     from bert14.manifest import read_manifest
 
     manifest = read_manifest(artifact)

@@ -114,12 +114,12 @@ def accuracy(workdir: Path, args: argparse.Namespace) -> dict[str, object]:
 
 def latency(workdir: Path, rounds: int) -> dict[str, object]:
     import torch
+
     from bert14.export.model import build_default
     from bert14.export.onnx_export import ExportSettings, export_onnx
+    from bert14.manifest import cpu_flags
     from bert14.optimize.pipeline import OptimizeOptions, optimize_file
     from bert14.quantize.dynamic import DynamicOptions, quantize_dynamic_int8
-
-    from bert14.manifest import cpu_flags
 
     torch.set_num_threads(2)
     source = build_default(attn="sdpa")

@@ -175,10 +175,16 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--labels-artifact", type=Path, help="a trained model's artifact to compare labels on")
     args = parser.parse_args()
     report = {"startup": startup(args.artifact), "throughput": throughput(args.artifact)}
     print(json.dumps(report["startup"]))
     print(json.dumps(report["throughput"], ensure_ascii=False))
+    if args.labels_artifact is not None:
+        # Random weights give near-tied logits, and INT8's per-tensor activation scales move with
+        # the batch's padding, so label identity is measured on the trained fixture too.
+        report["throughput_trained"] = throughput(args.labels_artifact)
+        print("trained fixture:", json.dumps(report["throughput_trained"], ensure_ascii=False))
     report["server"] = [load_test(args.artifact, mb, args.seconds, args.clients) for mb in (True, False)]
     for row in report["server"]:
         print(json.dumps(row))

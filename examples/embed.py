@@ -11,9 +11,8 @@ from __future__ import annotations
 import sys
 from collections import defaultdict
 
-from bert14.runtime import Classifier
-
 from bert14.errors import Bert14Error
+from bert14.runtime import Classifier
 
 DESKS = {"财经": "business", "股票": "business", "体育": "sports", "科技": "tech", "游戏": "tech"}
 

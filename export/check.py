@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from bert14.errors import ArtifactError
 from bert14.export.validate import (
     FP16_CPU_LOGIT_ATOL,
     FP32_LOGIT_ATOL,
@@ -24,8 +26,6 @@ from bert14.export.validate import (
     reference_session,
     softmax,
 )
-
-from bert14.errors import ArtifactError
 from bert14.manifest import read_manifest, verify_files
 
 BUCKETS = ((1, 16), (17, 64), (65, 128), (129, 512))

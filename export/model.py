@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bert14.export.vocab import build_vocab
-from bert14.runtime.tokenizer import TokenizerSettings, read_settings, read_vocab
 from transformers import BertConfig, BertForSequenceClassification
 
 from bert14.errors import InputError
+from bert14.export.vocab import build_vocab
 from bert14.manifest import sha256_file
+from bert14.runtime.tokenizer import TokenizerSettings, read_settings, read_vocab
 
 # THUCNews categories in the order of ../shared/data/thucnews14/labels.txt.
 BERT14_LABELS = (

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import bert14
+from bert14.errors import InputError
 from bert14.export.model import DEFAULT_SEED, SourceModel, build_default, load_checkpoint
 from bert14.export.onnx_export import ExportSettings, export_onnx
 from bert14.export.validate import (
@@ -31,13 +33,10 @@ from bert14.export.validate import (
     validate_onnx,
     validation_suite,
 )
+from bert14.manifest import cpu_flags, package_versions, write_manifest
 from bert14.quantize.dynamic import DynamicOptions
 from bert14.quantize.fallback import FallbackOptions
 from bert14.runtime.tokenizer import write_tokenizer_files
-
-import bert14
-from bert14.errors import InputError
-from bert14.manifest import cpu_flags, package_versions, write_manifest
 
 DEFAULT_OUT = Path("artifacts/bert14")
 MODEL_NAME = "model.onnx"
@@ -187,6 +186,7 @@ def _optimized(
 def _int8_with_fallback(source: SourceModel, stage: Path, options: ExportOptions):
     """INT8 with the accuracy-driven fallback, measured against PyTorch on the eval texts."""
     import numpy as np
+
     from bert14.export.validate import torch_logits
     from bert14.quantize.fallback import accuracy_fallback
     from bert14.runtime.encode import buckets, encode

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx_ir as ir
+
 from bert14.optimize.graph import (
     MS_DOMAIN,
     add_initializer,

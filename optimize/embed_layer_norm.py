@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx_ir as ir
+
 from bert14.optimize.graph import MS_DOMAIN, constant, graph_input, producer, replace_value
 from bert14.optimize.probe import evaluate, probe_feeds
 

@@ -15,8 +15,9 @@ the last, a non-constant epsilon, non-float inputs.
 from __future__ import annotations
 
 import onnx_ir as ir
-from bert14.optimize.graph import count_ops
 from onnxscript.rewriter.rules.fusion._layer_norm import fuse_layer_normalization
+
+from bert14.optimize.graph import count_ops
 
 
 def fuse_decomposed_layer_norm(model: ir.Model, debug: bool = False) -> int:

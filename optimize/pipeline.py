@@ -32,6 +32,12 @@ import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 import onnxscript.optimizer
+from onnxscript.rewriter import rewrite
+from onnxscript.rewriter.ort_fusions import shape_optimization
+from onnxscript.rewriter.rules.common import _gemm_to_matmul_add
+from onnxscript.version_converter import convert_version
+
+from bert14.errors import FusionError
 from bert14.optimize.attention import fuse_attention
 from bert14.optimize.embed_layer_norm import fuse_embed_layer_norm
 from bert14.optimize.gelu import fuse_gelu
@@ -39,12 +45,6 @@ from bert14.optimize.graph import MS_DOMAIN, count_ops
 from bert14.optimize.layer_norm import fuse_decomposed_layer_norm
 from bert14.optimize.shapes import propagate_shapes
 from bert14.optimize.skip_layer_norm import fuse_skip_layer_norm
-from onnxscript.rewriter import rewrite
-from onnxscript.rewriter.ort_fusions import shape_optimization
-from onnxscript.rewriter.rules.common import _gemm_to_matmul_add
-from onnxscript.version_converter import convert_version
-
-from bert14.errors import FusionError
 
 MIN_OPSET = 18  # ReduceMean takes axes as an input from 18 on, which the LayerNorm rule matches
 FUSED_OPS = ("EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "BiasGelu")

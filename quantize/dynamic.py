@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
+
 from bert14.quantize.isa import WeightFormat, choose_weight_format
 from bert14.quantize.layers import layer_map
 

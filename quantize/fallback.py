@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-from bert14.quantize.dynamic import DynamicOptions, QuantizeResult, quantize_dynamic_int8
-from bert14.quantize.layers import layer_map
 
 from bert14.errors import QuantizeError
+from bert14.quantize.dynamic import DynamicOptions, QuantizeResult, quantize_dynamic_int8
+from bert14.quantize.layers import layer_map
 
 EMBEDDING = "embedding"
 

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from bert14.runtime.encode import Batch, buckets, check_texts, encode
-from bert14.runtime.session import SessionSettings, create, cuda_present, resolve
-from bert14.runtime.tokenizer import TOKENIZER_CONFIG_NAME, VOCAB_NAME, load_tokenizer
 
 from bert14.errors import ArtifactError
 from bert14.manifest import read_manifest, verify_files
+from bert14.runtime.encode import Batch, buckets, check_texts, encode
+from bert14.runtime.session import SessionSettings, create, cuda_present, resolve
+from bert14.runtime.tokenizer import TOKENIZER_CONFIG_NAME, VOCAB_NAME, load_tokenizer
 
 log = logging.getLogger("bert14.runtime")
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnxruntime as ort
+
 from bert14.runtime.encode import Batch
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)

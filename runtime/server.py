@@ -23,11 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from bert14.runtime.classifier import Classifier, Prediction
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from bert14.errors import InputError
+from bert14.runtime.classifier import Classifier, Prediction
 
 log = logging.getLogger("bert14.server")
 

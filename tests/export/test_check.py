@@ -6,9 +6,9 @@ from pathlib import Path
 
 import onnx
 import pytest
-from bert14.export.check import SAMPLE_TEXTS, check_artifact
 
 from bert14.cli import main
+from bert14.export.check import SAMPLE_TEXTS, check_artifact
 
 FIELDS = {"max_abs_logit_diff", "mean_abs_logit_diff", "max_abs_prob_diff", "top1_agreement", "passed", "buckets"}
 

@@ -6,6 +6,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import TINY_SHAPE
+
+from bert14.cli import main
+from bert14.errors import ParityError
 from bert14.export.model import build_default
 from bert14.export.pipeline import ExportOptions, export_artifact
 from bert14.export.validate import (
@@ -14,10 +18,6 @@ from bert14.export.validate import (
     validate_onnx,
     validation_suite,
 )
-from conftest import TINY_SHAPE
-
-from bert14.cli import main
-from bert14.errors import ParityError
 from bert14.manifest import read_manifest, verify_files
 
 BASE_FILES = {"model.onnx", "config.json", "vocab.txt", "tokenizer_config.json", "tokenizer.json", "manifest.json"}

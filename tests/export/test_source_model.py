@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from bert14.export.model import BERT14_LABELS, bert14_config, build_default, build_seeded, load_checkpoint
-from bert14.export.vocab import build_vocab
 from conftest import TINY_SHAPE
 
 from bert14.errors import InputError
+from bert14.export.model import BERT14_LABELS, bert14_config, build_default, build_seeded, load_checkpoint
+from bert14.export.vocab import build_vocab
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:

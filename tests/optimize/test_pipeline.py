@@ -7,13 +7,13 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
+from conftest import TINY_SHAPE
+
+from bert14.errors import FusionError
 from bert14.export.model import build_default
 from bert14.export.onnx_export import ExportSettings, LogitsOnly, _export_torchscript, export_onnx
 from bert14.export.validate import FP32_LOGIT_ATOL, make_case, validate_onnx
 from bert14.optimize.pipeline import OptimizeOptions, optimize_file
-from conftest import TINY_SHAPE
-
-from bert14.errors import FusionError
 
 LAYERS = TINY_SHAPE["num_hidden_layers"]
 GOLDEN = {"EmbedLayerNormalization": 1, "Attention": LAYERS, "SkipLayerNormalization": 2 * LAYERS, "BiasGelu": LAYERS}

@@ -4,12 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from bert14.optimize.attention import fuse_attention
-from bert14.optimize.embed_layer_norm import fuse_embed_layer_norm
-from bert14.optimize.gelu import fuse_gelu
-from bert14.optimize.graph import MS_DOMAIN, remove_unused
-from bert14.optimize.layer_norm import fuse_decomposed_layer_norm
-from bert14.optimize.skip_layer_norm import fuse_skip_layer_norm
 from subgraphs import (
     HIDDEN,
     B,
@@ -22,6 +16,13 @@ from subgraphs import (
     residual_block,
     run,
 )
+
+from bert14.optimize.attention import fuse_attention
+from bert14.optimize.embed_layer_norm import fuse_embed_layer_norm
+from bert14.optimize.gelu import fuse_gelu
+from bert14.optimize.graph import MS_DOMAIN, remove_unused
+from bert14.optimize.layer_norm import fuse_decomposed_layer_norm
+from bert14.optimize.skip_layer_norm import fuse_skip_layer_norm
 
 # Fused kernels sum in another order than the op-by-op graph; seen here: <= 2e-6 on these blocks.
 RULE_ATOL = 1e-5

@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+
+from bert14.errors import QuantizeError
 from bert14.quantize.dynamic import DynamicOptions, quantize_dynamic_int8
 from bert14.quantize.fallback import FallbackOptions, accuracy_fallback, score
 from bert14.quantize.isa import choose_weight_format
 from bert14.quantize.layers import layer_map
-
-from bert14.errors import QuantizeError
 
 VNNI = {"avx2": True, "avx512_vnni": True}
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bert14.runtime import Classifier
 from conftest import TINY_SHAPE
 
 from bert14.errors import ArtifactError, InputError
+from bert14.runtime import Classifier
 
 TEXTS = ["央行宣布降准0.5个百分点", "湖人队主场击败勇士", "", "   ", "科技公司发布新款手机" * 3]
 
@@ -42,6 +42,7 @@ def test_bucketed_batches_equal_one_by_one(tiny_artifact: Path) -> None:
 
 def test_matches_pytorch_through_the_tokenizer(tiny_artifact: Path) -> None:
     import torch
+
     from bert14.export.model import build_default
     from bert14.runtime.tokenizer import load_tokenizer
 

@@ -6,8 +6,9 @@ import json
 import random
 
 import pytest
-from bert14.runtime.tokenizer import TokenizerSettings, build_tokenizer, read_vocab
 from conftest import REAL_VOCAB, THUCNEWS, need
+
+from bert14.runtime.tokenizer import TokenizerSettings, build_tokenizer, read_vocab
 
 MAX_LENGTH = 512
 
