@@ -78,6 +78,7 @@ def accuracy(workdir: Path, args: argparse.Namespace) -> dict[str, object]:
     fixture = require(TRAINED_MODEL)
     artifact = workdir / "fixture"
     options = ExportOptions(model_dir=fixture, out_dir=artifact, int8=DynamicOptions(per_channel=args.per_channel))
+
     if args.target_agreement is not None or args.max_prob_diff is not None:
         # Evaluate on training titles, never on the test titles the table reports.
         eval_texts = workdir / "eval.txt"
@@ -89,6 +90,22 @@ def accuracy(workdir: Path, args: argparse.Namespace) -> dict[str, object]:
     config = source.config
     _, recipe_int8 = public_recipe(source.model, workdir, config.num_attention_heads, config.hidden_size)
     tokenizer, _ = load_tokenizer(artifact)
+    models = {"bert14_int8": artifact / "model.int8.onnx", "recipe_int8": recipe_int8}
+    if args.static is not None:
+        # Static QDQ beside the dynamic default, calibrated on 512 training titles.
+        from bert14.manifest import cpu_flags
+        from bert14.quantize.static import StaticOptions, calibration_batches, quantize_static_qdq
+
+        texts = [text for _, text in titles("train")[:512]]
+        batches = calibration_batches(tokenizer, texts, config.max_position_embeddings)
+        models["static_int8"] = workdir / "static.onnx"
+        quantize_static_qdq(
+            artifact / "model.opt.onnx",
+            models["static_int8"],
+            batches,
+            StaticOptions(args.static, args.per_channel),
+            cpu_flags(),
+        )
     result: dict[str, object] = {}
     for name, rows in (("titles", titles("test")), ("articles", articles())):
         texts = [text for _, text in rows]
@@ -99,16 +116,21 @@ def accuracy(workdir: Path, args: argparse.Namespace) -> dict[str, object]:
         result[name] = {
             "texts": len(texts),
             "pytorch_fp32_accuracy_vs_gold": float((reference.argmax(-1) == gold).mean()),
-            "bert14_int8": _agreement(
-                reference, _onnx_logits(artifact / "model.int8.onnx", batches, len(texts), labels)
-            ),
-            "recipe_int8": _agreement(reference, _onnx_logits(recipe_int8, batches, len(texts), labels)),
+            **{
+                model: _agreement(reference, _onnx_logits(path, batches, len(texts), labels))
+                for model, path in models.items()
+            },
         }
     manifest = json.loads((artifact / "manifest.json").read_text())
     result["bert14_recipe"] = manifest["artifacts"]["int8"]["recipe"]
     result["bert14_kept_fp32"] = manifest["artifacts"]["int8"]["kept_fp32"]
     result["bert14_size_vs_fp32"] = manifest["artifacts"]["int8"]["size_vs_fp32"]
     result["bert14_fallback"] = manifest["artifacts"]["int8"].get("fallback")
+    fused_int8 = {model: session(str(path)) for model, path in models.items()}
+    fused_int8["bert14_fp32_fused"] = session(str(artifact / "model.opt.onnx"))
+    feeds = bert_feeds(1, 128)
+    timings = interleaved({k: (lambda s=s: s.run(None, feeds)) for k, s in fused_int8.items()}, 30)
+    result["fixture_latency_ms_1x128"] = {k: round(t.median_ms, 2) for k, t in timings.items()}
     return result
 
 
@@ -165,6 +187,7 @@ def main() -> int:
     parser.add_argument("--target-agreement", type=float, help="bert14 INT8 with the accuracy-driven fallback")
     parser.add_argument("--max-prob-diff", type=float, help="fallback: also bound max |probability diff|")
     parser.add_argument("--eval-rows", type=int, default=2000, help="training titles the fallback measures on")
+    parser.add_argument("--static", choices=("minmax", "percentile", "entropy"), help="bert14 INT8 as static QDQ")
     args = parser.parse_args()
     report: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -178,7 +201,7 @@ def main() -> int:
         print(f"{'text set':<10} {'model':<12} {'top-1 agree':>11} {'flips':>5} {'max |dp|':>9} {'mean |dp|':>10}")
         for name in ("titles", "articles"):
             part = report["accuracy"][name]  # type: ignore[index]
-            for model in ("recipe_int8", "bert14_int8"):
+            for model in [m for m in part if m.endswith("_int8")]:
                 a = part[model]
                 print(
                     f"{name:<10} {model:<12} {a['top1_agreement']:>11.4f} {a['flips']:>5} "
@@ -186,6 +209,7 @@ def main() -> int:
                 )
         acc = report["accuracy"]
         print(f"bert14 int8: fp32 kept {acc['bert14_kept_fp32']}, size {acc['bert14_size_vs_fp32']:.1%} of fp32")  # type: ignore[index]
+        print(f"fixture latency 1x128: {acc['fixture_latency_ms_1x128']}")  # type: ignore[index]
     if "latency" in report:
         lat = report["latency"]["latency_ms"]  # type: ignore[index]
         print(f"{'ms (median)':<14}" + "".join(f"{shape:>10}" for shape in lat))

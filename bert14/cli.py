@@ -14,7 +14,12 @@ def _export(args: argparse.Namespace) -> int:
     from bert14.export.pipeline import ExportOptions, export_artifact
     from bert14.quantize.dynamic import DynamicOptions
     from bert14.quantize.fallback import FallbackOptions
+    from bert14.quantize.static import StaticOptions
 
+    if args.int8_method == "static" and not args.int8_calibration:
+        raise InputError("--int8-method static needs --int8-calibration FILE (real texts, one a line)")
+    if args.int8_method == "static" and args.int8_target_agreement is not None:
+        raise InputError("the accuracy-driven fallback works with --int8-method dynamic only")
     if (args.int8_target_agreement is not None or args.int8_max_prob_diff is not None) and not args.int8_eval_texts:
         raise InputError("--int8-target-agreement/--int8-max-prob-diff need --int8-eval-texts FILE to measure on")
 
@@ -29,6 +34,10 @@ def _export(args: argparse.Namespace) -> int:
         quantize=not args.no_int8,
         int8=DynamicOptions(per_channel=args.int8_per_channel),
         int8_eval_texts=Path(args.int8_eval_texts) if args.int8_eval_texts else None,
+        int8_static=(
+            StaticOptions(args.int8_calibrate, args.int8_per_channel) if args.int8_method == "static" else None
+        ),
+        int8_calibration_texts=Path(args.int8_calibration) if args.int8_calibration else None,
         int8_fallback=(
             FallbackOptions(args.int8_target_agreement, args.int8_max_prob_diff)
             if args.int8_target_agreement is not None or args.int8_max_prob_diff is not None
@@ -195,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--no-optimize", action="store_true", help="write model.onnx only (no fused/fp16/int8)")
     export.add_argument("--no-int8", action="store_true", help="skip model.int8.onnx (e.g. a GPU-only deployment)")
     export.add_argument("--int8-per-channel", action="store_true", help="per-channel int8 weight scales")
+    export.add_argument("--int8-method", choices=("dynamic", "static"), default="dynamic")
+    export.add_argument("--int8-calibration", help="static: UTF-8 file of real texts to calibrate on")
+    export.add_argument("--int8-calibrate", choices=("minmax", "percentile", "entropy"), default="minmax")
     export.add_argument(
         "--int8-target-agreement",
         type=float,

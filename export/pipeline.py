@@ -36,6 +36,7 @@ from bert14.export.validate import (
 from bert14.manifest import cpu_flags, package_versions, write_manifest
 from bert14.quantize.dynamic import DynamicOptions
 from bert14.quantize.fallback import FallbackOptions
+from bert14.quantize.static import StaticOptions
 from bert14.runtime.tokenizer import write_tokenizer_files
 
 DEFAULT_OUT = Path("artifacts/bert14")
@@ -60,6 +61,8 @@ class ExportOptions:
     int8: DynamicOptions = field(default_factory=DynamicOptions)
     int8_fallback: FallbackOptions | None = None  # accuracy-driven fp32 fallback, needs eval texts
     int8_eval_texts: Path | None = None  # UTF-8, one text a line
+    int8_static: StaticOptions | None = None  # static QDQ instead of dynamic; needs calibration texts
+    int8_calibration_texts: Path | None = None  # UTF-8, one text a line
     shape_overrides: dict[str, Any] = field(default_factory=dict)  # default model only (tests use tiny shapes)
 
 
@@ -160,7 +163,9 @@ def _optimized(
         return extra
 
     fallback = None
-    if options.int8_fallback is not None:
+    if options.int8_static is not None:
+        quantized = _int8_static(stage, source, options)
+    elif options.int8_fallback is not None:
         quantized, fallback = _int8_with_fallback(source, stage, options)
     else:
         quantized = quantize_dynamic_int8(stage / FUSED_NAME, stage / INT8_NAME, options.int8, cpu_flags())
@@ -183,6 +188,29 @@ def _optimized(
     return extra
 
 
+def _read_texts(path: Path | None, what: str) -> list[str]:
+    if path is None or not Path(path).is_file():
+        raise InputError(f"{what}: expected a UTF-8 file, one text a line, found {path}")
+    try:
+        texts = [line for line in Path(path).read_text(encoding="utf-8").split("\n") if line.strip()]
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: expected UTF-8 text ({exc.reason})") from exc
+    if not texts:
+        raise InputError(f"{path}: expected at least one text")
+    return texts
+
+
+def _int8_static(stage: Path, source: SourceModel, options: ExportOptions):
+    from bert14.quantize.static import calibration_batches, quantize_static_qdq
+    from bert14.runtime.tokenizer import load_tokenizer
+
+    texts = _read_texts(options.int8_calibration_texts, "int8 calibration texts")
+    tokenizer, _ = load_tokenizer(stage)
+    batches = calibration_batches(tokenizer, texts, source.config.max_position_embeddings)
+    assert options.int8_static is not None
+    return quantize_static_qdq(stage / FUSED_NAME, stage / INT8_NAME, batches, options.int8_static, cpu_flags())
+
+
 def _int8_with_fallback(source: SourceModel, stage: Path, options: ExportOptions):
     """INT8 with the accuracy-driven fallback, measured against PyTorch on the eval texts."""
     import numpy as np
@@ -192,15 +220,7 @@ def _int8_with_fallback(source: SourceModel, stage: Path, options: ExportOptions
     from bert14.runtime.encode import buckets, encode
     from bert14.runtime.tokenizer import load_tokenizer
 
-    path = options.int8_eval_texts
-    if path is None or not Path(path).is_file():
-        raise InputError(f"int8 eval texts: expected a UTF-8 file, one text a line, found {path}")
-    try:
-        texts = [line for line in Path(path).read_text(encoding="utf-8").split("\n") if line.strip()]
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: expected UTF-8 text ({exc.reason})") from exc
-    if not texts:
-        raise InputError(f"{path}: expected at least one text")
+    texts = _read_texts(options.int8_eval_texts, "int8 eval texts")
     tokenizer, _ = load_tokenizer(stage)
     config = source.config
     encoded = encode(tokenizer, texts, None, config.max_position_embeddings)

@@ -104,3 +104,28 @@ def test_fallback_gives_up_with_a_report(tiny_artifact: Path, tmp_path: Path) ->
         accuracy_fallback(fused, tmp_path / "x.onnx", batches, reference, DynamicOptions(), VNNI, FallbackOptions(1.01))
     assert "baseline: agreement" in str(info.value)
     assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("calibrate", ["minmax", "percentile", "entropy"])
+def test_static_qdq_calibrates_on_real_text(tiny_artifact: Path, tmp_path: Path, calibrate: str) -> None:
+    from bert14.quantize.static import StaticOptions, calibration_batches, quantize_static_qdq
+    from bert14.runtime.tokenizer import load_tokenizer
+
+    tokenizer, _ = load_tokenizer(tiny_artifact)
+    texts = ["央行宣布降准", "湖人主场险胜勇士", "新款手机发布", "北京二手房成交量上涨"] * 4
+    batches = calibration_batches(tokenizer, texts, 512, length=32, batch=8)
+    assert [b["input_ids"].shape for b in batches] == [(8, 32), (8, 32)]
+    out = tmp_path / "static.onnx"
+    result = quantize_static_qdq(tiny_artifact / "model.opt.onnx", out, batches, StaticOptions(calibrate), VNNI)
+    ops = _ops(out)
+    assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0
+    assert result.recipe["method"] == "static (QDQ)" and result.recipe["calibrate"] == calibrate
+    batches, reference = _eval_set(tiny_artifact / "model.opt.onnx", rows=16)
+    assert score(out, batches, reference).max_prob_diff < 0.05
+
+
+def test_static_needs_calibration_texts(tiny_artifact: Path, capsys) -> None:
+    from bert14.cli import main
+
+    assert main(["export", "--out", str(tiny_artifact.parent / "x"), "--int8-method", "static"]) == 2
+    assert "--int8-calibration" in capsys.readouterr().err
