@@ -23,6 +23,8 @@ VARIANTS = [
     ("dynamo", "eager", 18),
     ("dynamo", "sdpa", 18),
     ("torchscript", "eager", 17),
+    ("torchscript", "sdpa", 17),
+    ("dynamo", "eager", 17),
     ("dynamo", "sdpa", 17),
     ("torchscript", "eager", 14),  # LayerNorm decomposed into ReduceMean/Sub/Pow/Sqrt/Div
 ]
@@ -105,3 +107,31 @@ def test_a_graph_without_attention_is_refused(tmp_path: Path) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(tmp_path / "relu.onnx"))
     with pytest.raises(FusionError, match="does not look like a BERT encoder"):
         optimize_file(tmp_path / "relu.onnx", tmp_path / "out.onnx")
+
+
+def test_mask_semantics_right_left_none_and_all_but_one(tmp_path: Path) -> None:
+    """The fused model reads the raw 2-D mask: every padding layout matches PyTorch."""
+    import numpy as np
+
+    source, path = _export(tmp_path, "dynamo", "sdpa", 18)
+    fused = tmp_path / "fused.onnx"
+    optimize_file(path, fused)
+    masks = {
+        "none": [[1] * 9, [1] * 9],
+        "right": [[1] * 9, [1] * 5 + [0] * 4],
+        "left": [[1] * 9, [0] * 4 + [1] * 5],
+        "all-but-one-right": [[1] + [0] * 8, [1] * 9],
+        "all-but-one-left": [[0] * 8 + [1], [1] * 9],
+    }
+    rng = np.random.default_rng(8)
+    from bert14.export.validate import Case, compare, reference_session, torch_logits
+
+    session = reference_session(fused)
+    for name, rows in masks.items():
+        mask = np.array(rows, dtype=np.int64)
+        ids = rng.integers(0, 21128, size=mask.shape) * mask
+        case = Case(name, ids, mask, np.zeros_like(mask))
+        result = compare(
+            case, torch_logits(source.model, case), session.run(["logits"], case.feeds())[0], FP32_LOGIT_ATOL
+        )
+        assert result.passed, (name, result)
