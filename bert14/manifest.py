@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bert14.errors import ArtifactError
+from bert14.jsonfile import read_json_object
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
@@ -83,11 +84,8 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         raise ArtifactError(f"{directory}: expected an artifact directory, found none")
     if not path.is_file():
         raise ArtifactError(f"{path}: expected the artifact's manifest, file is missing (re-run export)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{path}: expected JSON, could not parse it ({exc})") from exc
-    if not isinstance(manifest, dict) or "files" not in manifest:
+    manifest = read_json_object(path, ArtifactError, "a bert14 manifest")
+    if "files" not in manifest:
         raise ArtifactError(f"{path}: expected a bert14 manifest with a 'files' table, found none")
     return manifest
 

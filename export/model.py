@@ -5,7 +5,6 @@ Only this stage (and the parity checks, which need the source) imports torch and
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from bert14.errors import InputError
 from bert14.export.vocab import build_vocab
+from bert14.jsonfile import read_json_object
 from bert14.manifest import sha256_file
 from bert14.runtime.tokenizer import TokenizerSettings, read_settings, read_vocab
 
@@ -181,12 +181,7 @@ def load_checkpoint(directory: Path, attn: str = "sdpa") -> SourceModel:
 def _read_config(path: Path, attn: str) -> BertConfig:
     if not path.is_file():
         raise InputError(f"{path}: expected the model's config.json, file is missing")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: expected JSON, could not parse it ({exc})") from exc
-    if not isinstance(raw, dict):
-        raise InputError(f"{path}: expected a JSON object, found {type(raw).__name__}")
+    raw = read_json_object(path, InputError, "a Hugging Face model config")
     if raw.get("model_type") != "bert":
         raise InputError(f"{path}: expected model_type 'bert', found {raw.get('model_type')!r}")
     missing = [key for key in BERT14_SHAPE if not isinstance(raw.get(key), int)]

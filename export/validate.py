@@ -15,6 +15,7 @@ import onnxruntime as ort
 import torch
 
 from bert14.errors import ParityError
+from bert14.runtime.encode import ModelInputs
 
 SUITE_BATCHES = (1, 4, 32)
 SUITE_SEQUENCES = (1, 16, 128, 512)
@@ -32,18 +33,11 @@ INT8_LOGIT_ATOL = 0.25
 
 
 @dataclass(frozen=True)
-class Case:
+class Case(ModelInputs):
     name: str
     input_ids: np.ndarray  # (B, S) int64
     attention_mask: np.ndarray  # (B, S) int64
     token_type_ids: np.ndarray  # (B, S) int64
-
-    def feeds(self) -> dict[str, np.ndarray]:
-        return {
-            "input_ids": self.input_ids,
-            "attention_mask": self.attention_mask,
-            "token_type_ids": self.token_type_ids,
-        }
 
 
 @dataclass(frozen=True)

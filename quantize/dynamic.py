@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,16 +46,22 @@ class QuantizeResult:
 
 
 @contextlib.contextmanager
-def _quiet_root_warning():
-    """quantize_dynamic logs a root-logger WARNING on every call advising a pre-processing step
-    meant for CNNs (shape inference + graph cleanup), which the fused graph already had."""
+def named_copy(model: onnx.ModelProto) -> Iterator[Path]:
+    """The model saved with the node names layer_map gave it (quantization selects nodes by
+    name), with ONNX Runtime's quantizers quieted: they log a root-logger WARNING on every call
+    advising its quant_pre_process (shape inference + graph optimization), which the fused graph
+    has already been through."""
     root = logging.getLogger()
     level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "named.onnx"
+        onnx.save(model, str(path))
+        del model  # the caller drops its reference too: only the file stays while quantizing
+        root.setLevel(logging.ERROR)
+        try:
+            yield path
+        finally:
+            root.setLevel(level)
 
 
 def quantize_dynamic_int8(
@@ -83,21 +90,18 @@ def quantize_dynamic_int8(
         fmt = choose_weight_format(cpu_flags)
     else:
         fmt = WeightFormat(options.reduce_range, "set by the caller")
-    with tempfile.TemporaryDirectory() as tmp:
-        named = Path(tmp) / "named.onnx"  # layer_map named every node; quantization selects by name
-        onnx.save(model, str(named))
+    with named_copy(model) as named:
         del model
-        with _quiet_root_warning():
-            quantize_dynamic(
-                str(named),
-                str(target),
-                op_types_to_quantize=QUANTIZED_OP_TYPES,
-                per_channel=options.per_channel,
-                reduce_range=fmt.reduce_range,
-                weight_type=QuantType.QInt8,
-                nodes_to_exclude=excluded,
-                extra_options={"MatMulConstBOnly": True},
-            )
+        quantize_dynamic(
+            str(named),
+            str(target),
+            op_types_to_quantize=QUANTIZED_OP_TYPES,
+            per_channel=options.per_channel,
+            reduce_range=fmt.reduce_range,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=excluded,
+            extra_options={"MatMulConstBOnly": True},
+        )
     recipe = {
         "method": "dynamic",
         "weights": "int8 per-channel" if options.per_channel else "int8 per-tensor",

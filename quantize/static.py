@@ -14,14 +14,13 @@ batch's activations and need equal shapes.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from bert14.quantize.dynamic import QuantizeResult, _quiet_root_warning
+from bert14.quantize.dynamic import QuantizeResult, named_copy
 from bert14.quantize.isa import choose_weight_format
 from bert14.quantize.layers import layer_map
 
@@ -68,24 +67,21 @@ def quantize_static_qdq(
     excluded = mapping.head + [f"{name}_MatMul" for name in mapping.head]
     fmt = choose_weight_format(cpu_flags)
     extra: dict[str, object] = {"CalibPercentile": options.percentile} if options.calibrate == "percentile" else {}
-    with tempfile.TemporaryDirectory() as tmp:
-        named = Path(tmp) / "named.onnx"
-        onnx.save(model, str(named))
+    with named_copy(model) as named:
         del model
-        with _quiet_root_warning():
-            ort_quantize_static(
-                str(named),
-                str(target),
-                Reader(),
-                quant_format=QuantFormat.QDQ,
-                per_channel=options.per_channel,
-                reduce_range=fmt.reduce_range,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                nodes_to_exclude=excluded,
-                calibrate_method=method,
-                extra_options=extra,
-            )
+        ort_quantize_static(
+            str(named),
+            str(target),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=options.per_channel,
+            reduce_range=fmt.reduce_range,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=excluded,
+            calibrate_method=method,
+            extra_options=extra,
+        )
     recipe = {
         "method": "static (QDQ)",
         "calibrate": options.calibrate,

@@ -21,12 +21,12 @@ class Encoded:
     truncated: bool  # the text (or pair) was longer than the model's positions and was cut
 
 
-@dataclass(frozen=True)
-class Batch:
-    indices: list[int]  # positions of these rows in the caller's list
-    input_ids: np.ndarray  # (B, S) int64, S = the longest row of this batch
-    attention_mask: np.ndarray  # (B, S) int64
-    token_type_ids: np.ndarray  # (B, S) int64
+class ModelInputs:
+    """The three int64 (B, S) arrays every artifact takes, by input name."""
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    token_type_ids: np.ndarray
 
     def feeds(self) -> dict[str, np.ndarray]:
         return {
@@ -34,6 +34,14 @@ class Batch:
             "attention_mask": self.attention_mask,
             "token_type_ids": self.token_type_ids,
         }
+
+
+@dataclass(frozen=True)
+class Batch(ModelInputs):
+    indices: list[int]  # positions of these rows in the caller's list
+    input_ids: np.ndarray  # (B, S) int64, S = the longest row of this batch
+    attention_mask: np.ndarray  # (B, S) int64
+    token_type_ids: np.ndarray  # (B, S) int64
 
 
 def check_texts(texts: object, pairs: object | None = None) -> tuple[list[str], list[str] | None]:

@@ -15,6 +15,7 @@ from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, process
 from tokenizers.models import WordPiece
 
 from bert14.errors import ArtifactError
+from bert14.jsonfile import read_json_object
 
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
 TOKENIZER_JSON_NAME = "tokenizer.json"
@@ -95,13 +96,7 @@ def read_settings(directory: Path) -> TokenizerSettings:
     path = directory / TOKENIZER_CONFIG_NAME
     if not path.is_file():
         return TokenizerSettings()
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{path}: expected JSON tokenizer settings, could not parse ({exc})") from exc
-    if not isinstance(raw, dict):
-        raise ArtifactError(f"{path}: expected a JSON object of tokenizer settings")
-    return TokenizerSettings.from_config(raw)
+    return TokenizerSettings.from_config(read_json_object(path, ArtifactError, "tokenizer settings"))
 
 
 def load_tokenizer(directory: Path | str) -> tuple[Tokenizer, TokenizerSettings]:

@@ -109,7 +109,7 @@ def test_malformed_files_are_named(tmp_path: Path) -> None:
     config = tmp_path / "config.json"
     raw = json.loads(config.read_text())
     config.write_text("{not json")
-    _expect_input_error(tmp_path, "config.json: expected JSON")
+    _expect_input_error(tmp_path, "config.json: expected a Hugging Face model config in JSON")
     config.write_text(json.dumps({**raw, "model_type": "gpt2"}))
     _expect_input_error(tmp_path, "expected model_type 'bert'")
     config.write_text(json.dumps({**raw, "hidden_size": 128}))
