@@ -8,7 +8,8 @@ QEmbedLayerNormalization (int8 tables: the 21128 x 768 word table is a sixth of 
 Kept in fp32, deliberately:
 - the head (pooler dense + tanh, classifier): two (B, hidden) products, about 0.01% of the
   work at sequence 128, but their error lands on the logits unattenuated and flips close labels;
-- SkipLayerNormalization and BiasGelu: ONNX Runtime has no integer kernels for them;
+- SkipLayerNormalization and BiasGelu: ONNX Runtime has no integer kernels for them (the
+  LayerNorms are then decomposed into elementwise ops, layer_norm_cpu.py says why);
 - any layer the caller lists in `keep_fp32_layers` (the accuracy-driven fallback's choice).
 """
 
@@ -24,6 +25,7 @@ from pathlib import Path
 import onnx
 
 from bert14.quantize.isa import WeightFormat, choose_weight_format
+from bert14.quantize.layer_norm_cpu import decompose_skip_layer_norm
 from bert14.quantize.layers import layer_map
 
 # Ops that dynamic quantization turns into integer kernels in a fused BERT graph.
@@ -37,6 +39,7 @@ class DynamicOptions:
     keep_fp32_layers: list[int] = field(default_factory=list)
     keep_embedding_fp32: bool = False
     quantize_head: bool = False
+    decompose_layer_norm: bool = True  # layer_norm_cpu.py: ONNX Runtime's CPU LayerNorm kernel is slow
 
 
 @dataclass
@@ -102,8 +105,13 @@ def quantize_dynamic_int8(
             nodes_to_exclude=excluded,
             extra_options={"MatMulConstBOnly": True},
         )
+    if options.decompose_layer_norm:
+        quantized = onnx.load(str(target))
+        decompose_skip_layer_norm(quantized)
+        onnx.save(quantized, str(target))
     recipe = {
         "method": "dynamic",
+        "layer_norm": "decomposed into elementwise ops" if options.decompose_layer_norm else "SkipLayerNormalization",
         "weights": "int8 per-channel" if options.per_channel else "int8 per-tensor",
         "activations": "uint8, per tensor, quantized at run time",
         "reduce_range": fmt.reduce_range,

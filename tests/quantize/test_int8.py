@@ -29,6 +29,7 @@ def test_dynamic_int8_makes_integer_kernels_and_keeps_the_head(tiny_artifact: Pa
     # per layer: the attention output projection and the two FFN projections
     assert ops["MatMulInteger"] + ops["DynamicQuantizeMatMul"] == 6
     assert ops["MatMul"] == 2, "pooler and classifier stay fp32 (quantize_dynamic turns their Gemm into MatMul)"
+    assert ops["SkipLayerNormalization"] == 0 and ops["ReduceMean"] == 2 * 4, "LayerNorms decomposed for the CPU"
     assert result.kept_fp32 == ["head (pooler, classifier)"] and result.recipe["reduce_range"] is False
     assert out.stat().st_size < 0.5 * (tiny_artifact / "model.opt.onnx").stat().st_size
 
@@ -129,3 +130,19 @@ def test_static_needs_calibration_texts(tiny_artifact: Path, capsys) -> None:
 
     assert main(["export", "--out", str(tiny_artifact.parent / "x"), "--int8-method", "static"]) == 2
     assert "--int8-calibration" in capsys.readouterr().err
+
+
+def test_layer_norm_decomposition_is_exact_in_fp32(tiny_artifact: Path, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from bert14.quantize.layer_norm_cpu import decompose_skip_layer_norm
+
+    model = onnx.load(str(tiny_artifact / "model.opt.onnx"))
+    assert decompose_skip_layer_norm(model) == 4
+    assert not any(n.op_type == "SkipLayerNormalization" for n in model.graph.node)
+    assert not any(n.op_type == "Pow" for n in model.graph.node), "ORT's LayerNorm fusion must not re-fuse it"
+    onnx.save(model, str(tmp_path / "decomposed.onnx"))
+    batches, reference = _eval_set(tiny_artifact / "model.opt.onnx", rows=32)
+    session = ort.InferenceSession(str(tmp_path / "decomposed.onnx"), providers=["CPUExecutionProvider"])
+    got = np.concatenate([session.run(["logits"], feeds)[0] for feeds in batches])
+    assert np.abs(got - reference).max() < 1e-5
