@@ -5,10 +5,10 @@
     canonicalize      Gemm -> MatMul + Add, constant folding, shape simplification
     embed_layer_norm  word + type + position Gathers + LayerNorm -> EmbedLayerNormalization
     attention         Q/K/V projections ... Softmax ... context -> Attention (packed QKV)
-    reinfer           propagate shapes again through the fused ops (shapes.py)
+    reinfer           drop replaced nodes, propagate shapes through the fused ops (shapes.py)
     skip_layer_norm   bias + residual Add + LayerNorm -> SkipLayerNormalization
     gelu              bias Add + erf GELU -> BiasGelu
-    cleanup           drop dead nodes and initializers, sort, type every value
+    cleanup           the same once more at the end: no dead nodes, every value typed
 
 The order matters: the LayerNorm rule runs before constant folding, which drops the tiny
 `Add(variance, 1e-12)` of a decomposed LayerNorm and so breaks its pattern;
@@ -109,36 +109,66 @@ def canonicalize(model: ir.Model) -> None:
 
 
 def reinfer(model: ir.Model) -> None:
+    """Drop the replaced nodes (they still declare the fused outputs' names) and give every value
+    its dims and type again: rules compare symbolic dims, and tools that read the result
+    (quantize_dynamic among them) run ONNX's shape inference, which cannot type contrib ops."""
     model.opset_imports[MS_DOMAIN] = 1
-    common_passes.RemoveUnusedNodesPass()(model)  # the replaced nodes still declare the fused outputs' names
-    propagate_shapes(model)
-
-
-def cleanup(model: ir.Model) -> None:
     common_passes.RemoveUnusedNodesPass()(model)
-    model.opset_imports[MS_DOMAIN] = 1
-    # Every value typed again: tools that read the result (quantize_dynamic among them) run
-    # ONNX's shape inference, which cannot type the outputs of contrib ops by itself.
     propagate_shapes(model)
 
 
-Pass = Callable[[ir.Model, OptimizeOptions], "list[str] | None"]
+# A pass takes the model and the options and returns the reasons it refused candidates, if any.
+Pass = Callable[[ir.Model, OptimizeOptions], list[str]]
 
 
-def _reasons(result: tuple[int, list[str]]) -> list[str]:
-    return result[1]
+def _upgrade(model: ir.Model, options: OptimizeOptions) -> list[str]:
+    upgrade(model)
+    return []
+
+
+def _layer_norm(model: ir.Model, options: OptimizeOptions) -> list[str]:
+    fuse_decomposed_layer_norm(model, options.debug)
+    return []
+
+
+def _canonicalize(model: ir.Model, options: OptimizeOptions) -> list[str]:
+    canonicalize(model)
+    return []
+
+
+def _embed_layer_norm(model: ir.Model, options: OptimizeOptions) -> list[str]:
+    return fuse_embed_layer_norm(model)[1]
+
+
+def _attention(model: ir.Model, options: OptimizeOptions) -> list[str]:
+    return fuse_attention(model, options.num_heads)[1]
+
+
+def _reinfer(model: ir.Model, options: OptimizeOptions) -> list[str]:
+    reinfer(model)
+    return []
+
+
+def _skip_layer_norm(model: ir.Model, options: OptimizeOptions) -> list[str]:
+    fuse_skip_layer_norm(model, options.debug)
+    return []
+
+
+def _gelu(model: ir.Model, options: OptimizeOptions) -> list[str]:
+    fuse_gelu(model, options.debug)
+    return []
 
 
 PASSES: list[tuple[str, Pass]] = [
-    ("upgrade", lambda model, options: upgrade(model)),
-    ("layer_norm", lambda model, options: fuse_decomposed_layer_norm(model, options.debug) and None),
-    ("canonicalize", lambda model, options: canonicalize(model)),
-    ("embed_layer_norm", lambda model, options: _reasons(fuse_embed_layer_norm(model))),
-    ("attention", lambda model, options: _reasons(fuse_attention(model, options.num_heads))),
-    ("reinfer", lambda model, options: reinfer(model)),
-    ("skip_layer_norm", lambda model, options: fuse_skip_layer_norm(model, options.debug) and None),
-    ("gelu", lambda model, options: fuse_gelu(model, options.debug) and None),
-    ("cleanup", lambda model, options: cleanup(model)),
+    ("upgrade", _upgrade),
+    ("layer_norm", _layer_norm),
+    ("canonicalize", _canonicalize),
+    ("embed_layer_norm", _embed_layer_norm),
+    ("attention", _attention),
+    ("reinfer", _reinfer),
+    ("skip_layer_norm", _skip_layer_norm),
+    ("gelu", _gelu),
+    ("cleanup", _reinfer),
 ]
 
 
