@@ -82,6 +82,22 @@ class ExportReport:
         return "\n".join(parts)
 
 
+@dataclass
+class _Checks:
+    """Every artifact's check against PyTorch: the gate, and what the report and manifest keep."""
+
+    references: References
+    validation: dict[str, list[CaseResult]] = field(default_factory=dict)
+    tolerances: dict[str, float] = field(default_factory=dict)
+    artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def gate(self, path: Path, cases: list[Case], atol: float, what: str, strict: bool = True) -> list[CaseResult]:
+        results = validate_onnx(self.references, path, cases, atol, strict_argmax=strict)
+        require_pass(results, atol, what)
+        self.validation[path.name], self.tolerances[path.name] = results, atol
+        return results
+
+
 def load_source(options: ExportOptions) -> SourceModel:
     if options.model_dir is not None:
         if options.shape_overrides:
@@ -96,35 +112,23 @@ def export_artifact(options: ExportOptions) -> ExportReport:
     settings.check()
     source = load_source(options)
     config = source.config
-    validation: dict[str, list[CaseResult]] = {}
-    tolerances: dict[str, float] = {}
-    artifacts: dict[str, dict[str, Any]] = {}
+    checks = _Checks(References(source.model))
     extra: dict[str, Any] = {}
     with staging(options.out_dir) as stage:
         export_info = export_onnx(source.model, stage / MODEL_NAME, settings, config.max_position_embeddings)
         config.to_json_file(str(stage / "config.json"))
         write_tokenizer_files(stage, source.vocab, source.tokenizer_settings)
         suite = validation_suite(config.vocab_size, config.type_vocab_size, config.max_position_embeddings)
-        references = References(source.model)
-        results = validate_onnx(references, stage / MODEL_NAME, suite)
-        require_pass(results, FP32_LOGIT_ATOL, f"{MODEL_NAME} ({options.exporter} export)")
-        validation[MODEL_NAME], tolerances[MODEL_NAME] = results, FP32_LOGIT_ATOL
-        artifacts["fp32"] = {"file": MODEL_NAME, "validation": summarize(results, FP32_LOGIT_ATOL)}
+        results = checks.gate(stage / MODEL_NAME, suite, FP32_LOGIT_ATOL, f"{MODEL_NAME} ({options.exporter} export)")
+        checks.artifacts["fp32"] = {"file": MODEL_NAME, "validation": summarize(results, FP32_LOGIT_ATOL)}
         if options.optimize:
-            extra = _optimized(source, references, stage, suite, validation, tolerances, artifacts, options)
-        manifest = write_manifest(stage, _manifest(source, options, export_info, artifacts) | extra)
-    return ExportReport(options.out_dir, manifest, validation, tolerances, time.perf_counter() - started)
+            extra = _optimized(source, stage, suite, checks, options)
+        manifest = write_manifest(stage, _manifest(source, options, export_info, checks.artifacts) | extra)
+    return ExportReport(options.out_dir, manifest, checks.validation, checks.tolerances, time.perf_counter() - started)
 
 
 def _optimized(
-    source: SourceModel,
-    references: References,
-    stage: Path,
-    suite: list[Case],
-    validation: dict[str, list[CaseResult]],
-    tolerances: dict[str, float],
-    artifacts: dict[str, dict[str, Any]],
-    options: ExportOptions,
+    source: SourceModel, stage: Path, suite: list[Case], checks: _Checks, options: ExportOptions
 ) -> dict[str, Any]:
     """model.opt.onnx (fp32 tolerance), model.fp16.onnx and model.int8.onnx (their own tolerances)."""
     from bert14.optimize.fp16 import convert_fp16
@@ -140,20 +144,17 @@ def _optimized(
     padded = suite + validation_suite(
         config.vocab_size, config.type_vocab_size, config.max_position_embeddings, left_pad=True
     )
-    results = validate_onnx(references, stage / FUSED_NAME, padded)
-    require_pass(results, FP32_LOGIT_ATOL, f"{FUSED_NAME} (fused)")
-    validation[FUSED_NAME], tolerances[FUSED_NAME] = results, FP32_LOGIT_ATOL
-    artifacts["fp32_fused"] = {"file": FUSED_NAME, "validation": summarize(results, FP32_LOGIT_ATOL)}
+    results = checks.gate(stage / FUSED_NAME, padded, FP32_LOGIT_ATOL, f"{FUSED_NAME} (fused)")
+    checks.artifacts["fp32_fused"] = {"file": FUSED_NAME, "validation": summarize(results, FP32_LOGIT_ATOL)}
 
     convert_fp16(stage / FUSED_NAME, stage / FP16_NAME)
     # The CPU provider has few fp16 kernels (it casts around most ops), so the large cases would
     # take minutes for a check that only has to show the file loads and agrees; CUDA runs them all
     # in `make gpu-check`.
     small = [case for case in padded if case.input_ids.size <= FP16_CPU_MAX_TOKENS]
-    results = validate_onnx(references, stage / FP16_NAME, small, FP16_CPU_LOGIT_ATOL, strict_argmax=False)
-    require_pass(results, FP16_CPU_LOGIT_ATOL, f"{FP16_NAME} (fp16, checked on the CPU provider)")
-    validation[FP16_NAME], tolerances[FP16_NAME] = results, FP16_CPU_LOGIT_ATOL
-    artifacts["fp16"] = {
+    what = f"{FP16_NAME} (fp16, checked on the CPU provider)"
+    results = checks.gate(stage / FP16_NAME, small, FP16_CPU_LOGIT_ATOL, what, strict=False)
+    checks.artifacts["fp16"] = {
         "file": FP16_NAME,
         "provider": "cuda",
         "validation_cpu": summarize(results, FP16_CPU_LOGIT_ATOL),
@@ -169,12 +170,10 @@ def _optimized(
         quantized, fallback = _int8_with_fallback(source, stage, options)
     else:
         quantized = quantize_dynamic_int8(stage / FUSED_NAME, stage / INT8_NAME, options.int8, cpu_flags())
-    results = validate_onnx(references, stage / INT8_NAME, padded, INT8_LOGIT_ATOL, strict_argmax=False)
-    require_pass(results, INT8_LOGIT_ATOL, f"{INT8_NAME} (int8)")
-    validation[INT8_NAME], tolerances[INT8_NAME] = results, INT8_LOGIT_ATOL
+    results = checks.gate(stage / INT8_NAME, padded, INT8_LOGIT_ATOL, f"{INT8_NAME} (int8)", strict=False)
     fp32_size = (stage / MODEL_NAME).stat().st_size
     int8_size = (stage / INT8_NAME).stat().st_size
-    artifacts["int8"] = {
+    checks.artifacts["int8"] = {
         "file": INT8_NAME,
         "provider": "cpu",
         "recipe": quantized.recipe,
@@ -184,7 +183,7 @@ def _optimized(
         "validation": summarize(results, INT8_LOGIT_ATOL),
     }
     if fallback is not None:
-        artifacts["int8"]["fallback"] = fallback.to_manifest()
+        checks.artifacts["int8"]["fallback"] = fallback.to_manifest()
     return extra
 
 
