@@ -8,9 +8,10 @@ batch 1/8/32 x seq 128 and batch 1 x seq 512, interleaved and side by side:
     bert14 fp32      model.opt.onnx, IO binding (inputs and outputs stay on the GPU)
     bert14 fp16      model.fp16.onnx, IO binding
     bert14 fp16+cg   model.fp16.onnx, IO binding and a CUDA graph per shape
-    seqlen fp16+cg   the same graph with Attention reading sequence lengths (1-D mask, right
+    seqlen fp16+cg   model.fp16.seqlen.onnx: Attention reads sequence lengths (1-D mask, right
                      padding only; optimize/mask_index.py), IO binding and a CUDA graph
-    runtime fp16+cg  bert14.runtime.Classifier (fp16, CUDA, cuda_graph=True) on the same batch
+    runtime fp16+cg  bert14.runtime.Classifier (fp16, CUDA, cuda_graph=True) on the same batch;
+                     it loads the seqlen file when the artifact has one
     public fp16+cg   ONNX Runtime's optimizer (use_gpu) on a TorchScript/eager export, fp16,
                      IO binding and a CUDA graph: the best public configuration
 
@@ -123,6 +124,9 @@ def _public_fp16(workdir: Path, eager_source) -> Path:
 
 
 def _seqlen_fp16(workdir: Path, artifact: Path) -> Path:
+    """The artifact's model.fp16.seqlen.onnx, or the same built from model.opt.onnx (older artifacts)."""
+    if (artifact / "model.fp16.seqlen.onnx").is_file():
+        return artifact / "model.fp16.seqlen.onnx"
     import onnx_ir as ir
 
     from bert14.optimize.fp16 import convert_fp16

@@ -32,6 +32,7 @@ def _export(args: argparse.Namespace) -> int:
         seed=args.seed,
         optimize=not args.no_optimize,
         quantize=not args.no_int8,
+        fp16_seqlen=not args.no_fp16_seqlen,
         int8=DynamicOptions(per_channel=args.int8_per_channel),
         int8_eval_texts=Path(args.int8_eval_texts) if args.int8_eval_texts else None,
         int8_static=(
@@ -203,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--seed", type=int, default=14, help="weight seed of the default model")
     export.add_argument("--no-optimize", action="store_true", help="write model.onnx only (no fused/fp16/int8)")
     export.add_argument("--no-int8", action="store_true", help="skip model.int8.onnx (e.g. a GPU-only deployment)")
+    export.add_argument(
+        "--no-fp16-seqlen", action="store_true", help="skip model.fp16.seqlen.onnx (the CUDA runtime's fast path)"
+    )
     export.add_argument("--int8-per-channel", action="store_true", help="per-channel int8 weight scales")
     export.add_argument("--int8-method", choices=("dynamic", "static"), default="dynamic")
     export.add_argument("--int8-calibration", help="static: UTF-8 file of real texts to calibrate on")

@@ -43,6 +43,7 @@ DEFAULT_OUT = Path("artifacts/bert14")
 MODEL_NAME = "model.onnx"
 FUSED_NAME = "model.opt.onnx"
 FP16_NAME = "model.fp16.onnx"
+FP16_SEQLEN_NAME = "model.fp16.seqlen.onnx"
 INT8_NAME = "model.int8.onnx"
 FP16_CPU_MAX_TOKENS = 512  # batch x sequence of the fp16 cases checked on the CPU provider
 TRACKED_PACKAGES = ("torch", "transformers", "onnx", "onnxruntime", "onnxscript", "onnx-ir", "tokenizers", "numpy")
@@ -58,6 +59,7 @@ class ExportOptions:
     seed: int = DEFAULT_SEED
     optimize: bool = True  # also write model.opt.onnx (fused fp32), model.fp16.onnx and model.int8.onnx
     quantize: bool = True  # write model.int8.onnx (needs optimize)
+    fp16_seqlen: bool = True  # also write model.fp16.seqlen.onnx, the CUDA runtime's fast path
     int8: DynamicOptions = field(default_factory=DynamicOptions)
     int8_fallback: FallbackOptions | None = None  # accuracy-driven fp32 fallback, needs eval texts
     int8_eval_texts: Path | None = None  # UTF-8, one text a line
@@ -159,6 +161,8 @@ def _optimized(
         "provider": "cuda",
         "validation_cpu": summarize(results, FP16_CPU_LOGIT_ATOL),
     }
+    if options.fp16_seqlen:
+        _fp16_seqlen(stage, [case for case in small if case.name.endswith("-right")], checks)
     extra = {"fusions": fusion.to_manifest()}
     if not options.quantize:
         return extra
@@ -185,6 +189,35 @@ def _optimized(
     if fallback is not None:
         checks.artifacts["int8"]["fallback"] = fallback.to_manifest()
     return extra
+
+
+def _fp16_seqlen(stage: Path, right_padded: list[Case], checks: _Checks) -> None:
+    """model.fp16.seqlen.onnx: Attention reads sequence lengths (optimize/mask_index.py), which
+    lets ONNX Runtime's CUDA provider use its fused attention kernels; valid for right padding
+    only, which is what bert14's runtime always feeds it."""
+    import tempfile
+
+    import onnx_ir as ir
+
+    from bert14.optimize.fp16 import convert_fp16
+    from bert14.optimize.mask_index import use_sequence_lengths
+    from bert14.optimize.pipeline import save
+
+    model = ir.load(str(stage / FUSED_NAME))
+    use_sequence_lengths(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "seqlen.onnx"
+        save(model, fp32)
+        del model
+        convert_fp16(fp32, stage / FP16_SEQLEN_NAME)
+    what = f"{FP16_SEQLEN_NAME} (fp16, sequence-length mask, right padding, on the CPU provider)"
+    results = checks.gate(stage / FP16_SEQLEN_NAME, right_padded, FP16_CPU_LOGIT_ATOL, what, strict=False)
+    checks.artifacts["fp16_seqlen"] = {
+        "file": FP16_SEQLEN_NAME,
+        "provider": "cuda",
+        "mask": "sequence lengths: right padding only (bert14.runtime always pads on the right)",
+        "validation_cpu": summarize(results, FP16_CPU_LOGIT_ATOL),
+    }
 
 
 def _read_texts(path: Path | None, what: str) -> list[str]:

@@ -27,6 +27,7 @@ PRECISION_FILES = {
     "fp32": ("model.opt.onnx", "model.onnx"),
 }
 PRECISIONS = ("auto", *PRECISION_FILES)
+FP16_SEQLEN_FILE = "model.fp16.seqlen.onnx"
 PROVIDERS = ("auto", "cpu", "cuda")
 INT8_ON_CUDA = (
     "INT8 on the CUDA provider is refused: ONNX Runtime's CUDA provider has no kernels for the "
@@ -66,7 +67,12 @@ def resolve(directory: Path, precision: str, provider: str, available: set[str])
     if precision == "auto":
         order = ("fp16", "fp32") if provider == "cuda" else ("int8", "fp32")
         precision = next((p for p in order if any(f in available for f in PRECISION_FILES[p])), order[-1])
-    name = next((f for f in PRECISION_FILES[precision] if f in available), None)
+    files = PRECISION_FILES[precision]
+    if precision == "fp16" and provider == "cuda":
+        # Attention on sequence lengths runs ONNX Runtime's fused CUDA kernels; it assumes right
+        # padding, which is the only padding this runtime produces (encode.py).
+        files = (FP16_SEQLEN_FILE, *files)
+    name = next((f for f in files if f in available), None)
     if name is None:
         raise ArtifactError(
             f"{directory}: no {precision} model ({' or '.join(PRECISION_FILES[precision])}) in the artifact; "

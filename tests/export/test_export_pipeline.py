@@ -21,7 +21,7 @@ from bert14.export.validate import (
 from bert14.manifest import read_manifest, verify_files
 
 BASE_FILES = {"model.onnx", "config.json", "vocab.txt", "tokenizer_config.json", "tokenizer.json", "manifest.json"}
-ARTIFACT_FILES = BASE_FILES | {"model.opt.onnx", "model.fp16.onnx", "model.int8.onnx"}
+ARTIFACT_FILES = BASE_FILES | {"model.opt.onnx", "model.fp16.onnx", "model.fp16.seqlen.onnx", "model.int8.onnx"}
 
 
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
@@ -67,6 +67,9 @@ def test_manifest_records_what_the_issue_asks(tiny_artifact: Path) -> None:
     }
     fp16 = manifest["artifacts"]["fp16"]
     assert fp16["file"] == "model.fp16.onnx" and fp16["validation_cpu"]["passed"]
+    seqlen = manifest["artifacts"]["fp16_seqlen"]
+    assert "right padding only" in seqlen["mask"] and seqlen["validation_cpu"]["passed"]
+    assert all(case["case"].endswith("-right") for case in seqlen["validation_cpu"]["cases"])
     int8 = manifest["artifacts"]["int8"]
     assert int8["recipe"]["method"] == "dynamic" and int8["kept_fp32"] == ["head (pooler, classifier)"]
     assert int8["recipe"]["reduce_range"] is (

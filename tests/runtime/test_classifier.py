@@ -79,6 +79,10 @@ def test_auto_picks_int8_on_cpu_and_int8_on_cuda_is_refused(tiny_artifact: Path,
     with pytest.raises(InputError, match="INT8 on the CUDA provider is refused.*fp16"):
         session.resolve(tiny_artifact, "int8", "cuda", available)
     assert session.resolve(tiny_artifact, "auto", "auto", available)[:2] == ("fp16", "cuda")
+    with_seqlen = available | {"model.fp16.seqlen.onnx"}
+    assert session.resolve(tiny_artifact, "fp16", "cuda", with_seqlen)[2].name == "model.fp16.seqlen.onnx"
+    monkeypatch.setattr(session, "cuda_present", lambda: False)
+    assert session.resolve(tiny_artifact, "fp16", "cpu", with_seqlen)[2].name == "model.fp16.onnx"
 
 
 @pytest.mark.parametrize(
