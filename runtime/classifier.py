@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bert14.errors import ArtifactError
+from bert14.errors import ArtifactError, InputError
 from bert14.manifest import read_manifest, verify_files
 from bert14.runtime.encode import Batch, buckets, check_texts, encode
 from bert14.runtime.session import SessionSettings, create, cuda_present, resolve
@@ -79,6 +79,12 @@ class Classifier:
 
     @classmethod
     def load(cls, directory: str | Path, **kwargs: object) -> Classifier:
+        """Load an artifact; keyword arguments are LoadOptions' fields (precision, provider, ...)."""
+        unknown = sorted(set(kwargs) - set(LoadOptions.__dataclass_fields__))
+        if unknown:
+            raise InputError(
+                f"Classifier.load: unknown option(s) {unknown}; expected {sorted(LoadOptions.__dataclass_fields__)}"
+            )
         options = LoadOptions(**kwargs)  # type: ignore[arg-type]
         directory = Path(directory)
         manifest = read_manifest(directory)

@@ -95,6 +95,11 @@ def test_bad_items_get_a_clear_error(clf: Classifier, bad) -> None:
         clf.predict(bad)
 
 
+def test_unknown_load_option_is_named(tiny_artifact: Path) -> None:
+    with pytest.raises(InputError, match="unknown option.*'thread'"):
+        Classifier.load(tiny_artifact, thread=2)
+
+
 def test_empty_list_gives_empty_result(clf: Classifier) -> None:
     assert clf.predict([]) == [] and clf.logits([]).shape == (0, 14)
 
