@@ -172,7 +172,8 @@ def format_table(results: list[CaseResult], atol: float) -> str:
     lines = [f"{'case':<18} {'max |logit diff|':>17} {'argmax':>8}  (tolerance {atol:g})"]
     for r in results:
         status = "ok" if r.passed else "FAIL"
-        lines.append(f"{r.case:<18} {r.max_abs_diff:>17.3e} {r.argmax_agree:>4}/{r.batch:<3}  {status}")
+        ties = f" ({r.near_tie_flips} near-tie flip{'s' if r.near_tie_flips > 1 else ''})" if r.near_tie_flips else ""
+        lines.append(f"{r.case:<18} {r.max_abs_diff:>17.3e} {r.argmax_agree:>4}/{r.batch:<3}  {status}{ties}")
     return "\n".join(lines)
 
 
