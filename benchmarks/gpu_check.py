@@ -127,18 +127,10 @@ def _seqlen_fp16(workdir: Path, artifact: Path) -> Path:
     """The artifact's model.fp16.seqlen.onnx, or the same built from model.opt.onnx (older artifacts)."""
     if (artifact / "model.fp16.seqlen.onnx").is_file():
         return artifact / "model.fp16.seqlen.onnx"
-    import onnx_ir as ir
+    from bert14.optimize.mask_index import write_seqlen_fp16
 
-    from bert14.optimize.fp16 import convert_fp16
-    from bert14.optimize.mask_index import use_sequence_lengths
-    from bert14.optimize.pipeline import save
-
-    model = ir.load(str(artifact / "model.opt.onnx"))
-    use_sequence_lengths(model)
-    fp32 = workdir / "seqlen.onnx"
-    save(model, fp32)
     target = workdir / "seqlen.fp16.onnx"
-    convert_fp16(fp32, target)
+    write_seqlen_fp16(artifact / "model.opt.onnx", target)
     return target
 
 

@@ -195,21 +195,9 @@ def _fp16_seqlen(stage: Path, right_padded: list[Case], checks: _Checks) -> None
     """model.fp16.seqlen.onnx: Attention reads sequence lengths (optimize/mask_index.py), which
     lets ONNX Runtime's CUDA provider use its fused attention kernels; valid for right padding
     only, which is what bert14's runtime always feeds it."""
-    import tempfile
+    from bert14.optimize.mask_index import write_seqlen_fp16
 
-    import onnx_ir as ir
-
-    from bert14.optimize.fp16 import convert_fp16
-    from bert14.optimize.mask_index import use_sequence_lengths
-    from bert14.optimize.pipeline import save
-
-    model = ir.load(str(stage / FUSED_NAME))
-    use_sequence_lengths(model)
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32 = Path(tmp) / "seqlen.onnx"
-        save(model, fp32)
-        del model
-        convert_fp16(fp32, stage / FP16_SEQLEN_NAME)
+    write_seqlen_fp16(stage / FUSED_NAME, stage / FP16_SEQLEN_NAME)
     what = f"{FP16_SEQLEN_NAME} (fp16, sequence-length mask, right padding, on the CPU provider)"
     results = checks.gate(stage / FP16_SEQLEN_NAME, right_padded, FP16_CPU_LOGIT_ATOL, what, strict=False)
     checks.artifacts["fp16_seqlen"] = {

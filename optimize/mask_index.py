@@ -14,6 +14,9 @@ Attention nodes reading the shared 2-D mask.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import onnx_ir as ir
 
 from bert14.errors import FusionError
@@ -49,3 +52,17 @@ def use_sequence_lengths(model: ir.Model) -> int:
     for attn in attention:
         attn.replace_input_with(3, lengths)
     return len(attention)
+
+
+def write_seqlen_fp16(fused: Path, target: Path) -> None:
+    """The fp16 file with sequence-length attention, built from a fused fp32 file."""
+    from bert14.optimize.fp16 import convert_fp16
+    from bert14.optimize.pipeline import save
+
+    model = ir.load(str(fused))
+    use_sequence_lengths(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "seqlen.onnx"
+        save(model, fp32)
+        del model
+        convert_fp16(fp32, target)
