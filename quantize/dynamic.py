@@ -9,7 +9,7 @@ Kept in fp32, deliberately:
 - the head (pooler dense + tanh, classifier): two (B, hidden) products, about 0.01% of the
   work at sequence 128, but their error lands on the logits unattenuated and flips close labels;
 - SkipLayerNormalization and BiasGelu: ONNX Runtime has no integer kernels for them (the
-  LayerNorms are then decomposed into elementwise ops, layer_norm_cpu.py says why);
+  SkipLayerNorms are then written out as elementwise ops, layer_norm_cpu.py says why);
 - any layer the caller lists in `keep_fp32_layers` (the accuracy-driven fallback's choice).
 """
 
@@ -39,7 +39,7 @@ class DynamicOptions:
     keep_fp32_layers: list[int] = field(default_factory=list)
     keep_embedding_fp32: bool = False
     quantize_head: bool = False
-    decompose_layer_norm: bool = True  # layer_norm_cpu.py: ONNX Runtime's CPU LayerNorm kernel is slow
+    decompose_layer_norm: bool = True  # layer_norm_cpu.py: ORT's CPU SkipLayerNormalization kernel is slow
 
 
 @dataclass

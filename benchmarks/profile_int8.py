@@ -1,0 +1,62 @@
+"""Where an INT8 model's time goes, by op type (ONNX Runtime's profiler), batch 1 x seq 128.
+
+    .venv/bin/python benchmarks/profile_int8.py artifacts/bert14/model.int8.onnx
+    .venv/bin/python benchmarks/profile_int8.py artifacts/bert14/model.opt.onnx --quantize-keep-layer-norm
+
+The second form quantizes the fused model without the LayerNorm decomposition first, to show
+the share the fused SkipLayerNormalization kernel had.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import tempfile
+from pathlib import Path
+
+import onnxruntime as ort
+from common import THREADS, bert_feeds
+
+RUNS = 30
+
+
+def profile(path: Path) -> dict[str, float]:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = THREADS
+    options.enable_profiling = True
+    options.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "profile")
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feeds = bert_feeds(1, 128)
+    for _ in range(RUNS):
+        session.run(None, feeds)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    totals: collections.Counter = collections.Counter()
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            totals[event["args"]["op_name"]] += event["dur"]
+    return {op: us / RUNS / 1000 for op, us in totals.most_common()}  # ms per run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--quantize-keep-layer-norm", action="store_true")
+    args = parser.parse_args()
+    path = args.model
+    if args.quantize_keep_layer_norm:
+        from bert14.manifest import cpu_flags
+        from bert14.quantize.dynamic import DynamicOptions, quantize_dynamic_int8
+
+        path = Path(tempfile.mkdtemp()) / "int8.onnx"
+        quantize_dynamic_int8(args.model, path, DynamicOptions(decompose_layer_norm=False), cpu_flags())
+    per_op = profile(path)
+    total = sum(per_op.values())
+    print(f"{path.name}: {total:.2f} ms of kernel time per run (batch 1 x seq 128, {THREADS} threads)")
+    for op, ms in list(per_op.items())[:10]:
+        print(f"  {op:<28} {ms:6.2f} ms  {100 * ms / total:5.1f}%")
+
+
+if __name__ == "__main__":
+    main()
