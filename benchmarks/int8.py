@@ -62,6 +62,7 @@ def _agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]
     flips = int((reference.argmax(-1) != candidate.argmax(-1)).sum())
     return {
         "top1_agreement": float((reference.argmax(-1) == candidate.argmax(-1)).mean()),
+        "max_abs_logit_diff": float(np.abs(reference - candidate).max()),
         "flips": flips,
         "max_abs_prob_diff": float(diff.max()),
         "mean_abs_prob_diff": float(diff.mean()),
@@ -198,14 +199,17 @@ def main() -> int:
             print("latency: full-size BERT-14 ...", file=sys.stderr, flush=True)
             report["latency"] = latency(Path(tmp), args.rounds)
     if "accuracy" in report:
-        print(f"{'text set':<10} {'model':<12} {'top-1 agree':>11} {'flips':>5} {'max |dp|':>9} {'mean |dp|':>10}")
+        print(
+            f"{'text set':<10} {'model':<12} {'top-1 agree':>11} {'flips':>5} {'max |dp|':>9} {'mean |dp|':>10}"
+            f" {'max |dlogit|':>12}"
+        )
         for name in ("titles", "articles"):
             part = report["accuracy"][name]  # type: ignore[index]
             for model in [m for m in part if m.endswith("_int8")]:
                 a = part[model]
                 print(
                     f"{name:<10} {model:<12} {a['top1_agreement']:>11.4f} {a['flips']:>5} "
-                    f"{a['max_abs_prob_diff']:>9.4f} {a['mean_abs_prob_diff']:>10.5f}"
+                    f"{a['max_abs_prob_diff']:>9.4f} {a['mean_abs_prob_diff']:>10.5f} {a['max_abs_logit_diff']:>12.4f}"
                 )
         acc = report["accuracy"]
         print(f"bert14 int8: fp32 kept {acc['bert14_kept_fp32']}, size {acc['bert14_size_vs_fp32']:.1%} of fp32")  # type: ignore[index]

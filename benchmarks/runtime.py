@@ -90,6 +90,22 @@ def throughput(artifact: Path, rounds: int = 3) -> dict[str, object]:
     }
 
 
+def batching_gain(artifact: Path, sizes: tuple[int, ...] = (1, 4, 16, 64), count: int = 320) -> dict[int, float]:
+    """Titles per second through Classifier.predict, fed `size` titles per call: how much the
+    model itself gains from batching, the ceiling for the server's micro-batching."""
+    from bert14.runtime import Classifier
+
+    clf = Classifier.load(artifact, precision="int8", provider="cpu", threads=2, spinning=False)
+    texts = [text for _, text in titles("test")][:count]
+    out = {}
+    for size in sizes:
+        started = time.perf_counter()
+        for start in range(0, len(texts), size):
+            clf.predict(texts[start : start + size])
+        out[size] = round(len(texts) / (time.perf_counter() - started), 1)
+    return out
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -185,6 +201,8 @@ def main() -> int:
         # the batch's padding, so label identity is measured on the trained fixture too.
         report["throughput_trained"] = throughput(args.labels_artifact)
         print("trained fixture:", json.dumps(report["throughput_trained"], ensure_ascii=False))
+    report["batching_gain_titles_per_second"] = batching_gain(args.artifact)
+    print("titles/s by titles per predict() call:", report["batching_gain_titles_per_second"])
     report["server"] = [load_test(args.artifact, mb, args.seconds, args.clients) for mb in (True, False)]
     for row in report["server"]:
         print(json.dumps(row))

@@ -46,7 +46,8 @@ def test_a_corrupted_weight_fails_naming_artifact_and_bucket(tiny_artifact: Path
     captured = capsys.readouterr()
     assert "fp32_fused (model.opt.onnx): fails in bucket(s) 1-16" in captured.err
     assert "does not match the sha256" in captured.out
-    assert "fp32 " not in captured.err.split("check failed:")[1].split(";")[0][:5]  # the others still pass
+    failed = [part.split(" (")[0].strip() for part in captured.err.split("check failed:")[1].split("; ") if " (" in part]
+    assert failed == ["fp32_fused"], "only the corrupted artifact fails; the others still pass"
 
 
 def test_missing_artifact_is_a_clear_error(tmp_path: Path, capsys) -> None:
