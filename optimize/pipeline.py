@@ -8,6 +8,7 @@
     reinfer           drop replaced nodes, propagate shapes through the fused ops (shapes.py)
     skip_layer_norm   bias + residual Add + LayerNorm -> SkipLayerNormalization
     gelu              bias Add + erf GELU -> BiasGelu
+    first_token       the last layer's work after attention runs on the head's token 0 only
     cleanup           the same once more at the end: no dead nodes, every value typed
 
 The order matters: the LayerNorm rule runs before constant folding, which drops the tiny
@@ -40,6 +41,7 @@ from onnxscript.version_converter import convert_version
 from bert14.errors import FusionError
 from bert14.optimize.attention import fuse_attention
 from bert14.optimize.embed_layer_norm import fuse_embed_layer_norm
+from bert14.optimize.first_token import fuse_first_token_tail
 from bert14.optimize.gelu import fuse_gelu
 from bert14.optimize.graph import MS_DOMAIN, count_ops
 from bert14.optimize.layer_norm import fuse_decomposed_layer_norm
@@ -159,6 +161,10 @@ def _gelu(model: ir.Model, options: OptimizeOptions) -> list[str]:
     return []
 
 
+def _first_token(model: ir.Model, options: OptimizeOptions) -> list[str]:
+    return fuse_first_token_tail(model)[1]
+
+
 PASSES: list[tuple[str, Pass]] = [
     ("upgrade", _upgrade),
     ("layer_norm", _layer_norm),
@@ -168,6 +174,7 @@ PASSES: list[tuple[str, Pass]] = [
     ("reinfer", _reinfer),
     ("skip_layer_norm", _skip_layer_norm),
     ("gelu", _gelu),
+    ("first_token", _first_token),
     ("cleanup", _reinfer),
 ]
 

@@ -230,3 +230,36 @@ def gelu_block(tanh: bool = False) -> ir.Model:
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence", HIDDEN])]
     outputs = [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "sequence", HIDDEN])]
     return model(nodes, inputs, outputs, inits)
+
+
+def classifier_tail(head_index: int = 0, output_hidden: bool = False) -> ir.Model:
+    """hidden (B, S, 8) -> a token-mixing op standing in for attention, then a dense + residual
+    LayerNorm + ReLU FFN, then Gather(token head_index) -> a classifier. output_hidden: the last
+    hidden state (B, S, 8) is a graph output too, so every token of it is needed."""
+    rng = np.random.default_rng(RNG_SEED)
+    inits = [
+        const("W", rng.normal(size=(HIDDEN, HIDDEN)).astype(np.float32)),
+        const("b", rng.normal(size=HIDDEN).astype(np.float32)),
+        const("gamma", rng.normal(size=HIDDEN).astype(np.float32)),
+        const("beta", rng.normal(size=HIDDEN).astype(np.float32)),
+        const("W2", rng.normal(size=(HIDDEN, HIDDEN)).astype(np.float32)),
+        const("Wc", rng.normal(size=(HIDDEN, 3)).astype(np.float32)),
+        const("index", np.array(head_index, np.int64)),
+    ]
+    nodes = [
+        helper.make_node("Softmax", ["hidden"], ["mixed"], axis=1),  # mixes tokens, like attention
+        helper.make_node("MatMul", ["mixed", "W"], ["dense"]),
+        helper.make_node("Add", ["dense", "b"], ["biased"]),
+        helper.make_node("Add", ["biased", "hidden"], ["residual"]),  # hidden is read outside the tail too
+        helper.make_node("LayerNormalization", ["residual", "gamma", "beta"], ["normed"], axis=-1),
+        helper.make_node("MatMul", ["normed", "W2"], ["ffn"]),
+        helper.make_node("Relu", ["ffn"], ["act"]),
+        helper.make_node("Add", ["act", "normed"], ["last_hidden"]),
+        helper.make_node("Gather", ["last_hidden", "index"], ["first"], axis=1),  # (B, 8)
+        helper.make_node("MatMul", ["first", "Wc"], ["logits"]),
+    ]
+    inputs = [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", "sequence", HIDDEN])]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])]
+    if output_hidden:
+        outputs.append(helper.make_tensor_value_info("last_hidden", TensorProto.FLOAT, ["batch", "sequence", HIDDEN]))
+    return model(nodes, inputs, outputs, inits)

@@ -61,6 +61,9 @@ def test_every_variant_fuses_fully_and_matches_pytorch(tmp_path: Path, exporter:
     report = optimize_file(path, fused)
     assert report.counts == GOLDEN and report.expected == GOLDEN
     assert not any(report.leftovers.values()), report.leftovers
+    assert "first_token" not in report.reasons, report.reasons
+    slices = [n for n in onnx.load(str(fused)).graph.node if n.name.startswith("first_token/")]
+    assert len(slices) == 2, "the last attention's output and the last layer's input go to token 0"
     results = validate_onnx(source.model, fused, _parity_cases())  # ORT_DISABLE_ALL session
     assert all(r.passed for r in results), [r for r in results if not r.passed]
     assert max(r.max_abs_diff for r in results) <= FP32_LOGIT_ATOL

@@ -9,6 +9,7 @@ from subgraphs import (
     B,
     S,
     attention_block,
+    classifier_tail,
     decomposed_layer_norm,
     embedding_block,
     gelu_block,
@@ -19,6 +20,7 @@ from subgraphs import (
 
 from bert14.optimize.attention import fuse_attention
 from bert14.optimize.embed_layer_norm import fuse_embed_layer_norm
+from bert14.optimize.first_token import fuse_first_token_tail
 from bert14.optimize.gelu import fuse_gelu
 from bert14.optimize.graph import MS_DOMAIN, remove_unused
 from bert14.optimize.layer_norm import fuse_decomposed_layer_norm
@@ -129,3 +131,26 @@ def test_erf_gelu_with_bias_becomes_bias_gelu() -> None:
 def test_tanh_gelu_is_not_taken_for_the_exact_one() -> None:
     model = gelu_block(tanh=True)
     assert fuse_gelu(model) == 0 and "BiasGelu" not in ops(model)
+
+
+def test_first_token_tail_runs_the_classifier_path_on_token_zero() -> None:
+    model = classifier_tail()
+    (moved, refused), before, feeds = _fused(model, fuse_first_token_tail)
+    assert moved == 7 and refused == [], "dense, bias, residual, LayerNorm, FFN, ReLU, residual"
+    slices = [node for node in model.graph if node.op_type == "Slice"]
+    assert sorted(node.inputs[0].name for node in slices) == ["hidden", "mixed"], "the frontier is sliced once each"
+    softmax = next(node for node in model.graph if node.op_type == "Softmax")
+    assert softmax.inputs[0].name == "hidden", "the token-mixing op still reads every token"
+    assert np.abs(run(model, feeds)[0] - before).max() < RULE_ATOL
+
+
+@pytest.mark.parametrize(
+    ("variant", "reason"),
+    [({"head_index": 1}, "no Gather of token 0"), ({"output_hidden": True}, "nothing between")],
+    ids=["head-reads-token-1", "hidden-states-are-an-output"],
+)
+def test_first_token_tail_near_misses_are_left_alone(variant, reason) -> None:
+    model = classifier_tail(**variant)
+    moved, refused = fuse_first_token_tail(model)
+    assert moved == 0 and "Slice" not in ops(model)
+    assert any(reason in r for r in refused), refused
