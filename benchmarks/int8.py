@@ -78,7 +78,7 @@ def accuracy(workdir: Path, args: argparse.Namespace) -> dict[str, object]:
 
     fixture = require(TRAINED_MODEL)
     artifact = workdir / "fixture"
-    options = ExportOptions(model_dir=fixture, out_dir=artifact, int8=DynamicOptions(per_channel=args.per_channel))
+    options = ExportOptions(model_dir=fixture, out_dir=artifact, int8=DynamicOptions(per_channel=not args.per_tensor))
 
     if args.target_agreement is not None or args.max_prob_diff is not None:
         # Evaluate on training titles, never on the test titles the table reports.
@@ -104,7 +104,7 @@ def accuracy(workdir: Path, args: argparse.Namespace) -> dict[str, object]:
             artifact / "model.opt.onnx",
             models["static_int8"],
             batches,
-            StaticOptions(args.static, args.per_channel),
+            StaticOptions(args.static, not args.per_tensor),
             cpu_flags(),
         )
     result: dict[str, object] = {}
@@ -184,7 +184,7 @@ def main() -> int:
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--per-channel", action="store_true", help="bert14 INT8 with per-channel weight scales")
+    parser.add_argument("--per-tensor", action="store_true", help="bert14 INT8 with per-tensor weight scales")
     parser.add_argument("--target-agreement", type=float, help="bert14 INT8 with the accuracy-driven fallback")
     parser.add_argument("--max-prob-diff", type=float, help="fallback: also bound max |probability diff|")
     parser.add_argument("--eval-rows", type=int, default=2000, help="training titles the fallback measures on")

@@ -50,7 +50,7 @@ def main() -> None:
         from bert14.quantize.dynamic import DynamicOptions, quantize_dynamic_int8
 
         path = Path(tempfile.mkdtemp()) / "int8.onnx"
-        quantize_dynamic_int8(args.model, path, DynamicOptions(decompose_layer_norm=False), cpu_flags())
+        quantize_dynamic_int8(args.model, path, DynamicOptions(split_layer_norm=False), cpu_flags())
     per_op = profile(path)
     total = sum(per_op.values())
     print(f"{path.name}: {total:.2f} ms of kernel time per run (batch 1 x seq 128, {THREADS} threads)")

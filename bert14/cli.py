@@ -33,10 +33,10 @@ def _export(args: argparse.Namespace) -> int:
         optimize=not args.no_optimize,
         quantize=not args.no_int8,
         fp16_seqlen=not args.no_fp16_seqlen,
-        int8=DynamicOptions(per_channel=args.int8_per_channel),
+        int8=DynamicOptions(per_channel=not args.int8_per_tensor),
         int8_eval_texts=Path(args.int8_eval_texts) if args.int8_eval_texts else None,
         int8_static=(
-            StaticOptions(args.int8_calibrate, args.int8_per_channel) if args.int8_method == "static" else None
+            StaticOptions(args.int8_calibrate, not args.int8_per_tensor) if args.int8_method == "static" else None
         ),
         int8_calibration_texts=Path(args.int8_calibration) if args.int8_calibration else None,
         int8_fallback=(
@@ -207,7 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--no-fp16-seqlen", action="store_true", help="skip model.fp16.seqlen.onnx (the CUDA runtime's fast path)"
     )
-    export.add_argument("--int8-per-channel", action="store_true", help="per-channel int8 weight scales")
+    export.add_argument(
+        "--int8-per-tensor",
+        action="store_true",
+        help="one int8 scale per weight tensor (default: one per output channel, more accurate at the same speed)",
+    )
     export.add_argument("--int8-method", choices=("dynamic", "static"), default="dynamic")
     export.add_argument("--int8-calibration", help="static: UTF-8 file of real texts to calibrate on")
     export.add_argument("--int8-calibrate", choices=("minmax", "percentile", "entropy"), default="minmax")

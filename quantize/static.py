@@ -30,7 +30,7 @@ CALIBRATORS = ("minmax", "percentile", "entropy")
 @dataclass(frozen=True)
 class StaticOptions:
     calibrate: str = "minmax"  # minmax | percentile | entropy
-    per_channel: bool = False
+    per_channel: bool = True
     percentile: float = 99.999
 
 

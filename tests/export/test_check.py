@@ -46,7 +46,9 @@ def test_a_corrupted_weight_fails_naming_artifact_and_bucket(tiny_artifact: Path
     captured = capsys.readouterr()
     assert "fp32_fused (model.opt.onnx): fails in bucket(s) 1-16" in captured.err
     assert "does not match the sha256" in captured.out
-    failed = [part.split(" (")[0].strip() for part in captured.err.split("check failed:")[1].split("; ") if " (" in part]
+    failed = [
+        part.split(" (")[0].strip() for part in captured.err.split("check failed:")[1].split("; ") if " (" in part
+    ]
     assert failed == ["fp32_fused"], "only the corrupted artifact fails; the others still pass"
 
 
