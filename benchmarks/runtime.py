@@ -6,7 +6,9 @@
    (length buckets, each padded to its own longest row) vs the common naive recipe (batches of
    32 in the given order, every batch padded to 128 tokens), same session; labels compared.
 3. The HTTP server under load: 16 concurrent clients for 30 s on loopback, one title per request,
-   with micro-batching and without; requests/s, p50/p99 latency, errors.
+   with micro-batching and without; requests/s, p50/p99 latency, errors. The clients are
+   benchmarks/loadgen.py, in a process of their own (hand-written HTTP on one asyncio loop, so
+   they take as little of the 2 cores from the server as a load generator can).
 
     .venv/bin/python benchmarks/runtime.py [ARTIFACT] [--seconds 30] [--clients 16] [--json F]
 """
@@ -19,7 +21,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -112,7 +113,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def load_test(artifact: Path, microbatch: bool, seconds: float, clients: int) -> dict[str, object]:
+def load_test(artifact: Path, microbatch: bool, seconds: float, clients: int, window_ms: float) -> dict[str, object]:
     import httpx
 
     port = _free_port()
@@ -131,8 +132,7 @@ def load_test(artifact: Path, microbatch: bool, seconds: float, clients: int) ->
         "--port",
         str(port),
     ]
-    if not microbatch:
-        command.append("--no-microbatch")
+    command += ["--window-ms", str(window_ms)] if microbatch else ["--no-microbatch"]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -143,46 +143,13 @@ def load_test(artifact: Path, microbatch: bool, seconds: float, clients: int) ->
                     break
             except httpx.HTTPError:
                 time.sleep(0.5)
-        texts = [text for _, text in titles("test")]
-        latencies: list[float] = []
-        errors = [0]
-        lock = threading.Lock()
-        stop_at = time.time() + seconds
-
-        def client(seed: int) -> None:
-            rng = np.random.default_rng(seed)
-            with httpx.Client(base_url=base, timeout=30) as http:
-                while time.time() < stop_at:
-                    text = texts[int(rng.integers(len(texts)))]
-                    started = time.perf_counter()
-                    try:
-                        ok = http.post("/v1/classify", json={"texts": [text]}).status_code == 200
-                    except httpx.HTTPError:
-                        ok = False
-                    elapsed = time.perf_counter() - started
-                    with lock:
-                        if ok:
-                            latencies.append(elapsed)
-                        else:
-                            errors[0] += 1
-
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        generator = [PYTHON, str(Path(__file__).with_name("loadgen.py")), "--port", str(port)]
+        generator += ["--seconds", str(seconds), "--clients", str(clients)]
+        result = json.loads(subprocess.run(generator, check=True, capture_output=True, text=True).stdout)
     finally:
         server.terminate()
         server.wait(timeout=30)
-    ms = np.array(latencies) * 1000
-    return {
-        "microbatch": microbatch,
-        "requests": len(latencies),
-        "errors": errors[0],
-        "requests_per_second": round(len(latencies) / seconds, 1),
-        "p50_ms": round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
-        "p99_ms": round(float(np.percentile(ms, 99)), 1) if len(ms) else None,
-    }
+    return {"microbatch": microbatch, **result}
 
 
 def main() -> int:
@@ -192,18 +159,24 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--labels-artifact", type=Path, help="a trained model's artifact to compare labels on")
+    parser.add_argument("--window-ms", type=float, default=5.0, help="the server's micro-batching window")
+    parser.add_argument("--server-only", action="store_true", help="only the load test (part 3)")
     args = parser.parse_args()
-    report = {"startup": startup(args.artifact), "throughput": throughput(args.artifact)}
-    print(json.dumps(report["startup"]))
-    print(json.dumps(report["throughput"], ensure_ascii=False))
-    if args.labels_artifact is not None:
-        # Random weights give near-tied logits, and INT8's per-tensor activation scales move with
-        # the batch's padding, so label identity is measured on the trained fixture too.
-        report["throughput_trained"] = throughput(args.labels_artifact)
-        print("trained fixture:", json.dumps(report["throughput_trained"], ensure_ascii=False))
-    report["batching_gain_titles_per_second"] = batching_gain(args.artifact)
-    print("titles/s by titles per predict() call:", report["batching_gain_titles_per_second"])
-    report["server"] = [load_test(args.artifact, mb, args.seconds, args.clients) for mb in (True, False)]
+    report: dict[str, object] = {}
+    if not args.server_only:
+        report = {"startup": startup(args.artifact), "throughput": throughput(args.artifact)}
+        print(json.dumps(report["startup"]))
+        print(json.dumps(report["throughput"], ensure_ascii=False))
+        if args.labels_artifact is not None:
+            # Random weights give near-tied logits, and INT8's per-tensor activation scales move
+            # with the batch's padding, so label identity is measured on the trained fixture too.
+            report["throughput_trained"] = throughput(args.labels_artifact)
+            print("trained fixture:", json.dumps(report["throughput_trained"], ensure_ascii=False))
+        report["batching_gain_titles_per_second"] = batching_gain(args.artifact)
+        print("titles/s by titles per predict() call:", report["batching_gain_titles_per_second"])
+    report["server"] = [
+        load_test(args.artifact, mb, args.seconds, args.clients, args.window_ms) for mb in (True, False)
+    ]
     for row in report["server"]:
         print(json.dumps(row))
     with_mb, without = report["server"]

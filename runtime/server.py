@@ -67,26 +67,31 @@ class MicroBatcher:
         if not self.options.microbatch or pairs is not None:
             return await loop.run_in_executor(self.executor, self.clf.predict, texts, pairs)
         future: asyncio.Future = loop.create_future()
-        await self.queue.put((texts, future))
+        await self.queue.put((texts, future, loop.time()))
         return await future
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            texts, future = await self.queue.get()
+            texts, future, arrived = await self.queue.get()
             waiting = [(texts, future)]
             count = len(texts)
-            deadline = loop.time() + self.options.window_ms / 1000
+            # The window runs from the oldest request's arrival: requests that queued while the
+            # previous batch ran have waited already and go at once with whatever else is queued.
+            deadline = arrived + self.options.window_ms / 1000
             while count < self.options.max_batch_texts:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self.queue.get(), remaining)
-                except TimeoutError:
-                    break
-                waiting.append(item)
-                count += len(item[0])
+                if not self.queue.empty():
+                    more, fut, _ = self.queue.get_nowait()
+                else:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        more, fut, _ = await asyncio.wait_for(self.queue.get(), remaining)
+                    except TimeoutError:
+                        break
+                waiting.append((more, fut))
+                count += len(more)
             joined = [text for texts, _ in waiting for text in texts]
             try:
                 predictions = await loop.run_in_executor(self.executor, self.clf.predict, joined)

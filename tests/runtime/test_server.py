@@ -76,3 +76,39 @@ def test_concurrent_requests_are_micro_batched(clf: Classifier, monkeypatch) -> 
 
     assert asyncio.run(burst()) == [200] * 8
     assert sum(sizes) == 8 and max(sizes) > 1, f"requests ran one by one: {sizes}"
+
+
+def test_requests_queued_behind_a_batch_do_not_wait_another_window(clf: Classifier, monkeypatch) -> None:
+    """The window counts from a request's arrival: whatever queued while a batch ran goes as soon
+    as that batch is done, not one window later."""
+    import time
+
+    sizes: list[int] = []
+    original = clf.predict
+
+    def slow(texts, pairs=None):
+        sizes.append(len(texts))
+        if len(sizes) == 1:
+            time.sleep(2.5)  # the first batch is still running when the others arrive
+        return original(texts, pairs)
+
+    monkeypatch.setattr(clf, "predict", slow)
+    app = create_app(clf, ServerOptions(window_ms=1000))
+
+    async def scenario() -> tuple[list[int], float]:
+        transport = httpx.ASGITransport(app=app)
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as client:
+                started = time.perf_counter()
+                first = asyncio.create_task(client.post("/v1/classify", json={"texts": ["第一条"]}))
+                await asyncio.sleep(1.5)  # the first request's window (1 s) has closed; its batch runs
+                later = await asyncio.gather(
+                    *(client.post("/v1/classify", json={"texts": [f"新闻{i}"]}) for i in range(4))
+                )
+                elapsed = time.perf_counter() - started
+                return [r.status_code for r in [await first, *later]], elapsed
+
+    codes, elapsed = asyncio.run(scenario())
+    assert codes == [200] * 5 and sizes == [1, 4], sizes
+    # done at about 1 + 2.5 s; waiting another window after the first batch would take 4.5 s
+    assert elapsed < 4.0, f"the queued requests waited another window: {elapsed:.2f} s"
