@@ -24,6 +24,7 @@ RUNS = 30
 def profile(path: Path) -> dict[str, float]:
     options = ort.SessionOptions()
     options.intra_op_num_threads = THREADS
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as in the other benchmarks
     options.enable_profiling = True
     options.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "profile")
     options.log_severity_level = 3
