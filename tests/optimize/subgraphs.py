@@ -174,15 +174,19 @@ def decomposed_layer_norm(axis: int = -1) -> ir.Model:
     return model(nodes, inputs, outputs, inits)
 
 
-def residual_block(layer_norm_axis: int = -1) -> ir.Model:
-    """dense(x) + bias + residual -> LayerNorm (the SkipLayerNormalization shape)."""
-    rng = np.random.default_rng(RNG_SEED)
-    inits = [
+def _dense_and_norm(rng: np.random.Generator) -> list[onnx.TensorProto]:
+    """W (8, 8), b, gamma, beta: a dense layer and the LayerNorm after it."""
+    return [
         const("W", rng.normal(size=(HIDDEN, HIDDEN)).astype(np.float32)),
         const("b", rng.normal(size=HIDDEN).astype(np.float32)),
         const("gamma", rng.normal(size=HIDDEN).astype(np.float32)),
         const("beta", rng.normal(size=HIDDEN).astype(np.float32)),
     ]
+
+
+def residual_block(layer_norm_axis: int = -1) -> ir.Model:
+    """dense(x) + bias + residual -> LayerNorm (the SkipLayerNormalization shape)."""
+    inits = _dense_and_norm(np.random.default_rng(RNG_SEED))
     nodes = [
         helper.make_node("MatMul", ["x", "W"], ["mm"]),
         helper.make_node("Add", ["mm", "b"], ["dense"]),
@@ -238,10 +242,7 @@ def classifier_tail(head_index: int = 0, output_hidden: bool = False) -> ir.Mode
     hidden state (B, S, 8) is a graph output too, so every token of it is needed."""
     rng = np.random.default_rng(RNG_SEED)
     inits = [
-        const("W", rng.normal(size=(HIDDEN, HIDDEN)).astype(np.float32)),
-        const("b", rng.normal(size=HIDDEN).astype(np.float32)),
-        const("gamma", rng.normal(size=HIDDEN).astype(np.float32)),
-        const("beta", rng.normal(size=HIDDEN).astype(np.float32)),
+        *_dense_and_norm(rng),
         const("W2", rng.normal(size=(HIDDEN, HIDDEN)).astype(np.float32)),
         const("Wc", rng.normal(size=(HIDDEN, 3)).astype(np.float32)),
         const("index", np.array(head_index, np.int64)),
