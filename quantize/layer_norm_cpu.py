@@ -6,8 +6,8 @@
 
 This is the fusion run backwards, on purpose and only here. ONNX Runtime's CPU kernel for
 SkipLayerNormalization is several times slower than its plain LayerNormalization kernel
-(benchmarks/layer_norm_cpu.py: 0.19 vs 0.02-0.05 ms per 128 x 768 call), and once the MatMuls are
-INT8 the 24 of them are a fifth of BERT-14's time. Two details keep the session from undoing it:
+(benchmarks/layer_norm_cpu.py, 2 threads: 0.24 vs 0.04-0.05 ms per 128 x 768 call), and once the
+MatMuls are INT8 the 24 of them are a fifth of BERT-14's time. Two details keep the session from undoing it:
 - the residual is added with Sum, not Add: the session's SkipLayerNormFusion looks for
   Add -> LayerNormalization and would turn that back into the slow op;
 - the dense layer's bias goes back onto its MatMul as an Add, which the session folds into the
