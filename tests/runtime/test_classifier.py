@@ -95,6 +95,18 @@ def test_bad_items_get_a_clear_error(clf: Classifier, bad) -> None:
         clf.predict(bad)
 
 
+@pytest.mark.parametrize(
+    ("spinning", "entry", "value"),
+    [(True, "session.force_spinning_stop", "1"), (False, "session.intra_op.allow_spinning", "0")],
+    ids=["spin-only-while-running", "never-spin"],
+)
+def test_spinning_option_reaches_the_session(tiny_artifact: Path, spinning: bool, entry: str, value: str) -> None:
+    from bert14.runtime.session import SessionSettings, create
+
+    session, _ = create(tiny_artifact / "model.opt.onnx", "cpu", SessionSettings(threads=2, spinning=spinning))
+    assert session.get_session_options().get_session_config_entry(entry) == value
+
+
 def test_unknown_load_option_is_named(tiny_artifact: Path) -> None:
     with pytest.raises(InputError, match="unknown option.*'thread'"):
         Classifier.load(tiny_artifact, thread=2)
