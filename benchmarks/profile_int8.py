@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from common import THREADS, bert_feeds
 RUNS = 30
 
 
-def profile(path: Path) -> dict[str, float]:
+def profile(path: Path) -> tuple[dict[str, float], dict[tuple[str, str], float]]:
+    """ms per run by op type, and the median ms per run of each node (op type, name)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = THREADS
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as in the other benchmarks
@@ -34,16 +36,21 @@ def profile(path: Path) -> dict[str, float]:
         session.run(None, feeds)
     events = json.loads(Path(session.end_profiling()).read_text())
     totals: collections.Counter = collections.Counter()
+    per_node: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
     for event in events:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-            totals[event["args"]["op_name"]] += event["dur"]
-    return {op: us / RUNS / 1000 for op, us in totals.most_common()}  # ms per run
+            op = event["args"]["op_name"]
+            totals[op] += event["dur"]
+            per_node[(op, event["name"].removesuffix("_kernel_time"))].append(event["dur"] / 1000)
+    by_op = {op: us / RUNS / 1000 for op, us in totals.most_common()}  # ms per run
+    return by_op, {node: statistics.median(ms) for node, ms in per_node.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", type=Path)
     parser.add_argument("--quantize-keep-layer-norm", action="store_true")
+    parser.add_argument("--nodes", type=int, default=0, help="also list the N slowest nodes (median ms each)")
     args = parser.parse_args()
     path = args.model
     if args.quantize_keep_layer_norm:
@@ -52,11 +59,13 @@ def main() -> None:
 
         path = Path(tempfile.mkdtemp()) / "int8.onnx"
         quantize_dynamic_int8(args.model, path, DynamicOptions(split_layer_norm=False), cpu_flags())
-    per_op = profile(path)
+    per_op, per_node = profile(path)
     total = sum(per_op.values())
     print(f"{path.name}: {total:.2f} ms of kernel time per run (batch 1 x seq 128, {THREADS} threads)")
     for op, ms in list(per_op.items())[:10]:
         print(f"  {op:<28} {ms:6.2f} ms  {100 * ms / total:5.1f}%")
+    for (op, name), ms in sorted(per_node.items(), key=lambda item: -item[1])[: args.nodes]:
+        print(f"  {ms:6.3f} ms  {op:<24} {name}")
 
 
 if __name__ == "__main__":
