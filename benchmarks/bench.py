@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import THREADS, bert_feeds, interleaved, public_recipe, session
+from common import THREADS, beside_pytorch, interleaved, public_recipe, session
 
 SHAPES = ((1, 16), (1, 128), (1, 512), (8, 128))
 
@@ -75,16 +75,9 @@ def main() -> int:
         model = source.model
         table: dict[str, dict[str, dict[str, float]]] = {}
         for batch, sequence in SHAPES:
-            feeds = bert_feeds(batch, sequence, config.vocab_size)
-            tensors = {k: torch.from_numpy(v) for k, v in feeds.items()}
-
-            def pytorch(t=tensors) -> None:
-                with torch.inference_mode():
-                    model(**t)
-
-            runners = {"pytorch eager fp32": pytorch}
-            runners.update({name: (lambda s=s, f=feeds: s.run(None, f)) for name, s in sessions.items()})
-            timings = interleaved(runners, args.rounds)
+            timings = beside_pytorch(
+                model, "pytorch eager fp32", sessions, batch, sequence, args.rounds, config.vocab_size
+            )
             table[f"{batch}x{sequence}"] = {
                 n: {"median_ms": t.median_ms, "p95_ms": t.p95_ms} for n, t in timings.items()
             }

@@ -62,6 +62,24 @@ def interleaved(runners: dict[str, Callable[[], object]], rounds: int, warmup: i
     }
 
 
+def beside_pytorch(
+    model, pytorch_name: str, sessions: dict, batch: int, sequence: int, rounds: int, vocab: int = 21128
+) -> dict[str, Timing]:
+    """PyTorch eager and every ORT session on the same (batch, sequence) random ids, interleaved."""
+    import torch
+
+    feeds = bert_feeds(batch, sequence, vocab)
+    tensors = {k: torch.from_numpy(v) for k, v in feeds.items()}
+
+    def pytorch() -> None:
+        with torch.inference_mode():
+            model(**tensors)
+
+    runners: dict[str, Callable[[], object]] = {pytorch_name: pytorch}
+    runners.update({name: (lambda s=s: s.run(None, feeds)) for name, s in sessions.items()})
+    return interleaved(runners, rounds)
+
+
 def public_recipe_int8(source: Path, target: Path) -> None:
     """quantize_dynamic with int8 weights, as ONNX Runtime documents it for BERT. Two fixes make it
     run on every optimizer's output: stale value_info of initializers is dropped (its Gemm -> MatMul

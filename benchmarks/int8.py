@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import bert_feeds, interleaved, public_recipe, session
+from common import bert_feeds, beside_pytorch, interleaved, public_recipe, session
 from data import TRAINED_MODEL, articles, require, titles
 
 MAX_LENGTH = 512
@@ -163,16 +163,7 @@ def latency(workdir: Path, rounds: int) -> dict[str, object]:
     model = source.model
     table: dict[str, dict[str, float]] = {}
     for batch, sequence in ((1, 128), (1, 512), (8, 128)):
-        feeds = bert_feeds(batch, sequence)
-        tensors = {k: torch.from_numpy(v) for k, v in feeds.items()}
-
-        def pytorch(t=tensors) -> None:
-            with torch.inference_mode():
-                model(**t)
-
-        runners = {"pytorch fp32": pytorch}
-        runners.update({name: (lambda s=s, f=feeds: s.run(None, f)) for name, s in sessions.items()})
-        timings = interleaved(runners, rounds)
+        timings = beside_pytorch(model, "pytorch fp32", sessions, batch, sequence, rounds)
         table[f"{batch}x{sequence}"] = {name: round(t.median_ms, 2) for name, t in timings.items()}
         table[f"{batch}x{sequence}"].update({f"{name} p95": round(t.p95_ms, 2) for name, t in timings.items()})
     return {"latency_ms": table, "sizes": sizes}
