@@ -8,8 +8,9 @@ QEmbedLayerNormalization (int8 tables: the 21128 x 768 word table is a sixth of 
 Kept in fp32, deliberately:
 - the head (pooler dense + tanh, classifier): two (B, hidden) products, about 0.01% of the
   work at sequence 128, but their error lands on the logits unattenuated and flips close labels;
-- SkipLayerNormalization and BiasGelu: ONNX Runtime has no integer kernels for them (the
-  SkipLayerNorms are then split into Sum + LayerNormalization, layer_norm_cpu.py says why);
+- SkipLayerNormalization and BiasGelu: ONNX Runtime has no integer kernels for them. Both are
+  then unfused into forms its CPU kernels run faster: Sum + LayerNormalization
+  (layer_norm_cpu.py) and the bias on the integer product + Gelu (gelu_cpu.py);
 - any layer the caller lists in `keep_fp32_layers` (the accuracy-driven fallback's choice).
 """
 
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import onnx
 
+from bert14.quantize.gelu_cpu import split_bias_gelu
 from bert14.quantize.isa import WeightFormat, choose_weight_format
 from bert14.quantize.layer_norm_cpu import split_skip_layer_norm
 from bert14.quantize.layers import layer_map
@@ -40,6 +42,7 @@ class DynamicOptions:
     keep_embedding_fp32: bool = False
     quantize_head: bool = False
     split_layer_norm: bool = True  # layer_norm_cpu.py: ORT's CPU SkipLayerNormalization kernel is slow
+    split_bias_gelu: bool = True  # gelu_cpu.py: the bias rides the integer GEMM, Gelu beats BiasGelu
 
 
 @dataclass
@@ -105,14 +108,16 @@ def quantize_dynamic_int8(
             nodes_to_exclude=excluded,
             extra_options={"MatMulConstBOnly": True},
         )
-    split = 0
-    if options.split_layer_norm:
+    split = gelu = 0
+    if options.split_layer_norm or options.split_bias_gelu:
         quantized = onnx.load(str(target))
-        split = split_skip_layer_norm(quantized)
+        split = split_skip_layer_norm(quantized) if options.split_layer_norm else 0
+        gelu = split_bias_gelu(quantized) if options.split_bias_gelu else 0
         onnx.save(quantized, str(target))
     recipe = {
         "method": "dynamic",
         "layer_norm": "Sum + LayerNormalization" if split else "SkipLayerNormalization",
+        "gelu": "bias in the integer GEMM + Gelu" if gelu else "BiasGelu",
         "weights": "int8 per-channel" if options.per_channel else "int8 per-tensor",
         "activations": "uint8, per tensor, quantized at run time",
         "reduce_range": fmt.reduce_range,

@@ -31,7 +31,9 @@ def test_dynamic_int8_makes_integer_kernels_and_keeps_the_head(tiny_artifact: Pa
     assert ops["MatMul"] == 2, "pooler and classifier stay fp32 (quantize_dynamic turns their Gemm into MatMul)"
     assert ops["SkipLayerNormalization"] == 0, "SkipLayerNorms split for the CPU"
     assert ops["LayerNormalization"] == ops["Sum"] == 2 * 2
+    assert ops["BiasGelu"] == 0 and ops["Gelu"] == 2, "BiasGelu split for the CPU"
     assert result.recipe["layer_norm"] == "Sum + LayerNormalization"
+    assert result.recipe["gelu"] == "bias in the integer GEMM + Gelu"
     assert result.recipe["weights"] == "int8 per-channel", "the default: more accurate at the same speed"
     assert result.kept_fp32 == ["head (pooler, classifier)"] and result.recipe["reduce_range"] is False
     assert out.stat().st_size < 0.5 * (tiny_artifact / "model.opt.onnx").stat().st_size
@@ -152,3 +154,34 @@ def test_layer_norm_split_is_exact_and_survives_the_session(tiny_artifact: Path,
     batches, reference = _eval_set(tiny_artifact / "model.opt.onnx", rows=32)
     got = np.concatenate([session.run(["logits"], feeds)[0] for feeds in batches])
     assert np.abs(got - reference).max() < 1e-5
+
+
+def _as_run(path: Path, tmp_path: Path):
+    """A CPU session on `path` and the op counts of the graph it runs, after its own fusions."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / f"{path.stem}.as_run.onnx")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session, Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+
+
+def test_bias_gelu_split_rides_the_integer_gemm_and_keeps_the_logits(tiny_artifact: Path, tmp_path: Path) -> None:
+    from bert14.quantize.gelu_cpu import split_bias_gelu
+
+    fused = onnx.load(str(tiny_artifact / "model.opt.onnx"))
+    assert split_bias_gelu(fused) == 2
+    assert Counter(n.op_type for n in fused.graph.node)["Add"] >= 2
+
+    split, unsplit = tmp_path / "split.onnx", tmp_path / "unsplit.onnx"
+    quantize_dynamic_int8(tiny_artifact / "model.opt.onnx", split, DynamicOptions(), VNNI)
+    quantize_dynamic_int8(tiny_artifact / "model.opt.onnx", unsplit, DynamicOptions(split_bias_gelu=False), VNNI)
+    session, ops = _as_run(split, tmp_path)
+    assert ops["Gelu"] == 2 and ops["BiasGelu"] == 0, f"the session re-fused it: {ops}"
+    assert ops["Add"] == 0, "the bias should be folded into DynamicQuantizeMatMul"
+    reference_session, reference_ops = _as_run(unsplit, tmp_path)
+    assert reference_ops["BiasGelu"] == 2
+    batches, _ = _eval_set(tiny_artifact / "model.opt.onnx", rows=32)
+    got = np.concatenate([session.run(["logits"], feeds)[0] for feeds in batches])
+    want = np.concatenate([reference_session.run(["logits"], feeds)[0] for feeds in batches])
+    assert np.abs(got - want).max() < 1e-6  # same erf GELU of the same sum; only float rounding may differ
