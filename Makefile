@@ -19,7 +19,7 @@ ifneq ($(strip $(MODEL)),)
 EXPORT_FLAGS += --model "$(MODEL)"
 endif
 
-.PHONY: export test lint venv clean gpu-check check bench
+.PHONY: export test lint venv clean gpu-check gpu-profile check bench
 
 export: $(STAMP)
 	$(VENV)/bin/bert14 export $(EXPORT_FLAGS) $(EXPORT_ARGS)
@@ -40,6 +40,10 @@ check: $(STAMP)
 # provider against PyTorch, and their latency next to PyTorch fp16 and ONNX Runtime's recipe.
 gpu-check: $(STAMP)
 	$(PY) benchmarks/gpu_check.py "$(OUT)"
+
+# Same machine: every CUDA kernel of a run of the fp16 artifacts and of the public configuration.
+gpu-profile: $(STAMP)
+	$(PY) benchmarks/gpu_profile.py "$(OUT)" --public
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
