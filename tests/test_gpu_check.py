@@ -1,4 +1,4 @@
-"""The GPU check's logic, run on the CPU provider (CI has no GPU)."""
+"""The GPU check's logic, run on the CPU provider (CI has no GPU); both GPU scripts without a GPU."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import gpu_check  # noqa: E402
+import gpu_profile  # noqa: E402
+import pytest  # noqa: E402
 
 
 def test_gpu_check_logic_on_the_cpu_provider(tiny_artifact: Path, capsys) -> None:
@@ -21,8 +23,9 @@ def test_gpu_check_logic_on_the_cpu_provider(tiny_artifact: Path, capsys) -> Non
     assert "model.fp16.onnx" in capsys.readouterr().out
 
 
-def test_without_a_gpu_it_says_so_and_exits_cleanly(tiny_artifact: Path, monkeypatch, capsys) -> None:
-    monkeypatch.setattr(gpu_check, "cuda_available", lambda: False)
-    monkeypatch.setattr(sys, "argv", ["gpu_check.py", str(tiny_artifact)])
-    assert gpu_check.main() == 0
+@pytest.mark.parametrize("script", [gpu_check, gpu_profile], ids=["gpu_check", "gpu_profile"])
+def test_without_a_gpu_it_says_so_and_exits_cleanly(tiny_artifact: Path, monkeypatch, capsys, script) -> None:
+    monkeypatch.setattr(script, "cuda_available", lambda: False)
+    monkeypatch.setattr(sys, "argv", [f"{script.__name__}.py", str(tiny_artifact)])
+    assert script.main() == 0
     assert "no NVIDIA GPU" in capsys.readouterr().out

@@ -45,13 +45,6 @@ def test_profile_plumbing_on_the_cpu_provider(tiny_artifact: Path, tmp_path: Pat
     assert "model.fp16.onnx at 1 x 16" in capsys.readouterr().out
 
 
-def test_without_a_gpu_it_says_so_and_exits_cleanly(tiny_artifact: Path, monkeypatch, capsys) -> None:
-    monkeypatch.setattr(gpu_profile, "cuda_available", lambda: False)
-    monkeypatch.setattr(sys, "argv", ["gpu_profile.py", str(tiny_artifact)])
-    assert gpu_profile.main() == 0
-    assert "no NVIDIA GPU" in capsys.readouterr().out
-
-
 @pytest.mark.parametrize("shapes", ["1by128", "1x128x2", "0x128", ""])
 def test_bad_shapes_are_refused_with_the_expected_form(tiny_artifact: Path, monkeypatch, capsys, shapes: str) -> None:
     monkeypatch.setattr(sys, "argv", ["gpu_profile.py", str(tiny_artifact), "--shapes", shapes])
