@@ -24,12 +24,9 @@ import numpy as np
 from common import bert_feeds, beside_pytorch, interleaved, public_recipe, session
 from data import TRAINED_MODEL, articles, require, titles
 
+from bert14.runtime.head import SOFTMAX, scores
+
 MAX_LENGTH = 512
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(-1, keepdims=True)
-    return np.exp(shifted) / np.exp(shifted).sum(-1, keepdims=True)
 
 
 def _batches(tokenizer, texts: list[str]):
@@ -58,7 +55,7 @@ def _onnx_logits(path: Path, batches, count: int, labels: int) -> np.ndarray:
 
 
 def _agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    diff = np.abs(_softmax(reference) - _softmax(candidate))
+    diff = np.abs(scores(reference, SOFTMAX) - scores(candidate, SOFTMAX))  # the fixture is single-label
     flips = int((reference.argmax(-1) != candidate.argmax(-1)).sum())
     return {
         "top1_agreement": float((reference.argmax(-1) == candidate.argmax(-1)).mean()),

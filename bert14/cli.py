@@ -88,6 +88,7 @@ def _load_classifier(args: argparse.Namespace):
         threads=args.threads,
         max_batch=args.batch_size,
         cuda_graph=args.cuda_graph,
+        threshold=args.threshold,
     )
 
 
@@ -169,6 +170,9 @@ def _runtime_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
     parser.add_argument("--batch-size", type=int, default=32, help="rows per bucketed batch")
     parser.add_argument("--cuda-graph", action="store_true", help="CUDA: replay one CUDA graph per fixed bucket")
+    parser.add_argument(
+        "--threshold", type=float, default=0.5, help="multi-label models: a label applies from this score on"
+    )
 
 
 def _check(args: argparse.Namespace) -> int:

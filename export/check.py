@@ -24,9 +24,9 @@ from bert14.export.validate import (
     References,
     make_case,
     reference_session,
-    softmax,
 )
 from bert14.manifest import read_manifest, verify_files
+from bert14.runtime.head import SOFTMAX, disagreements, scores
 
 BUCKETS = ((1, 16), (17, 64), (65, 128), (129, 512))
 TRUNCATED = "truncated"
@@ -97,17 +97,15 @@ class ArtifactReport:
     file: str
     threshold: Threshold
     hash_ok: bool
+    function: str = SOFTMAX  # how the logits are read (runtime/head.py): probabilities and answers follow it
     rows: list[Row] = field(default_factory=list)
 
     def _stats(self, rows: list[Row]) -> dict[str, object]:
         ref = np.stack([r.reference for r in rows]).astype(np.float64)  # (N, C)
         got = np.stack([r.candidate for r in rows]).astype(np.float64)  # (N, C)
         logit = np.abs(ref - got)
-        prob = np.abs(softmax(ref) - softmax(got))
-        ref_top, got_top = ref.argmax(-1), got.argmax(-1)
-        flipped = ref_top != got_top
-        margin = ref[np.arange(len(ref)), ref_top] - ref[np.arange(len(ref)), got_top]
-        near_ties = flipped & (margin <= 2 * self.threshold.logit_atol)
+        prob = np.abs(scores(ref, self.function) - scores(got, self.function))
+        flipped, near_ties = disagreements(ref, got, self.function, self.threshold.logit_atol)  # (N,), (N,)
         bad_flips = int((flipped & ~near_ties).sum()) if self.threshold.near_ties_allowed else int(flipped.sum())
         finite = bool(np.isfinite(got).all())
         return {
@@ -135,6 +133,7 @@ class ArtifactReport:
                 "near_ties_allowed": self.threshold.near_ties_allowed,
             },
             "sha256_matches_manifest": self.hash_ok,
+            "score_function": self.function,
             **overall,
             "passed": bool(overall["passed"]) and self.hash_ok,
             "failed_buckets": failed,
@@ -200,7 +199,7 @@ def check_artifact(directory: Path, texts: list[str] | None = None) -> dict[str,
             hash_ok = True
         except ArtifactError:
             hash_ok = False
-        report = ArtifactReport(key, name, THRESHOLDS[key], hash_ok)
+        report = ArtifactReport(key, name, THRESHOLDS[key], hash_ok, references.function)
         session = reference_session(directory / name)
         for case, buckets in cases:
             if key in RIGHT_PADDING_ONLY and case.name.endswith("-left"):

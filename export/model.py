@@ -16,6 +16,7 @@ from bert14.errors import InputError
 from bert14.export.vocab import build_vocab
 from bert14.jsonfile import read_json_object
 from bert14.manifest import sha256_file
+from bert14.runtime.head import PROBLEM_TYPES, score_function
 from bert14.runtime.tokenizer import TokenizerSettings, read_settings, read_vocab
 
 # THUCNews categories in the order of ../shared/data/thucnews14/labels.txt.
@@ -70,6 +71,15 @@ class SourceModel:
     @property
     def labels(self) -> list[str]:
         return [self.config.id2label[i] for i in range(self.config.num_labels)]
+
+    @property
+    def score_function(self) -> str:
+        """How the logits are read: softmax, sigmoid or identity (runtime/head.py)."""
+        return model_score_function(self.model)
+
+
+def model_score_function(model: torch.nn.Module) -> str:
+    return score_function(model.config.problem_type, model.config.num_labels)
 
 
 def bert14_config(attn: str = "sdpa", **overrides: Any) -> BertConfig:
@@ -200,8 +210,19 @@ def _read_config(path: Path, attn: str) -> BertConfig:
             raise InputError(f"{path}: expected id2label keys 0..{len(id2label) - 1}, missing {exc}") from exc
     else:
         labels = [f"LABEL_{i}" for i in range(num_labels)]
+    problem_type = raw.get("problem_type")
+    if problem_type is not None and problem_type not in PROBLEM_TYPES:
+        raise InputError(
+            f"{path}: expected problem_type null or one of {sorted(PROBLEM_TYPES)}, found {problem_type!r}"
+        )
+    if problem_type == "single_label_classification" and len(labels) < 2:
+        raise InputError(
+            f"{path}: problem_type 'single_label_classification' needs 2 or more labels, found {len(labels)}; "
+            "one output is 'multi_label_classification' (a sigmoid) or 'regression'"
+        )
     shape = {key: raw[key] for key in BERT14_SHAPE}
     config = _config(shape, labels, attn)
+    config.problem_type = problem_type
     config.layer_norm_eps = float(raw.get("layer_norm_eps", 1e-12))
     config.pad_token_id = raw.get("pad_token_id", 0)
     return config

@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -250,8 +250,9 @@ def _int8_with_fallback(source: SourceModel, stage: Path, options: ExportOptions
     reference = np.concatenate([torch_logits(source.model, case) for case in cases])  # (N, C)
     feeds = [case.feeds() for case in cases]
     assert options.int8_fallback is not None
+    fallback = replace(options.int8_fallback, score_function=source.score_function)
     return accuracy_fallback(
-        stage / FUSED_NAME, stage / INT8_NAME, feeds, reference, options.int8, cpu_flags(), options.int8_fallback
+        stage / FUSED_NAME, stage / INT8_NAME, feeds, reference, options.int8, cpu_flags(), fallback
     )
 
 
@@ -274,6 +275,8 @@ def _manifest(
             "type_vocab_size": config.type_vocab_size,
             "layer_norm_eps": config.layer_norm_eps,
             "labels": source.labels,
+            "problem_type": config.problem_type,
+            "score_function": source.score_function,
         },
         "export": export_info,
         "artifacts": artifacts,

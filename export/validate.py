@@ -15,7 +15,9 @@ import onnxruntime as ort
 import torch
 
 from bert14.errors import ParityError
+from bert14.export.model import model_score_function
 from bert14.runtime.encode import ModelInputs
+from bert14.runtime.head import SOFTMAX, disagreements, scores
 
 SUITE_BATCHES = (1, 4, 32)
 SUITE_SEQUENCES = (1, 16, 128, 512)
@@ -107,21 +109,23 @@ def reference_session(path: Path, threads: int = 0) -> ort.InferenceSession:
 
 
 def compare(
-    case: Case, reference: np.ndarray, candidate: np.ndarray, atol: float, strict_argmax: bool = True
+    case: Case,
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    atol: float,
+    strict_argmax: bool = True,
+    function: str = SOFTMAX,
 ) -> CaseResult:
-    """strict_argmax: every label must match. Otherwise a flip counts as a failure only when the
-    reference's two logits involved are more than 2 * atol apart: within the tolerance, each may
-    move by atol, so a flip between closer logits is the tolerance at work, not a defect."""
+    """strict_argmax: every answer (top label; for a sigmoid head also the labels that apply) must
+    match. Otherwise a difference counts as a failure only when it is not a near tie, one that
+    moving each logit by atol can explain (runtime/head.py: disagreements)."""
     diff = float(np.abs(reference.astype(np.float64) - candidate.astype(np.float64)).max())
-    ref_top, cand_top = reference.argmax(-1), candidate.argmax(-1)  # (B,)
-    rows = np.arange(len(ref_top))
-    margin = reference[rows, ref_top] - reference[rows, cand_top]  # (B,) >= 0
-    flipped = ref_top != cand_top
-    near_ties = int((flipped & (margin <= 2 * atol)).sum())
+    flipped, near = disagreements(reference, candidate, function, atol)  # (B,), (B,)
+    near_ties = int(near.sum())
     allowed = 0 if strict_argmax else near_ties
     batch, sequence = case.input_ids.shape
     passed = bool(np.isfinite(candidate).all()) and diff <= atol and int(flipped.sum()) <= allowed
-    prob_diff = np.abs(softmax(reference) - softmax(candidate))  # (B, C)
+    prob_diff = np.abs(scores(reference, function) - scores(candidate, function))  # (B, C)
     return CaseResult(
         case.name,
         batch,
@@ -135,17 +139,12 @@ def compare(
     )
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits.astype(np.float64) - logits.max(-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(-1, keepdims=True)
-
-
 class References:
     """PyTorch's logits per case, computed once and shared by every artifact's check."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
+        self.function = model_score_function(model)  # how the head's logits are read
         self._logits: dict[str, np.ndarray] = {}
 
     def __call__(self, case: Case) -> np.ndarray:
@@ -164,7 +163,10 @@ def validate_onnx(
     reference = model if isinstance(model, References) else References(model)
     session = reference_session(onnx_path)
     return [
-        compare(case, reference(case), session.run(["logits"], case.feeds())[0], atol, strict_argmax) for case in cases
+        compare(
+            case, reference(case), session.run(["logits"], case.feeds())[0], atol, strict_argmax, reference.function
+        )
+        for case in cases
     ]
 
 

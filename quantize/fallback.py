@@ -29,6 +29,7 @@ import onnxruntime as ort
 from bert14.errors import QuantizeError
 from bert14.quantize.dynamic import DynamicOptions, QuantizeResult, quantize_dynamic_int8
 from bert14.quantize.layers import layer_map
+from bert14.runtime.head import SOFTMAX, disagreements, scores
 
 EMBEDDING = "embedding"
 
@@ -37,6 +38,7 @@ EMBEDDING = "embedding"
 class FallbackOptions:
     target_agreement: float = 0.995
     max_prob_diff: float | None = None
+    score_function: str = SOFTMAX  # the model's head (runtime/head.py): what "agree" and "prob" mean
 
 
 @dataclass(frozen=True)
@@ -76,19 +78,14 @@ class FallbackReport:
         return "\n".join(lines)
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(-1, keepdims=True)
-    return np.exp(shifted) / np.exp(shifted).sum(-1, keepdims=True)
-
-
-def score(model: Path, batches: list[dict[str, np.ndarray]], reference: np.ndarray) -> Score:
+def score(model: Path, batches: list[dict[str, np.ndarray]], reference: np.ndarray, function: str = SOFTMAX) -> Score:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     logits = np.concatenate([session.run(["logits"], feeds)[0] for feeds in batches])  # (N, C)
-    diff = np.abs(_softmax(reference.astype(np.float64)) - _softmax(logits.astype(np.float64)))
-    agreement = float((reference.argmax(-1) == logits.argmax(-1)).mean())
-    return Score(agreement, float(diff.max()), float(diff.mean()))
+    diff = np.abs(scores(reference, function) - scores(logits, function))  # (N, C)
+    flipped, _ = disagreements(reference, logits, function, atol=0.0)  # (N,)
+    return Score(float((~flipped).mean()), float(diff.max()), float(diff.mean()))
 
 
 def _unit_megabytes(model: onnx.ModelProto, units: dict[str, list[str]]) -> dict[str, float]:
@@ -130,7 +127,7 @@ def accuracy_fallback(
     with tempfile.TemporaryDirectory() as tmp:
         trial = Path(tmp) / "trial.onnx"
         result = build([], trial)
-        baseline = score(trial, batches, reference)
+        baseline = score(trial, batches, reference, options.score_function)
         report = FallbackReport(
             {"agreement": options.target_agreement, "max_prob_diff": options.max_prob_diff},
             baseline,
@@ -145,13 +142,15 @@ def accuracy_fallback(
             return result, report
         for unit in units:
             build([unit], trial)
-            report.sensitivity[unit] = baseline.mean_prob_diff - score(trial, batches, reference).mean_prob_diff
+            report.sensitivity[unit] = (
+                baseline.mean_prob_diff - score(trial, batches, reference, options.score_function).mean_prob_diff
+            )
             say(f"sensitivity of {unit}: {report.sensitivity[unit]:.2e}")
         ranked = sorted(units, key=lambda u: report.sensitivity[u] / max(sizes[u], 1e-6), reverse=True)
         for count in range(1, len(ranked) + 1):
             kept = ranked[:count]
             result = build(kept, trial)
-            current = score(trial, batches, reference)
+            current = score(trial, batches, reference, options.score_function)
             report.steps.append({"kept_fp32": kept, **asdict(current)})
             say(f"fp32 {kept}: agreement {current.agreement:.4f}")
             if current.meets(options):

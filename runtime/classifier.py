@@ -22,6 +22,7 @@ import numpy as np
 from bert14.errors import ArtifactError, InputError
 from bert14.manifest import read_manifest, verify_files
 from bert14.runtime.encode import Batch, buckets, check_texts, encode
+from bert14.runtime.head import DEFAULT_THRESHOLD, FUNCTIONS, applied, score_function, scores
 from bert14.runtime.session import SessionSettings, create, cuda_present, resolve
 from bert14.runtime.tokenizer import TOKENIZER_CONFIG_NAME, VOCAB_NAME, load_tokenizer
 
@@ -33,17 +34,27 @@ CHUNK = 1024
 
 @dataclass(frozen=True)
 class Prediction:
+    """One text's answer, read from the logits as the model's head means them (runtime/head.py).
+
+    label: the label with the highest score. score: that score. probs: every label's score, a
+    softmax (single-label), an independent sigmoid (multi-label) or the raw output (regression).
+    labels: the labels that apply: the top one (single-label), every one whose score reaches the
+    threshold (multi-label, possibly none), none (regression).
+    """
+
     label: str
     score: float
     probs: dict[str, float]
     truncated: bool
     tokens: int
+    labels: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         return {
             "label": self.label,
             "score": self.score,
             "probs": self.probs,
+            "labels": list(self.labels),
             "truncated": self.truncated,
             "tokens": self.tokens,
         }
@@ -61,6 +72,7 @@ class LoadOptions:
     max_batch: int = 32
     max_tokens: int = 8192  # padded tokens per batch
     cuda_graph: bool = False  # CUDA: pad to fixed buckets and replay one CUDA graph per bucket
+    threshold: float = DEFAULT_THRESHOLD  # multi-label heads: a label applies from this score on
 
 
 @dataclass
@@ -72,6 +84,7 @@ class Classifier:
     manifest: dict[str, object]
     options: LoadOptions
     max_length: int
+    score_function: str  # softmax | sigmoid | identity, from the manifest (runtime/head.py)
     _session: object = field(repr=False)
     _tokenizer: object = field(repr=False)
     _pad_id: int = 0
@@ -86,6 +99,8 @@ class Classifier:
                 f"Classifier.load: unknown option(s) {unknown}; expected {sorted(LoadOptions.__dataclass_fields__)}"
             )
         options = LoadOptions(**kwargs)  # type: ignore[arg-type]
+        if not 0.0 < float(options.threshold) < 1.0:
+            raise InputError(f"Classifier.load: expected a threshold between 0 and 1, got {options.threshold!r}")
         directory = Path(directory)
         manifest = read_manifest(directory)
         available = set(manifest["files"])  # type: ignore[arg-type]
@@ -99,6 +114,7 @@ class Classifier:
             session, actual = create(path, "cpu", settings)
         tokenizer, tokenizer_settings = load_tokenizer(directory)
         labels = _labels(manifest, directory)
+        function = _score_function(manifest, directory, len(labels))
         max_length = min(tokenizer_settings.model_max_length, int(manifest["model"]["max_position_embeddings"]))  # type: ignore[index]
         pad_id = tokenizer.token_to_id(tokenizer_settings.pad_token) or 0
         runner = None
@@ -107,7 +123,18 @@ class Classifier:
 
             runner = CudaRunner(session, len(labels), options.cuda_graph)
         clf = cls(
-            directory, labels, precision, actual, manifest, options, max_length, session, tokenizer, pad_id, runner
+            directory,
+            labels,
+            precision,
+            actual,
+            manifest,
+            options,
+            max_length,
+            function,
+            session,
+            tokenizer,
+            pad_id,
+            runner,
         )
         if options.warmup:
             clf.logits(["warm up"])
@@ -119,12 +146,12 @@ class Classifier:
         return np.concatenate(rows) if rows else np.zeros((0, len(self.labels)), dtype=np.float32)
 
     def predict(self, texts: Sequence[str] | str, text_pairs: Sequence[str] | None = None) -> list[Prediction]:
-        """One Prediction per text: label, score, probs by label, truncated, tokens."""
+        """One Prediction per text: label, score, probs by label, labels that apply, truncated, tokens."""
         out: list[Prediction] = []
         for logits, encoded in self._run(texts, text_pairs):
-            shifted = logits - logits.max(-1, keepdims=True)
-            probs = np.exp(shifted) / np.exp(shifted).sum(-1, keepdims=True)  # (B, C)
-            for row, enc in zip(probs, encoded, strict=True):
+            probs = scores(logits, self.score_function)  # (B, C)
+            applies = applied(probs, self.score_function, self.options.threshold)  # (B, C)
+            for row, row_applies, enc in zip(probs, applies, encoded, strict=True):
                 top = int(row.argmax())
                 out.append(
                     Prediction(
@@ -133,6 +160,7 @@ class Classifier:
                         probs={label: float(p) for label, p in zip(self.labels, row, strict=True)},
                         truncated=enc.truncated,
                         tokens=len(enc.ids),
+                        labels=tuple(label for label, on in zip(self.labels, row_applies, strict=True) if on),
                     )
                 )
         return out
@@ -158,6 +186,8 @@ class Classifier:
         model = self.manifest.get("model", {})
         return {
             "labels": self.labels,
+            "score_function": self.score_function,
+            "threshold": self.options.threshold,
             "precision": self.precision,
             "provider": self.provider,
             "max_length": self.max_length,
@@ -178,3 +208,11 @@ def _labels(manifest: dict, directory: Path) -> list[str]:
         except (OSError, KeyError, ValueError) as exc:
             raise ArtifactError(f"{directory}: expected labels in manifest.json or config.json") from exc
     return [str(label) for label in labels]
+
+
+def _score_function(manifest: dict, directory: Path, num_labels: int) -> str:
+    """The manifest's; artifacts written before it was recorded get what an unset problem_type means."""
+    function = manifest.get("model", {}).get("score_function", score_function(None, num_labels))
+    if function not in FUNCTIONS:
+        raise ArtifactError(f"{directory / 'manifest.json'}: expected score_function in {FUNCTIONS}, got {function!r}")
+    return function

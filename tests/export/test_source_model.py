@@ -39,10 +39,19 @@ def test_seeded_build_leaves_global_rng_alone() -> None:
     assert torch.equal(torch.rand(3), expected)
 
 
-def _save_checkpoint(directory: Path, labels: int = 7, safe: bool = True) -> torch.nn.Module:
+def _save_checkpoint(
+    directory: Path,
+    labels: int = 7,
+    safe: bool = True,
+    problem_type: str | None = None,
+    bias: list[float] | None = None,
+) -> torch.nn.Module:
+    """A tiny checkpoint as save_pretrained writes it; `bias` sets the classifier's bias, so a
+    seeded head can have labels that clearly apply or not."""
     from transformers import BertConfig, BertForSequenceClassification
 
     config = BertConfig(
+        problem_type=problem_type,
         vocab_size=300,
         hidden_size=64,
         num_hidden_layers=2,
@@ -53,6 +62,9 @@ def _save_checkpoint(directory: Path, labels: int = 7, safe: bool = True) -> tor
     )
     torch.manual_seed(3)
     model = BertForSequenceClassification(config).eval()
+    if bias is not None:
+        with torch.no_grad():
+            model.classifier.bias.copy_(torch.tensor(bias))
     model.save_pretrained(directory, safe_serialization=safe)
     if not safe:  # transformers 5 always writes safetensors; make the legacy pickle by hand
         (directory / "model.safetensors").unlink(missing_ok=True)
