@@ -275,7 +275,7 @@ def check_masks(model: ir.Model, matches: list[AttentionMatch]) -> dict[int, str
         return {}
     if graph_input(model, "attention_mask") is None:
         return {i: "the graph has no attention_mask input to take the mask from" for i in range(len(matches))}
-    feeds = probe_feeds()
+    feeds = probe_feeds(model)
     try:
         results = evaluate(model, biases, feeds)
     except Exception as exc:  # the probe subgraph may not be computable from the inputs alone

@@ -96,7 +96,7 @@ def gathers_table(gathers: list[ir.Node | None], indices: ir.Value) -> ir.Value:
 def positions_are_arange(model: ir.Model, m: EmbeddingMatch) -> str | None:
     if constant(m.position_ids) is not None:
         return f"{m.position_ids.name}: positions are a constant, not 0..S-1 of each input"
-    feeds = probe_feeds()
+    feeds = probe_feeds(model)
     try:
         results = evaluate(model, [m.position_ids], feeds)
     except Exception as exc:  # the indices may depend on something other than the inputs

@@ -28,7 +28,17 @@ class ProbeFeed:
     token_type_ids: np.ndarray  # (B, S)
 
 
-def probe_feeds() -> list[ProbeFeed]:
+# The probes' ids: word ids 1..97 and token types 0 and 1, fewer where the model's tables are smaller.
+PROBE_WORD_IDS = 97
+PROBE_TOKEN_TYPES = 2
+
+
+def probe_feeds(model: ir.Model | None = None) -> list[ProbeFeed]:
+    """The probe inputs; with `model`, ids stay inside the embedding tables it gathers from (a
+    checkpoint with type_vocab_size 1 has no token type 1)."""
+    words, types = table_rows(model) if model is not None else (None, None)
+    word_ids = min(PROBE_WORD_IDS, words - 1) if words and words > 1 else PROBE_WORD_IDS
+    second_type = 1 if (types or PROBE_TOKEN_TYPES) >= PROBE_TOKEN_TYPES else 0
     feeds = []
     for sequence in (7, 3):
         rows = [
@@ -39,14 +49,41 @@ def probe_feeds() -> list[ProbeFeed]:
             [0] * (sequence - 1) + [1],  # all but one padded, left
         ]
         mask = np.array(rows, dtype=np.int64)  # (5, S)
-        ids = np.arange(mask.size, dtype=np.int64).reshape(mask.shape) % 97 + 1
+        ids = np.arange(mask.size, dtype=np.int64).reshape(mask.shape) % word_ids + 1
         token_type = np.zeros_like(mask)
-        token_type[:, sequence // 2 :] = 1
+        token_type[:, sequence // 2 :] = second_type
         feeds.append(ProbeFeed(ids * mask, mask, token_type * mask))
     return feeds
 
 
 PROBED_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# EmbedLayerNormalization's (ids input, table input) pairs, for a graph already fused.
+_FUSED_TABLES = {"input_ids": (0, 2), "token_type_ids": (1, 4)}
+
+
+def table_rows(model: ir.Model) -> tuple[int | None, int | None]:
+    """Rows of the tables `input_ids` and `token_type_ids` index: a Gather of a constant table by
+    the input (or its Cast), or a fused EmbedLayerNormalization; None where the graph has none."""
+    rows: dict[str, int] = {}
+    for node in model.graph.all_nodes():
+        pairs = []
+        if node.op_type == "Gather" and len(node.inputs) == 2:
+            pairs.append((node.inputs[1], node.inputs[0]))
+        elif node.op_type == "EmbedLayerNormalization":
+            pairs += [(node.inputs[i], node.inputs[t]) for i, t in _FUSED_TABLES.values() if t < len(node.inputs)]
+        for index, table in pairs:
+            source = _input_name(index)
+            if source in _FUSED_TABLES and table is not None and table.const_value is not None:
+                rows.setdefault(source, int(table.const_value.shape[0]))
+    return rows.get("input_ids"), rows.get("token_type_ids")
+
+
+def _input_name(value: ir.Value | None) -> str | None:
+    """The graph input `value` is, directly or through one Cast."""
+    if value is not None and not value.is_graph_input() and value.producer() is not None:
+        if value.producer().op_type == "Cast":
+            value = value.producer().inputs[0]
+    return value.name if value is not None and value.is_graph_input() else None
 
 
 def _graph_inputs_behind(values: list[ir.Value]) -> list[ir.Value]:

@@ -167,6 +167,11 @@ class Classifier:
 
     def _run(self, texts: object, pairs: object | None) -> Iterator[tuple[np.ndarray, list]]:
         checked, checked_pairs = check_texts(texts, pairs)
+        if checked_pairs is not None and int(self.manifest["model"].get("type_vocab_size", 2)) < 2:  # type: ignore[union-attr]
+            raise InputError(
+                "text_pairs: this model has one token type (type_vocab_size 1), so it cannot tell a second "
+                "segment from the first; expected texts without pairs"
+            )
         for start in range(0, len(checked), CHUNK):
             chunk = checked[start : start + CHUNK]
             chunk_pairs = checked_pairs[start : start + CHUNK] if checked_pairs is not None else None

@@ -138,3 +138,39 @@ def test_mask_semantics_right_left_none_and_all_but_one(tmp_path: Path) -> None:
             case, torch_logits(source.model, case), session.run(["logits"], case.feeds())[0], FP32_LOGIT_ATOL
         )
         assert result.passed, (name, result)
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_one_token_type_fuses_fully_and_refuses_text_pairs(tmp_path: Path, exporter: str) -> None:
+    """type_vocab_size 1 (no segment B): the probes must not feed a token type the table lacks."""
+    from bert14.errors import InputError
+    from bert14.export.pipeline import ExportOptions, export_artifact
+    from bert14.runtime import Classifier
+
+    out = tmp_path / "art"
+    shape = {**TINY_SHAPE, "type_vocab_size": 1}
+    report = export_artifact(ExportOptions(out_dir=out, exporter=exporter, shape_overrides=shape))
+    assert report.manifest["fusions"]["counts"] == GOLDEN
+    clf = Classifier.load(out, provider="cpu", warmup=False)
+    assert len(clf.predict(["北京", "上海"])) == 2
+    with pytest.raises(InputError, match="type_vocab_size 1"):
+        clf.predict(["北京"], ["上海"])
+
+
+def test_probes_stay_inside_the_embedding_tables(tmp_path: Path) -> None:
+    import onnx_ir as ir
+
+    from bert14.optimize.probe import probe_feeds, table_rows
+
+    source = build_default(**{**TINY_SHAPE, "vocab_size": 40, "type_vocab_size": 1})
+    path = tmp_path / "m.onnx"
+    example = tuple(torch.ones(2, 8, dtype=torch.long) for _ in range(2)) + (torch.zeros(2, 8, dtype=torch.long),)
+    _export_torchscript(LogitsOnly(source.model).eval(), example, path, 18)  # the exporter's own ids exceed 40
+    model = ir.load(path)
+    assert table_rows(model) == (40, 1)
+    for feed in probe_feeds(model):
+        assert feed.input_ids.max() < 40 and not feed.token_type_ids.any()
+    assert any(feed.token_type_ids.any() for feed in probe_feeds())  # two types by default
+    fused = tmp_path / "fused.onnx"
+    optimize_file(path, fused)
+    assert table_rows(ir.load(fused)) == (40, 1)  # read from EmbedLayerNormalization once fused
