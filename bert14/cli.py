@@ -184,7 +184,7 @@ def _check(args: argparse.Namespace) -> int:
     texts = None
     if args.texts:
         texts = [line for lines in _read_lines(Path(args.texts), 1 << 30) for line in lines]
-    reports = check_artifact(Path(args.artifact), texts)
+    reports = check_artifact(Path(args.artifact), texts, Path(args.model) if args.model else None)
     if args.json:
         print(json.dumps(reports, indent=2, ensure_ascii=False))
     else:
@@ -241,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("artifact", help="artifact directory written by `bert14 export`")
     check.add_argument("--texts", help="UTF-8 file, one text a line (default: a built-in sample)")
     check.add_argument("--json", action="store_true", help="machine-readable report, one key per artifact")
+    check.add_argument(
+        "--model", help="the source checkpoint's directory, if it moved since the export (its files must match)"
+    )
     check.set_defaults(func=_check)
 
     predict = commands.add_parser(

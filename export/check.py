@@ -175,8 +175,11 @@ def random_cases(vocab_size: int, type_vocab_size: int, max_positions: int) -> l
     return cases
 
 
-def check_artifact(directory: Path, texts: list[str] | None = None) -> dict[str, dict[str, object]]:
-    """{artifact key: summary} for every artifact present; see ArtifactReport.summary for fields."""
+def check_artifact(
+    directory: Path, texts: list[str] | None = None, model_dir: Path | None = None
+) -> dict[str, dict[str, object]]:
+    """{artifact key: summary} for every artifact present; see ArtifactReport.summary for fields.
+    `model_dir`: where the source checkpoint is now, if not where it was exported from."""
     from bert14.export.model import rebuild
 
     directory = Path(directory)
@@ -185,7 +188,7 @@ def check_artifact(directory: Path, texts: list[str] | None = None) -> dict[str,
     if not present:
         raise ArtifactError(f"{directory}: the manifest lists no model file")
     model_info = manifest["model"]
-    source = rebuild(manifest["source"], manifest["source"].get("attn_implementation", "sdpa"))
+    source = rebuild(manifest["source"], manifest["source"].get("attn_implementation", "sdpa"), model_dir)
     references = References(source.model)
     cases = text_cases(directory, texts if texts is not None else SAMPLE_TEXTS, model_info["max_position_embeddings"])
     cases += random_cases(

@@ -144,14 +144,40 @@ def build_default(seed: int = DEFAULT_SEED, attn: str = "sdpa", **overrides: Any
     return SourceModel(build_seeded(config, seed), vocab, TokenizerSettings(), origin)
 
 
-def rebuild(origin: dict[str, Any], attn: str) -> SourceModel:
-    """The source model a manifest's `source` entry describes (for parity checks after export)."""
+def rebuild(origin: dict[str, Any], attn: str, model_dir: Path | None = None) -> SourceModel:
+    """The source model a manifest's `source` entry describes (for parity checks after export).
+
+    A checkpoint is read again from where it was exported, or from `model_dir` (it moved, or the
+    artifact did); either way its files must be the ones exported, by sha256, or the parity
+    figures would be against another model.
+    """
     if origin.get("kind") == "default":
+        if model_dir is not None:
+            raise InputError("the artifact was exported from the default model (seeded weights), not a checkpoint")
         shape = dict(origin["shape"])
         return build_default(origin["seed"], attn, labels=origin["labels"], **shape)
     if origin.get("kind") == "checkpoint":
-        return load_checkpoint(Path(origin["path"]), attn)
+        directory = Path(model_dir if model_dir is not None else origin["path"])
+        if not directory.is_dir():
+            raise InputError(
+                f"{directory}: the checkpoint this artifact was exported from is not there; "
+                "pass its directory (`bert14 check ARTIFACT --model DIR`)"
+            )
+        source = load_checkpoint(directory, attn)
+        _same_files(origin.get("files", {}), source.origin["files"], directory)
+        return source
     raise InputError(f"manifest source: expected kind 'default' or 'checkpoint', got {origin.get('kind')!r}")
+
+
+def _same_files(exported: dict[str, str], found: dict[str, str], directory: Path) -> None:
+    for name, digest in exported.items():
+        if name not in found:
+            raise InputError(f"{directory}: expected {name}, the file the artifact was exported from, found none")
+        if found[name] != digest:
+            raise InputError(
+                f"{directory / name}: not the file this artifact was exported from (sha256 {found[name][:12]}..., "
+                f"exported {digest[:12]}...); re-export, or point --model at the original checkpoint"
+            )
 
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

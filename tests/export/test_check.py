@@ -63,3 +63,31 @@ def test_thresholds_are_named_per_precision(key: str) -> None:
 
     assert THRESHOLDS["fp32"].logit_atol == 1e-4 and not THRESHOLDS["fp32"].near_ties_allowed
     assert THRESHOLDS[key].near_ties_allowed
+
+
+def test_a_moved_checkpoint_is_named_and_found_with_model_and_must_be_the_same(
+    tiny_artifact: Path, tmp_path: Path, capsys
+) -> None:
+    from test_source_model import _save_checkpoint
+
+    from bert14.export.pipeline import ExportOptions, export_artifact
+
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    _save_checkpoint(checkpoint, labels=3)
+    artifact = tmp_path / "art"
+    export_artifact(ExportOptions(model_dir=checkpoint, out_dir=artifact, exporter="torchscript", optimize=False))
+    moved = tmp_path / "elsewhere"
+    checkpoint.rename(moved)
+    assert main(["check", str(artifact)]) == 2
+    assert "is not there; pass its directory" in capsys.readouterr().err
+    assert main(["check", str(artifact), "--model", str(moved), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["fp32"]["passed"]
+
+    config = json.loads((moved / "config.json").read_text())
+    (moved / "config.json").write_text(json.dumps({**config, "id2label": {"0": "a", "1": "b", "2": "c"}}))
+    assert main(["check", str(artifact), "--model", str(moved)]) == 2
+    error = capsys.readouterr().err
+    assert "config.json: not the file this artifact was exported from" in error and error.count("\n") == 1
+    assert main(["check", str(tiny_artifact), "--model", str(moved)]) == 2
+    assert "exported from the default model" in capsys.readouterr().err
