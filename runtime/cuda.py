@@ -8,12 +8,16 @@ CUDA graphs replay a captured launch sequence instead of launching ~100 kernels 
 is most of the time at small batches. A graph is tied to fixed shapes and fixed device addresses,
 so with `cuda_graph=True` every batch is padded up to the nearest bucket of BATCH_BUCKETS x
 SEQUENCE_BUCKETS, each bucket gets its own persistent input/output buffers and its own graph
-(ONNX Runtime's `gpu_graph_id` run option), captured on first use and replayed after.
+(ONNX Runtime's `gpu_graph_id` run option), captured on first use and replayed after. Those
+buffers are shared by every call, so a lock makes filling them, the replay and reading the logits
+back one step: an application calling `predict` from several threads would otherwise get another
+thread's logits.
 """
 
 from __future__ import annotations
 
 import bisect
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +55,7 @@ class CudaRunner:
         self.cuda_graph = cuda_graph
         self.device_id = device_id
         self._graphs: dict[tuple[int, int], _Graph] = {}
+        self._lock = threading.Lock()  # the graphs' buffers are shared between calls
 
     def __call__(self, batch: Batch) -> np.ndarray:
         if not self.cuda_graph:
@@ -59,15 +64,18 @@ class CudaRunner:
         if rows > BATCH_BUCKETS[-1] or length > SEQUENCE_BUCKETS[-1]:
             return self._bound(batch)
         shape = (_bucket(rows, BATCH_BUCKETS), _bucket(length, SEQUENCE_BUCKETS))
-        graph = self._graphs.get(shape) or self._new_graph(shape)
+        padded = {}
         for name, array in zip(INPUT_NAMES, (batch.input_ids, batch.attention_mask, batch.token_type_ids), strict=True):
-            padded = np.zeros(shape, dtype=np.int64)  # (B', S') padding rows and columns are masked out
-            padded[:rows, :length] = array
-            graph.inputs[name].update_inplace(padded)
-        options = ort.RunOptions()
-        options.add_run_config_entry("gpu_graph_id", str(graph.graph_id))
-        self.session.run_with_iobinding(graph.binding, options)
-        return graph.output.numpy()[:rows]
+            padded[name] = np.zeros(shape, dtype=np.int64)  # (B', S') padding rows and columns are masked out
+            padded[name][:rows, :length] = array
+        with self._lock:
+            graph = self._graphs.get(shape) or self._new_graph(shape)
+            for name, array in padded.items():
+                graph.inputs[name].update_inplace(array)
+            options = ort.RunOptions()
+            options.add_run_config_entry("gpu_graph_id", str(graph.graph_id))
+            self.session.run_with_iobinding(graph.binding, options)
+            return graph.output.numpy()[:rows].copy()
 
     def _bound(self, batch: Batch) -> np.ndarray:
         binding = self.session.io_binding()

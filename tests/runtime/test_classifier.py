@@ -163,3 +163,29 @@ def test_bucketed_binding_logic_matches_plain_runs(tiny_artifact: Path) -> None:
         assert np.abs(fp32.logits(TEXTS) - expected).max() < 1e-5
         assert np.abs(fp32.logits(TEXTS[:3]) - expected[:3]).max() < 1e-5
     assert set(fp32._cuda._graphs) <= {(b, s) for b in (1, 2, 4, 8) for s in (16, 32)}  # type: ignore[attr-defined]
+
+
+def test_cuda_graph_buffers_are_not_shared_between_threads(tiny_artifact: Path) -> None:
+    """Every call in one bucket fills the same persistent buffers: threads must not interleave."""
+    import threading
+
+    from bert14.runtime.cuda import CudaRunner
+
+    clf = Classifier.load(tiny_artifact, precision="fp32", provider="cpu", threads=1)
+    texts = [f"第{i}条新闻 北京 上海" for i in range(32)]  # one bucket: (1, 16)
+    expected = clf.logits(texts)
+    clf._cuda = CudaRunner(clf._session, len(clf.labels), True, device="cpu")  # type: ignore[arg-type]
+    wrong: list[int] = []
+
+    def work(worker: int) -> None:
+        for step in range(40):
+            i = (worker * 5 + step) % len(texts)
+            if np.abs(clf.logits([texts[i]]) - expected[i : i + 1]).max() > 1e-5:
+                wrong.append(i)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == [], f"{len(wrong)} of 320 calls got another text's logits"
