@@ -78,6 +78,19 @@ def _optimize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _label_thresholds(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        label, sep, value = item.rpartition("=")
+        try:
+            if not sep or not label:
+                raise ValueError
+            out[label] = float(value)
+        except ValueError:
+            raise InputError(f"--label-threshold: expected LABEL=SCORE, e.g. 体育=0.7, got {item!r}") from None
+    return out
+
+
 def _load_classifier(args: argparse.Namespace):
     from bert14.runtime import Classifier
 
@@ -89,6 +102,7 @@ def _load_classifier(args: argparse.Namespace):
         max_batch=args.batch_size,
         cuda_graph=args.cuda_graph,
         threshold=args.threshold,
+        label_thresholds=_label_thresholds(args.label_threshold),
     )
 
 
@@ -172,6 +186,13 @@ def _runtime_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cuda-graph", action="store_true", help="CUDA: replay one CUDA graph per fixed bucket")
     parser.add_argument(
         "--threshold", type=float, default=0.5, help="multi-label models: a label applies from this score on"
+    )
+    parser.add_argument(
+        "--label-threshold",
+        action="append",
+        default=[],
+        metavar="LABEL=SCORE",
+        help="multi-label models: one label's threshold (repeatable; the others keep --threshold)",
     )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +73,7 @@ class LoadOptions:
     max_tokens: int = 8192  # padded tokens per batch
     cuda_graph: bool = False  # CUDA: pad to fixed buckets and replay one CUDA graph per bucket
     threshold: float = DEFAULT_THRESHOLD  # multi-label heads: a label applies from this score on
+    label_thresholds: Mapping[str, float] | None = None  # multi-label heads: per-label thresholds over `threshold`
 
 
 @dataclass
@@ -85,6 +86,7 @@ class Classifier:
     options: LoadOptions
     max_length: int
     score_function: str  # softmax | sigmoid | identity, from the manifest (runtime/head.py)
+    thresholds: np.ndarray  # (C,) float64: where each sigmoid label starts to apply
     _session: object = field(repr=False)
     _tokenizer: object = field(repr=False)
     _pad_id: int = 0
@@ -99,8 +101,7 @@ class Classifier:
                 f"Classifier.load: unknown option(s) {unknown}; expected {sorted(LoadOptions.__dataclass_fields__)}"
             )
         options = LoadOptions(**kwargs)  # type: ignore[arg-type]
-        if not 0.0 < float(options.threshold) < 1.0:
-            raise InputError(f"Classifier.load: expected a threshold between 0 and 1, got {options.threshold!r}")
+        _check_threshold("threshold", options.threshold)
         directory = Path(directory)
         manifest = read_manifest(directory)
         available = set(manifest["files"])  # type: ignore[arg-type]
@@ -114,6 +115,7 @@ class Classifier:
             session, actual = create(path, "cpu", settings)
         tokenizer, tokenizer_settings = load_tokenizer(directory)
         labels = _labels(manifest, directory)
+        thresholds = _thresholds(options, labels)
         function = _score_function(manifest, directory, len(labels))
         max_length = min(tokenizer_settings.model_max_length, int(manifest["model"]["max_position_embeddings"]))  # type: ignore[index]
         pad_id = tokenizer.token_to_id(tokenizer_settings.pad_token) or 0
@@ -131,6 +133,7 @@ class Classifier:
             options,
             max_length,
             function,
+            thresholds,
             session,
             tokenizer,
             pad_id,
@@ -150,7 +153,7 @@ class Classifier:
         out: list[Prediction] = []
         for logits, encoded in self._run(texts, text_pairs):
             probs = scores(logits, self.score_function)  # (B, C)
-            applies = applied(probs, self.score_function, self.options.threshold)  # (B, C)
+            applies = applied(probs, self.score_function, self.thresholds)  # (B, C)
             for row, row_applies, enc in zip(probs, applies, encoded, strict=True):
                 top = int(row.argmax())
                 out.append(
@@ -192,7 +195,7 @@ class Classifier:
         return {
             "labels": self.labels,
             "score_function": self.score_function,
-            "threshold": self.options.threshold,
+            "thresholds": dict(zip(self.labels, self.thresholds.tolist(), strict=True)),
             "precision": self.precision,
             "provider": self.provider,
             "max_length": self.max_length,
@@ -221,3 +224,22 @@ def _score_function(manifest: dict, directory: Path, num_labels: int) -> str:
     if function not in FUNCTIONS:
         raise ArtifactError(f"{directory / 'manifest.json'}: expected score_function in {FUNCTIONS}, got {function!r}")
     return function
+
+
+def _check_threshold(what: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < float(value) < 1.0:
+        raise InputError(f"Classifier.load: expected a {what} between 0 and 1 (exclusive), got {value!r}")
+    return float(value)
+
+
+def _thresholds(options: LoadOptions, labels: list[str]) -> np.ndarray:
+    """(C,) thresholds: `label_thresholds` where named, `threshold` for the rest."""
+    per_label = dict(options.label_thresholds or {})
+    unknown = sorted(set(per_label) - set(labels))
+    if unknown:
+        raise InputError(f"Classifier.load: label_thresholds names {unknown}, not labels of this model ({labels})")
+    default = float(options.threshold)
+    return np.array(
+        [_check_threshold(f"threshold for {label!r}", per_label.get(label, default)) for label in labels],
+        dtype=np.float64,
+    )

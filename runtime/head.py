@@ -51,8 +51,9 @@ def scores(logits: np.ndarray, function: str) -> np.ndarray:
     raise ValueError(f"score function: expected one of {FUNCTIONS}, got {function!r}")
 
 
-def applied(row_scores: np.ndarray, function: str, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
-    """(B, C) scores -> (B, C) bool: the labels that apply to each row."""
+def applied(row_scores: np.ndarray, function: str, threshold: float | np.ndarray = DEFAULT_THRESHOLD) -> np.ndarray:
+    """(B, C) scores -> (B, C) bool: the labels that apply to each row; `threshold` is one
+    number or one per label, (C,), and counts for sigmoid heads only."""
     if function == SOFTMAX:
         return np.arange(row_scores.shape[-1]) == row_scores.argmax(-1)[:, None]
     if function == SIGMOID:

@@ -93,9 +93,23 @@ def test_threshold_decides_which_sigmoid_labels_apply(head_artifacts) -> None:
                 assert len(p.labels) == 3  # sigmoid(-4) = 0.018
             if threshold == 0.99:
                 assert p.labels == ()  # sigmoid(4) = 0.982
-    for bad in (0.0, 1.0, -0.5):
+    for bad in (0.0, 1.0, -0.5, "0.5", True):
         with pytest.raises(InputError, match="threshold between 0 and 1"):
-            Classifier.load(artifact, threshold=bad)
+            Classifier.load(artifact, threshold=bad, warmup=False)
+
+
+def test_label_thresholds_override_the_default_for_the_labels_they_name(head_artifacts) -> None:
+    _, artifact = head_artifacts["multi_label"]
+    clf = Classifier.load(
+        artifact, precision="fp32", provider="cpu", threshold=0.01, label_thresholds={"LABEL_0": 0.99}
+    )
+    assert clf.describe()["thresholds"] == {"LABEL_0": 0.99, "LABEL_1": 0.01, "LABEL_2": 0.01}
+    for p in clf.predict(TEXTS):
+        assert p.labels == ("LABEL_1", "LABEL_2")  # LABEL_0 scores 0.982 < 0.99; the others are over 0.01
+    with pytest.raises(InputError, match=r"names \['LABEL_9'\], not labels of this model"):
+        Classifier.load(artifact, label_thresholds={"LABEL_9": 0.5}, warmup=False)
+    with pytest.raises(InputError, match="threshold for 'LABEL_1' between 0 and 1"):
+        Classifier.load(artifact, label_thresholds={"LABEL_1": 2.0}, warmup=False)
 
 
 def test_cli_prints_the_labels_that_apply_at_its_threshold(head_artifacts, capsys) -> None:
@@ -106,6 +120,11 @@ def test_cli_prints_the_labels_that_apply_at_its_threshold(head_artifacts, capsy
         assert row["labels"] == expected and row["label"] == "LABEL_0"
     assert main(["predict", str(artifact), "hello", "--threshold", "1.5"]) == 2
     assert "expected a threshold between 0 and 1" in capsys.readouterr().err
+    args = ["--threshold", "0.01", "--label-threshold", "LABEL_2=0.99", "--label-threshold", "LABEL_0=0.5"]
+    assert main(["predict", str(artifact), "hello world", "--provider", "cpu", *args]) == 0
+    assert json.loads(capsys.readouterr().out)["labels"] == ["LABEL_0", "LABEL_1"]
+    assert main(["predict", str(artifact), "hello", "--label-threshold", "LABEL_0"]) == 2
+    assert "expected LABEL=SCORE" in capsys.readouterr().err
 
 
 def test_manifest_records_the_head_and_check_reads_it(head_artifacts) -> None:

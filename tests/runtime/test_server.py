@@ -28,7 +28,7 @@ def test_classify_health_and_model(clf: Classifier) -> None:
         assert client.get("/healthz").json() == {"status": "ok"}
         model = client.get("/v1/model").json()
         assert model["labels"] == clf.labels and model["precision"] == "int8" and model["provider"] == "cpu"
-        assert model["score_function"] == "softmax" and model["threshold"] == 0.5
+        assert model["score_function"] == "softmax" and set(model["thresholds"].values()) == {0.5}
         response = client.post("/v1/classify", json={"texts": ["央行宣布降准", "湖人队获胜"]})
         assert response.status_code == 200
         predictions = response.json()["predictions"]
