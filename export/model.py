@@ -12,12 +12,19 @@ from typing import Any
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from bert14.errors import InputError
+from bert14.errors import ArtifactError, InputError
 from bert14.export.vocab import build_vocab
 from bert14.jsonfile import read_json_object
 from bert14.manifest import sha256_file
 from bert14.runtime.head import PROBLEM_TYPES, score_function
-from bert14.runtime.tokenizer import TokenizerSettings, read_settings, read_vocab
+from bert14.runtime.tokenizer import (
+    TOKENIZER_JSON_NAME,
+    VOCAB_NAME,
+    TokenizerSettings,
+    read_settings,
+    read_tokenizer_json,
+    read_vocab,
+)
 
 # THUCNews categories in the order of ../shared/data/thucnews14/labels.txt.
 BERT14_LABELS = (
@@ -196,14 +203,7 @@ def load_checkpoint(directory: Path, attn: str = "sdpa") -> SourceModel:
     state, weights_path = _read_weights(directory)
     model = BertForSequenceClassification(config).eval()
     _load_state(model, state, weights_path)
-    vocab_path = directory / "vocab.txt"
-    if not vocab_path.is_file():
-        raise InputError(f"{vocab_path}: expected the WordPiece vocabulary (one token a line), file is missing")
-    try:
-        vocab = read_vocab(vocab_path)
-        settings = read_settings(directory)
-    except Exception as exc:  # ArtifactError from the runtime's readers: re-raise as a user input error
-        raise InputError(str(exc)) from exc
+    vocab_path, vocab, settings = _read_tokenizer(directory)
     if len(vocab) > config.vocab_size:
         raise InputError(
             f"{vocab_path}: expected at most vocab_size={config.vocab_size} tokens (config.json), "
@@ -212,6 +212,25 @@ def load_checkpoint(directory: Path, attn: str = "sdpa") -> SourceModel:
     files = {path.name: sha256_file(path) for path in (directory / "config.json", weights_path, vocab_path)}
     origin = {"kind": "checkpoint", "path": str(directory.resolve()), "files": files}
     return SourceModel(model, vocab, settings, origin)
+
+
+def _read_tokenizer(directory: Path) -> tuple[Path, list[str], TokenizerSettings]:
+    """vocab.txt (+ tokenizer_config.json), or, as transformers 5 saves it, tokenizer.json alone."""
+    vocab_path, json_path = directory / VOCAB_NAME, directory / TOKENIZER_JSON_NAME
+    try:
+        if vocab_path.is_file():
+            added = directory / "added_tokens.json"
+            if added.is_file() and read_json_object(added, InputError, "added tokens"):
+                raise InputError(f"{added}: tokens added outside the WordPiece vocabulary are not supported")
+            return vocab_path, read_vocab(vocab_path), read_settings(directory)
+        if json_path.is_file():
+            return json_path, *read_tokenizer_json(directory)
+    except ArtifactError as exc:  # the runtime's readers: here it is the user's input
+        raise InputError(str(exc)) from exc
+    raise InputError(
+        f"{directory}: expected the WordPiece vocabulary as vocab.txt (one token a line) or tokenizer.json, "
+        "found neither"
+    )
 
 
 def _read_config(path: Path, attn: str) -> BertConfig:

@@ -40,6 +40,9 @@ class TokenizerSettings:
     def from_config(cls, raw: dict[str, object]) -> TokenizerSettings:
         known = {name for name in cls.__dataclass_fields__}
         values = {k: v for k, v in raw.items() if k in known}
+        for key, value in values.items():
+            if key.endswith("_token") and isinstance(value, dict):  # older files store AddedToken objects
+                values[key] = value.get("content")
         max_length = values.get("model_max_length")
         if not isinstance(max_length, int) or max_length <= 0 or max_length > 1_000_000:
             values.pop("model_max_length", None)  # HF writes a huge sentinel when unset
@@ -90,6 +93,47 @@ def build_tokenizer(tokens: list[str], settings: TokenizerSettings) -> Tokenizer
     )
     tokenizer.decoder = decoders.WordPiece()
     return tokenizer
+
+
+def read_tokenizer_json(directory: Path) -> tuple[list[str], TokenizerSettings]:
+    """The vocabulary and settings of a BERT WordPiece tokenizer.json, which is all transformers 5
+    writes (it no longer writes vocab.txt). tokenizer_config.json, when present, must agree with it.
+    Anything that is not BERT's WordPiece pipeline, or tokens added outside the vocabulary, is
+    refused: this runtime would tokenize them differently."""
+    path = directory / TOKENIZER_JSON_NAME
+    raw = read_json_object(path, ArtifactError, "a Hugging Face tokenizer")
+    model, normalizer = raw.get("model") or {}, raw.get("normalizer") or {}
+    pre_tokenizer = raw.get("pre_tokenizer") or {}
+    found = (model.get("type"), normalizer.get("type"), pre_tokenizer.get("type"))
+    if found != ("WordPiece", "BertNormalizer", "BertPreTokenizer") or model.get("continuing_subword_prefix") != "##":
+        raise ArtifactError(
+            f"{path}: expected BERT's tokenizer (WordPiece with '##', BertNormalizer, BertPreTokenizer), "
+            f"found model/normalizer/pre-tokenizer {found}"
+        )
+    if model.get("max_input_chars_per_word", MAX_INPUT_CHARS_PER_WORD) != MAX_INPUT_CHARS_PER_WORD:
+        raise ArtifactError(f"{path}: expected max_input_chars_per_word {MAX_INPUT_CHARS_PER_WORD}")
+    vocab = model.get("vocab")
+    if not isinstance(vocab, dict) or sorted(vocab.values()) != list(range(len(vocab))):
+        raise ArtifactError(f"{path}: expected a WordPiece vocabulary with ids 0..N-1")
+    tokens = [""] * len(vocab)
+    for token, index in vocab.items():
+        tokens[index] = token
+    added = [t.get("content") for t in raw.get("added_tokens") or [] if vocab.get(t.get("content")) != t.get("id")]
+    if added:
+        raise ArtifactError(f"{path}: tokens added outside the WordPiece vocabulary are not supported: {added[:5]}")
+    from_json = {
+        "do_lower_case": bool(normalizer.get("lowercase", True)),
+        "strip_accents": normalizer.get("strip_accents"),
+        "tokenize_chinese_chars": bool(normalizer.get("handle_chinese_chars", True)),
+        "unk_token": model.get("unk_token", "[UNK]"),
+    }
+    config_path = directory / TOKENIZER_CONFIG_NAME
+    config = read_json_object(config_path, ArtifactError, "tokenizer settings") if config_path.is_file() else {}
+    settings = TokenizerSettings.from_config(config)
+    for key, value in from_json.items():
+        if key in config and getattr(settings, key) != value:
+            raise ArtifactError(f"{config_path}: {key} is {config[key]!r}, but {path.name} says {value!r}")
+    return tokens, TokenizerSettings.from_config({**config, **from_json})
 
 
 def read_settings(directory: Path) -> TokenizerSettings:

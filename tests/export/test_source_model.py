@@ -137,3 +137,55 @@ def test_bin_checkpoint_is_loaded_without_running_pickled_code(tmp_path: Path) -
 
     torch.save({"payload": Boom()}, tmp_path / "pytorch_model.bin")
     _expect_input_error(tmp_path, "pytorch_model.bin: expected a readable weights file")
+
+
+def _save_v5_tokenizer(directory: Path, lower: bool) -> None:
+    """What transformers 5's save_pretrained writes: tokenizer.json and tokenizer_config.json, no vocab.txt."""
+    from transformers import BertTokenizer
+
+    BertTokenizer(str(directory / "vocab.txt"), do_lower_case=lower).save_pretrained(directory)
+    (directory / "vocab.txt").unlink()
+    assert (directory / "tokenizer.json").is_file()
+
+
+@pytest.mark.parametrize("lower", [True, False], ids=["uncased", "cased"])
+def test_a_checkpoint_with_tokenizer_json_only_tokenizes_as_transformers_does(tmp_path: Path, lower: bool) -> None:
+    from transformers import AutoTokenizer
+
+    from bert14.runtime.tokenizer import build_tokenizer
+
+    _save_checkpoint(tmp_path)
+    _save_v5_tokenizer(tmp_path, lower)
+    source = load_checkpoint(tmp_path)
+    assert source.vocab == build_vocab()[:300] and source.tokenizer_settings.do_lower_case is lower
+    assert "tokenizer.json" in source.origin["files"]
+    ours = build_tokenizer(source.vocab, source.tokenizer_settings)
+    reference = AutoTokenizer.from_pretrained(str(tmp_path))
+    for text in ["Hello World", "ABC abc Déjà", "北京 Beijing 123", ""]:
+        assert ours.encode(text).ids == reference(text)["input_ids"], text
+    assert (ours.encode("ABC").ids == ours.encode("abc").ids) is lower
+
+    from bert14.export.pipeline import ExportOptions, export_artifact
+    from bert14.runtime import Classifier
+
+    artifact = tmp_path / "artifact"
+    export_artifact(ExportOptions(model_dir=tmp_path, out_dir=artifact, exporter="torchscript", optimize=False))
+    clf = Classifier.load(artifact, precision="fp32", provider="cpu", warmup=False)
+    assert clf._tokenizer.encode("ABC abc Déjà").ids == reference("ABC abc Déjà")["input_ids"]
+
+
+def test_tokenizer_json_that_bert14_would_read_differently_is_refused(tmp_path: Path) -> None:
+    _save_checkpoint(tmp_path)
+    _save_v5_tokenizer(tmp_path, lower=False)
+    settings_path, tokenizer_path = tmp_path / "tokenizer_config.json", tmp_path / "tokenizer.json"
+    settings, tokenizer = json.loads(settings_path.read_text()), json.loads(tokenizer_path.read_text())
+    settings_path.write_text(json.dumps({**settings, "do_lower_case": True}))
+    _expect_input_error(tmp_path, "do_lower_case is True, but tokenizer.json says False")
+    settings_path.write_text(json.dumps(settings))
+    added = {"id": 300, "content": "[NEW]", "special": False}
+    tokenizer_path.write_text(json.dumps({**tokenizer, "added_tokens": [*tokenizer["added_tokens"], added]}))
+    _expect_input_error(tmp_path, "tokens added outside the WordPiece vocabulary are not supported: ['[NEW]']")
+    tokenizer_path.write_text(json.dumps({**tokenizer, "model": {**tokenizer["model"], "type": "BPE"}}))
+    _expect_input_error(tmp_path, "expected BERT's tokenizer")
+    tokenizer_path.unlink()
+    _expect_input_error(tmp_path, "vocab.txt (one token a line) or tokenizer.json, found neither")
