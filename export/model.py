@@ -44,6 +44,9 @@ BERT14_LABELS = (
     "娱乐",
 )
 DEFAULT_SEED = 14
+# The activations a checkpoint may use: the erf GELU (fused to BiasGelu) and the tanh forms
+# transformers implements (fused to FastGelu); optimize/gelu.py proves each by evaluation.
+GELU_ACTIVATIONS = ("gelu", "gelu_python", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_accurate")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
 # Spread of the seeded biases and LayerNorm scales (around 1) of the default model: the size of
 # those of a trained BERT, small enough to keep activations in range.
@@ -244,8 +247,14 @@ def _read_config(path: Path, attn: str) -> BertConfig:
         raise InputError(f"{path}: expected integer fields {', '.join(missing)}")
     if raw["hidden_size"] % raw["num_attention_heads"]:
         raise InputError(f"{path}: hidden_size {raw['hidden_size']} is not a multiple of num_attention_heads")
-    if raw.get("hidden_act", "gelu") != "gelu" or raw.get("position_embedding_type", "absolute") != "absolute":
-        raise InputError(f"{path}: expected hidden_act 'gelu' and absolute positions, as BERT uses")
+    hidden_act = raw.get("hidden_act", "gelu")
+    if hidden_act not in GELU_ACTIVATIONS:
+        raise InputError(
+            f"{path}: expected hidden_act one of {list(GELU_ACTIVATIONS)} (GELU, erf or tanh form), "
+            f"found {hidden_act!r}"
+        )
+    if raw.get("position_embedding_type", "absolute") != "absolute":
+        raise InputError(f"{path}: expected absolute position embeddings, as BERT uses")
     id2label = raw.get("id2label")
     num_labels = raw.get("num_labels", len(id2label) if isinstance(id2label, dict) else 2)
     if isinstance(id2label, dict):
@@ -268,6 +277,7 @@ def _read_config(path: Path, attn: str) -> BertConfig:
     shape = {key: raw[key] for key in BERT14_SHAPE}
     config = _config(shape, labels, attn)
     config.problem_type = problem_type
+    config.hidden_act = hidden_act
     config.layer_norm_eps = float(raw.get("layer_norm_eps", 1e-12))
     config.pad_token_id = raw.get("pad_token_id", 0)
     return config

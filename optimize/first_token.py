@@ -47,6 +47,7 @@ _TOKENWISE = {
     (MS_DOMAIN, "BiasGelu"),
     (MS_DOMAIN, "Gelu"),
     (MS_DOMAIN, "FastGelu"),
+    (MS_DOMAIN, "FastGelu"),
 }
 
 

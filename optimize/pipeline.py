@@ -7,7 +7,7 @@
     attention         Q/K/V projections ... Softmax ... context -> Attention (packed QKV)
     reinfer           drop replaced nodes, propagate shapes through the fused ops (shapes.py)
     skip_layer_norm   bias + residual Add + LayerNorm -> SkipLayerNormalization
-    gelu              bias Add + erf GELU -> BiasGelu
+    gelu              bias Add + GELU -> BiasGelu (erf form) or FastGelu (tanh form)
     first_token       the last layer's work after attention runs on the head's token 0 only
     cleanup           the same once more at the end: no dead nodes, every value typed
 
@@ -16,7 +16,7 @@ The order matters: the LayerNorm rule runs before constant folding, which drops 
 EmbedLayerNormalization must claim the embedding LayerNorm before the skip rule mistakes it for a
 residual connection; attention must fuse before the skip rule rewrites the Adds around it.
 For a BERT of L layers the expected result is 1 / L / 2L / L
-(EmbedLayerNormalization / Attention / SkipLayerNormalization / BiasGelu) with no Softmax,
+(EmbedLayerNormalization / Attention / SkipLayerNormalization / BiasGelu or FastGelu) with no Softmax,
 LayerNormalization or ReduceMean left over; anything short fails with the reasons collected.
 """
 
@@ -42,14 +42,14 @@ from bert14.errors import FusionError
 from bert14.optimize.attention import fuse_attention
 from bert14.optimize.embed_layer_norm import fuse_embed_layer_norm
 from bert14.optimize.first_token import fuse_first_token_tail
-from bert14.optimize.gelu import fuse_gelu
+from bert14.optimize.gelu import fuse_gelu, gelu_counts
 from bert14.optimize.graph import MS_DOMAIN, count_ops
 from bert14.optimize.layer_norm import fuse_decomposed_layer_norm
 from bert14.optimize.shapes import propagate_shapes
 from bert14.optimize.skip_layer_norm import fuse_skip_layer_norm
 
 MIN_OPSET = 18  # ReduceMean takes axes as an input from 18 on, which the LayerNorm rule matches
-FUSED_OPS = ("EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "BiasGelu")
+FUSED_OPS = ("EmbedLayerNormalization", "Attention", "SkipLayerNormalization")  # + the GELU op (gelu.py)
 LEFTOVER_OPS = ("Softmax", "LayerNormalization", "ReduceMean", "Erf")
 
 
@@ -157,8 +157,7 @@ def _skip_layer_norm(model: ir.Model, options: OptimizeOptions) -> list[str]:
 
 
 def _gelu(model: ir.Model, options: OptimizeOptions) -> list[str]:
-    fuse_gelu(model, options.debug)
-    return []
+    return fuse_gelu(model, options.debug)[1]
 
 
 def _first_token(model: ir.Model, options: OptimizeOptions) -> list[str]:
@@ -198,13 +197,14 @@ def optimize_model(model: ir.Model, options: OptimizeOptions | None = None) -> t
     layers = layers or 0
 
     ops = count_ops(model)
+    gelu = gelu_counts(model)  # BiasGelu, or FastGelu for a tanh-GELU model
     report = FusionReport(
-        counts={op: ops.get(op, 0) for op in FUSED_OPS},
+        counts={op: ops.get(op, 0) for op in FUSED_OPS} | gelu,
         expected={
             "EmbedLayerNormalization": 1,
             "Attention": layers,
             "SkipLayerNormalization": 2 * layers,
-            "BiasGelu": layers,
+            **{op: layers for op in gelu},
         },
         leftovers={op: ops.get(op, 0) for op in LEFTOVER_OPS},
         reasons=reasons,

@@ -1,6 +1,7 @@
 """BiasGelu -> Add(bias) + Gelu, for the INT8 artifact on the CPU provider.
 
-    h ─MatMul─BiasGelu(bias)──   ->   h ─MatMul─Add(bias)─Gelu──   (Gelu: domain com.microsoft)
+    h ─MatMul─BiasGelu(bias)──   ->   h ─MatMul─Add(bias)─Gelu──       (Gelu: domain com.microsoft)
+    h ─MatMul─FastGelu(bias)──   ->   h ─MatMul─Add(bias)─FastGelu──   (a tanh-GELU checkpoint)
 
 Like the LayerNorm split (layer_norm_cpu.py), this undoes a fusion on purpose and only here.
 Once the MatMul is quantized, the session folds the Add into the DynamicQuantizeMatMul it makes of
@@ -23,18 +24,25 @@ from onnx import helper
 MS_DOMAIN = "com.microsoft"
 
 
+# The fused op with a bias input -> the same GELU without one.
+_UNBIASED = {"BiasGelu": "Gelu", "FastGelu": "FastGelu"}
+
+
 def split_bias_gelu(model: onnx.ModelProto) -> int:
-    """Rewrite in place every com.microsoft BiasGelu as Add + com.microsoft Gelu; returns the count."""
+    """Rewrite in place every com.microsoft BiasGelu (and FastGelu with a bias) as Add + the
+    com.microsoft GELU without a bias; returns the count."""
     nodes: list[onnx.NodeProto] = []
     count = 0
     for node in model.graph.node:
-        if node.op_type != "BiasGelu" or node.domain != MS_DOMAIN:
+        biased = len(node.input) > 1 and node.input[1] != ""
+        if node.op_type not in _UNBIASED or node.domain != MS_DOMAIN or not biased:
             nodes.append(node)
             continue
         x, bias = node.input  # (B, S, I), (I,)
+        op = _UNBIASED[node.op_type]
         p = f"{node.name or f'bias_gelu_{count}'}/"
         nodes.append(helper.make_node("Add", [x, bias], [p + "biased"], name=p + "Bias"))  # (B, S, I)
-        nodes.append(helper.make_node("Gelu", [p + "biased"], [node.output[0]], name=p + "Gelu", domain=MS_DOMAIN))
+        nodes.append(helper.make_node(op, [p + "biased"], [node.output[0]], name=p + op, domain=MS_DOMAIN))
         count += 1
     if count:
         del model.graph.node[:]

@@ -26,3 +26,17 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("artifact") / "bert14"
     export_artifact(ExportOptions(out_dir=out, shape_overrides=dict(TINY_SHAPE)))
     return out
+
+
+def export_with_activation(tmp: Path, act: str, exporter: str):
+    """(model, ONNX path): a tiny seeded BERT whose FFN uses the hidden_act `act` (its biases are
+    non-zero, so no exporter merges them into one shared initializer)."""
+    from bert14.export.model import bert14_config, build_seeded
+    from bert14.export.onnx_export import ExportSettings, export_onnx
+
+    config = bert14_config(**TINY_SHAPE)
+    config.hidden_act = act
+    model = build_seeded(config)
+    path = tmp / f"{act}-{exporter}.onnx"
+    export_onnx(model, path, ExportSettings(exporter, 18), 512)
+    return model, path

@@ -45,6 +45,7 @@ def _save_checkpoint(
     safe: bool = True,
     problem_type: str | None = None,
     bias: list[float] | None = None,
+    hidden_act: str = "gelu",
 ) -> torch.nn.Module:
     """A tiny checkpoint as save_pretrained writes it; `bias` sets the classifier's bias, so a
     seeded head can have labels that clearly apply or not."""
@@ -52,6 +53,7 @@ def _save_checkpoint(
 
     config = BertConfig(
         problem_type=problem_type,
+        hidden_act=hidden_act,
         vocab_size=300,
         hidden_size=64,
         num_hidden_layers=2,
@@ -189,3 +191,18 @@ def test_tokenizer_json_that_bert14_would_read_differently_is_refused(tmp_path: 
     _expect_input_error(tmp_path, "expected BERT's tokenizer")
     tokenizer_path.unlink()
     _expect_input_error(tmp_path, "vocab.txt (one token a line) or tokenizer.json, found neither")
+
+
+def test_a_tanh_gelu_checkpoint_exports_with_fast_gelu_and_others_are_refused(tmp_path: Path) -> None:
+    from bert14.export.pipeline import ExportOptions, export_artifact
+
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    _save_checkpoint(checkpoint, labels=3, hidden_act="gelu_new")
+    assert load_checkpoint(checkpoint).config.hidden_act == "gelu_new"
+    report = export_artifact(ExportOptions(model_dir=checkpoint, out_dir=tmp_path / "art"))  # every gate passed
+    assert report.manifest["fusions"]["counts"]["FastGelu"] == 2
+    config = checkpoint / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "hidden_act": "relu"}))
+    message = _expect_input_error(checkpoint, "expected hidden_act one of")
+    assert "'gelu_new'" in message and "found 'relu'" in message

@@ -203,20 +203,22 @@ def residual_block(layer_norm_axis: int = -1) -> ir.Model:
     return model(nodes, inputs, outputs, inits)
 
 
-def gelu_block(tanh: bool = False) -> ir.Model:
-    """x + bias -> GELU, exact (erf) or the tanh approximation."""
+def gelu_block(form: str = "erf", cubic: float = 0.044715) -> ir.Model:
+    """x + bias -> a GELU as an exporter writes it. form: "erf" (dynamo's 0.5 * x * (1 + erf)
+    ... written x * (1 + erf) * 0.5), "erf_python" (x * 0.5 * (1 + erf), gelu_python), "tanh"
+    (gelu_new: x + c x^3 with Pow), "tanh_fast" (gelu_fast: x * k * (1 + c x x)). `cubic` is c."""
     rng = np.random.default_rng(RNG_SEED)
     inits = [
         const("b", rng.normal(size=HIDDEN).astype(np.float32)),
         const("half", np.array(0.5, np.float32)),
         const("one", np.array(1.0, np.float32)),
         const("sqrt2", np.array(np.sqrt(2.0), np.float32)),
-        const("c", np.array(0.044715, np.float32)),
+        const("c", np.array(cubic, np.float32)),
         const("k", np.array(np.sqrt(2 / np.pi), np.float32)),
         const("three", np.array(3.0, np.float32)),
     ]
     nodes = [helper.make_node("Add", ["x", "b"], ["h"])]
-    if tanh:
+    if form == "tanh":
         nodes += [
             helper.make_node("Pow", ["h", "three"], ["h3"]),
             helper.make_node("Mul", ["h3", "c"], ["ch3"]),
@@ -224,13 +226,28 @@ def gelu_block(tanh: bool = False) -> ir.Model:
             helper.make_node("Mul", ["inner", "k"], ["arg"]),
             helper.make_node("Tanh", ["arg"], ["th"]),
         ]
+    elif form == "tanh_fast":
+        nodes += [
+            helper.make_node("Mul", ["h", "k"], ["hk"]),
+            helper.make_node("Mul", ["h", "h"], ["h2"]),
+            helper.make_node("Mul", ["c", "h2"], ["ch2"]),
+            helper.make_node("Add", ["one", "ch2"], ["poly"]),
+            helper.make_node("Mul", ["hk", "poly"], ["arg"]),
+            helper.make_node("Tanh", ["arg"], ["th"]),
+        ]
     else:
         nodes += [helper.make_node("Div", ["h", "sqrt2"], ["arg"]), helper.make_node("Erf", ["arg"], ["th"])]
-    nodes += [
-        helper.make_node("Add", ["th", "one"], ["one_plus"]),
-        helper.make_node("Mul", ["h", "one_plus"], ["prod"]),
-        helper.make_node("Mul", ["prod", "half"], ["out"]),
-    ]
+    nodes.append(helper.make_node("Add", ["th", "one"], ["one_plus"]))
+    if form == "erf_python":
+        nodes += [
+            helper.make_node("Mul", ["h", "half"], ["half_h"]),
+            helper.make_node("Mul", ["half_h", "one_plus"], ["out"]),
+        ]
+    else:
+        nodes += [
+            helper.make_node("Mul", ["h", "one_plus"], ["prod"]),
+            helper.make_node("Mul", ["prod", "half"], ["out"]),
+        ]
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence", HIDDEN])]
     outputs = [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "sequence", HIDDEN])]
     return model(nodes, inputs, outputs, inits)

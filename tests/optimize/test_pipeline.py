@@ -7,7 +7,7 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-from conftest import TINY_SHAPE
+from conftest import TINY_SHAPE, export_with_activation
 
 from bert14.errors import FusionError
 from bert14.export.model import build_default
@@ -174,3 +174,29 @@ def test_probes_stay_inside_the_embedding_tables(tmp_path: Path) -> None:
     fused = tmp_path / "fused.onnx"
     optimize_file(path, fused)
     assert table_rows(ir.load(fused)) == (40, 1)  # read from EmbedLayerNormalization once fused
+
+
+GELU_VARIANTS = [
+    ("gelu_python", "torchscript", "BiasGelu"),
+    ("gelu_python", "dynamo", "BiasGelu"),
+    ("gelu_new", "torchscript", "FastGelu"),
+    ("gelu_new", "dynamo", "FastGelu"),
+    ("gelu_pytorch_tanh", "torchscript", "FastGelu"),
+    ("gelu_pytorch_tanh", "dynamo", "FastGelu"),
+    ("gelu_fast", "dynamo", "FastGelu"),
+    ("gelu_accurate", "torchscript", "FastGelu"),
+]
+
+
+@pytest.mark.parametrize(("act", "exporter", "op"), GELU_VARIANTS, ids=[f"{a}-{e}" for a, e, _ in GELU_VARIANTS])
+def test_every_gelu_form_fuses_with_its_bias_and_matches_pytorch(tmp_path: Path, act: str, exporter: str, op: str):
+    model, path = export_with_activation(tmp_path, act, exporter)
+    fused = tmp_path / "fused.onnx"
+    report = optimize_file(path, fused)
+    expected = {**{k: v for k, v in GOLDEN.items() if k != "BiasGelu"}, op: LAYERS}
+    assert report.counts == expected and report.expected == expected
+    graph = onnx.load(str(fused)).graph
+    assert not [n for n in graph.node if n.op_type in ("Erf", "Pow")], "a GELU was left unfused"
+    assert sum(n.op_type == "Tanh" for n in graph.node) == 1, "only the pooler's Tanh is left"
+    results = validate_onnx(model, fused, _parity_cases())
+    assert all(r.passed for r in results) and max(r.max_abs_diff for r in results) <= FP32_LOGIT_ATOL

@@ -121,16 +121,24 @@ def test_skip_layer_norm_needs_last_axis() -> None:
     assert fuse_skip_layer_norm(model) == 0 and "SkipLayerNormalization" not in ops(model)
 
 
-def test_erf_gelu_with_bias_becomes_bias_gelu() -> None:
-    model = gelu_block()
-    count, before, feeds = _fused(model, fuse_gelu)
-    assert count == 1 and ops(model) == ["BiasGelu"]
+@pytest.mark.parametrize(
+    ("form", "fused"),
+    [("erf", "BiasGelu"), ("erf_python", "BiasGelu"), ("tanh", "FastGelu"), ("tanh_fast", "FastGelu")],
+)
+def test_each_gelu_form_becomes_its_own_op_with_the_bias(form: str, fused: str) -> None:
+    model = gelu_block(form)
+    (count, refused), before, feeds = _fused(model, fuse_gelu)
+    assert count == 1 and refused == [] and ops(model) == [fused]
+    node = next(iter(model.graph))
+    assert [v.name for v in node.inputs] == ["x", "b"], "the bias Add is inside the fused op"
     assert np.abs(run(model, feeds)[0] - before).max() < RULE_ATOL
 
 
-def test_tanh_gelu_is_not_taken_for_the_exact_one() -> None:
-    model = gelu_block(tanh=True)
-    assert fuse_gelu(model) == 0 and "BiasGelu" not in ops(model)
+def test_a_tanh_subgraph_with_other_constants_is_no_gelu() -> None:
+    model = gelu_block("tanh_fast", cubic=0.04)
+    count, refused = fuse_gelu(model)
+    assert count == 0 and "FastGelu" not in ops(model) and "BiasGelu" not in ops(model)
+    assert len(refused) == 1 and "not a GELU" in refused[0], refused
 
 
 def test_first_token_tail_runs_the_classifier_path_on_token_zero() -> None:

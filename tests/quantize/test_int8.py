@@ -185,3 +185,25 @@ def test_bias_gelu_split_rides_the_integer_gemm_and_keeps_the_logits(tiny_artifa
     got = np.concatenate([session.run(["logits"], feeds)[0] for feeds in batches])
     want = np.concatenate([reference_session.run(["logits"], feeds)[0] for feeds in batches])
     assert np.abs(got - want).max() < 1e-6  # same erf GELU of the same sum; only float rounding may differ
+
+
+def test_a_tanh_gelu_model_splits_fast_gelu_the_same_way(tmp_path: Path) -> None:
+    from conftest import export_with_activation
+
+    from bert14.optimize.pipeline import optimize_file
+
+    _, path = export_with_activation(tmp_path, "gelu_new", "dynamo")
+    fused = tmp_path / "fused.onnx"
+    optimize_file(path, fused)
+    split, unsplit = tmp_path / "split.onnx", tmp_path / "unsplit.onnx"
+    quantize_dynamic_int8(fused, split, DynamicOptions(), VNNI)
+    quantize_dynamic_int8(fused, unsplit, DynamicOptions(split_bias_gelu=False), VNNI)
+    session, ops = _as_run(split, tmp_path)
+    assert ops["FastGelu"] == 2 and ops["Add"] == 0, f"the bias should be folded into DynamicQuantizeMatMul: {ops}"
+    fast = [n for n in onnx.load(str(split)).graph.node if n.op_type == "FastGelu"]
+    assert all(len(n.input) == 1 for n in fast), "FastGelu without its bias input"
+    reference_session, _ = _as_run(unsplit, tmp_path)
+    batches, _ = _eval_set(fused, rows=32)
+    got = np.concatenate([session.run(["logits"], feeds)[0] for feeds in batches])
+    want = np.concatenate([reference_session.run(["logits"], feeds)[0] for feeds in batches])
+    assert np.abs(got - want).max() < 1e-6
