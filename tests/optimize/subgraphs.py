@@ -217,37 +217,20 @@ def gelu_block(form: str = "erf", cubic: float = 0.044715) -> ir.Model:
         const("k", np.array(np.sqrt(2 / np.pi), np.float32)),
         const("three", np.array(3.0, np.float32)),
     ]
-    nodes = [helper.make_node("Add", ["x", "b"], ["h"])]
-    if form == "tanh":
-        nodes += [
-            helper.make_node("Pow", ["h", "three"], ["h3"]),
-            helper.make_node("Mul", ["h3", "c"], ["ch3"]),
-            helper.make_node("Add", ["h", "ch3"], ["inner"]),
-            helper.make_node("Mul", ["inner", "k"], ["arg"]),
-            helper.make_node("Tanh", ["arg"], ["th"]),
-        ]
-    elif form == "tanh_fast":
-        nodes += [
-            helper.make_node("Mul", ["h", "k"], ["hk"]),
-            helper.make_node("Mul", ["h", "h"], ["h2"]),
-            helper.make_node("Mul", ["c", "h2"], ["ch2"]),
-            helper.make_node("Add", ["one", "ch2"], ["poly"]),
-            helper.make_node("Mul", ["hk", "poly"], ["arg"]),
-            helper.make_node("Tanh", ["arg"], ["th"]),
-        ]
-    else:
-        nodes += [helper.make_node("Div", ["h", "sqrt2"], ["arg"]), helper.make_node("Erf", ["arg"], ["th"])]
-    nodes.append(helper.make_node("Add", ["th", "one"], ["one_plus"]))
-    if form == "erf_python":
-        nodes += [
-            helper.make_node("Mul", ["h", "half"], ["half_h"]),
-            helper.make_node("Mul", ["half_h", "one_plus"], ["out"]),
-        ]
-    else:
-        nodes += [
-            helper.make_node("Mul", ["h", "one_plus"], ["prod"]),
-            helper.make_node("Mul", ["prod", "half"], ["out"]),
-        ]
+    # (op, inputs, output) from h = x + b to th = Erf/Tanh(...), then from there to out.
+    inner = {
+        "tanh": [("Pow", "h three", "h3"), ("Mul", "h3 c", "ch3"), ("Add", "h ch3", "poly"), ("Mul", "poly k", "arg")],
+        "tanh_fast": [("Mul", "h k", "hk"), ("Mul", "h h", "h2"), ("Mul", "c h2", "ch2"), ("Add", "one ch2", "poly")]
+        + [("Mul", "hk poly", "arg")],
+    }.get(form, [("Div", "h sqrt2", "arg")])
+    squash = "Tanh" if form.startswith("tanh") else "Erf"
+    outer = (
+        [("Mul", "h half", "half_h"), ("Mul", "half_h one_plus", "out")]
+        if form == "erf_python"
+        else [("Mul", "h one_plus", "prod"), ("Mul", "prod half", "out")]
+    )
+    steps = [("Add", "x b", "h"), *inner, (squash, "arg", "th"), ("Add", "th one", "one_plus"), *outer]
+    nodes = [helper.make_node(op, args.split(), [out]) for op, args, out in steps]
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence", HIDDEN])]
     outputs = [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "sequence", HIDDEN])]
     return model(nodes, inputs, outputs, inits)
