@@ -47,7 +47,6 @@ _TOKENWISE = {
     (MS_DOMAIN, "BiasGelu"),
     (MS_DOMAIN, "Gelu"),
     (MS_DOMAIN, "FastGelu"),
-    (MS_DOMAIN, "FastGelu"),
 }
 
 
