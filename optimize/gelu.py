@@ -90,7 +90,10 @@ def fuse_gelu_by_evaluation(model: ir.Model) -> list[str]:
             continue
         found = _region(node)
         if found is None:
-            continue  # no second use of its source: not GELU-shaped (e.g. the pooler's Tanh)
+            continue  # not GELU-shaped (e.g. the pooler's Tanh, which feeds a Gemm)
+        if isinstance(found, str):
+            reasons.append(f"{node.name or node.op_type}: {found}")
+            continue
         x, ends = found
         problem = None
         for y in ends:  # the closing Mul, then each constant scale after it (x * (1 + erf) * 0.5)
@@ -124,13 +127,16 @@ def _ancestors(value: ir.Value) -> list[ir.Value]:
     return order
 
 
-def _region(node: ir.Node) -> tuple[ir.Value, list[ir.Value]] | None:
+def _region(node: ir.Node) -> tuple[ir.Value, list[ir.Value]] | str | None:
     """(x, the values y where the GELU may close), or None when the node is not in a GELU-shaped
     subgraph: its output must reach a Mul whose second operand is computed from the same x.
-    The candidates are that Mul's output and each constant-operand step after it."""
+    The candidates are that Mul's output and each constant-operand step after it. A reason
+    instead when the chain is cut before that Mul by a value something else reads too."""
     inner = set(_ancestors(node.inputs[0]))
     value, x, ends = node.outputs[0], None, []
     for _ in range(MAX_GELU_STEPS):
+        if x is None and (len(list(value.consumers())) > 1 or value.is_graph_output()):
+            return f"{value.name} is read outside the GELU"
         step = _only_elementwise_consumer(value)
         if step is None:
             break
@@ -156,13 +162,14 @@ def _only_elementwise_consumer(value: ir.Value) -> ir.Node | None:
 
 
 def _between(x: ir.Value, y: ir.Value) -> list[ir.Node]:
-    """The nodes on elementwise paths from x to y, in graph order."""
+    """The elementwise nodes on paths from x back from y, in graph order (the walk stops at x and
+    at anything not elementwise, which the closure check then names)."""
     reach: set[int] = set()
     stack = [y.producer()]
     members = []
     while stack:
         node = stack.pop()
-        if node is None or id(node) in reach:
+        if node is None or id(node) in reach or node.op_type not in _ELEMENTWISE:
             continue
         reach.add(id(node))
         members.append(node)

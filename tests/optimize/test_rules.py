@@ -162,3 +162,12 @@ def test_first_token_tail_near_misses_are_left_alone(variant, reason) -> None:
     moved, refused = fuse_first_token_tail(model)
     assert moved == 0 and "Slice" not in ops(model)
     assert any(reason in r for r in refused), refused
+
+
+def test_a_gelu_whose_inner_value_is_read_elsewhere_is_left_alone() -> None:
+    model = gelu_block("erf_python")
+    inner = next(v for node in model.graph for v in node.outputs if v.name == "one_plus")
+    model.graph.outputs.append(inner)  # something outside the GELU reads 1 + erf(...)
+    count, refused = fuse_gelu(model)
+    assert count == 0 and "Erf" in ops(model)
+    assert len(refused) == 1 and "one_plus is read outside the GELU" in refused[0], refused
