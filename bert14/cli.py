@@ -171,6 +171,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         microbatch=not args.no_microbatch,
         window_ms=args.window_ms,
+        max_pending_texts=args.max_pending_texts,
     )
     print(f"serving {args.artifact} ({clf.precision} on {clf.provider}) at http://{options.host}:{options.port}")
     serve(clf, options)
@@ -286,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-body-bytes", type=int, default=1 << 20)
     serve.add_argument("--window-ms", type=float, default=5.0, help="micro-batching window")
     serve.add_argument("--no-microbatch", action="store_true", help="run each request on its own")
+    serve.add_argument(
+        "--max-pending-texts", type=int, default=4096, help="texts waiting before new requests get 503 (backpressure)"
+    )
     serve.set_defaults(func=_serve)
     return parser
 

@@ -6,12 +6,16 @@ needs neither.
     POST /v1/classify   {"texts": [...], "text_pairs": [...]?} -> {"predictions": [...]}
     GET  /healthz       -> {"status": "ok"}
     GET  /v1/model      -> labels, precision, provider, manifest summary
+    GET  /metrics       -> Prometheus text: requests by status, texts, latency and batch-size
+                           histograms, pending texts (runtime/metrics.py)
 
 Bad requests get a 4xx and a message and the server keeps serving: invalid JSON (400), a body
 over the byte limit (413), more texts than the per-request limit (413), wrong types or an empty
-list (422). Concurrent requests are micro-batched: the first request opens a window of a few
-milliseconds, whatever else arrives in it joins, and the lot runs as one length-bucketed batch,
-so throughput grows with load instead of every request paying for its own small batch.
+list (422). When more than `max_pending_texts` texts are already waiting, a request gets 503 with
+Retry-After at once instead of joining an ever longer queue. Concurrent requests are
+micro-batched: the first request opens a window of a few milliseconds, whatever else arrives in it
+joins, and the lot runs as one length-bucketed batch, so throughput grows with load instead of
+every request paying for its own small batch.
 """
 
 from __future__ import annotations
@@ -19,15 +23,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from bert14.errors import InputError
 from bert14.runtime.classifier import Classifier, Prediction
+from bert14.runtime.metrics import Metrics
 
 log = logging.getLogger("bert14.server")
 
@@ -41,14 +47,17 @@ class ServerOptions:
     microbatch: bool = True
     window_ms: float = 5.0
     max_batch_texts: int = 256  # per micro-batch
+    max_pending_texts: int = 4096  # accepted, not yet answered; beyond it new requests get 503
 
 
 class MicroBatcher:
     """Collects concurrent requests for `window_ms` and runs them as one predict() call."""
 
-    def __init__(self, clf: Classifier, options: ServerOptions) -> None:
+    def __init__(self, clf: Classifier, options: ServerOptions, metrics: Metrics) -> None:
         self.clf = clf
         self.options = options
+        self.metrics = metrics
+        self.pending = 0  # texts accepted and not yet answered; only the event loop touches it
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bert14-infer")
         self.queue: asyncio.Queue = asyncio.Queue()
         self.task: asyncio.Task | None = None
@@ -63,12 +72,22 @@ class MicroBatcher:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def submit(self, texts: list[str], pairs: list[str] | None) -> list[Prediction]:
-        loop = asyncio.get_running_loop()
-        if not self.options.microbatch or pairs is not None:
-            return await loop.run_in_executor(self.executor, self.clf.predict, texts, pairs)
-        future: asyncio.Future = loop.create_future()
-        await self.queue.put((texts, future, loop.time()))
-        return await future
+        if self.pending + len(texts) > self.options.max_pending_texts:
+            raise _HTTP(
+                503,
+                f"busy: {self.pending} texts are waiting (limit {self.options.max_pending_texts}); retry shortly",
+            )
+        self.pending += len(texts)
+        try:
+            loop = asyncio.get_running_loop()
+            if not self.options.microbatch or pairs is not None:
+                self.metrics.batches.observe(len(texts))
+                return await loop.run_in_executor(self.executor, self.clf.predict, texts, pairs)
+            future: asyncio.Future = loop.create_future()
+            await self.queue.put((texts, future, loop.time()))
+            return await future
+        finally:
+            self.pending -= len(texts)
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -93,6 +112,7 @@ class MicroBatcher:
                 waiting.append((more, fut))
                 count += len(more)
             joined = [text for texts, _ in waiting for text in texts]
+            self.metrics.batches.observe(len(joined))
             try:
                 predictions = await loop.run_in_executor(self.executor, self.clf.predict, joined)
             except Exception as exc:  # handed to every waiting request; the loop itself keeps going
@@ -139,7 +159,8 @@ class _HTTP(Exception):
 
 def create_app(clf: Classifier, options: ServerOptions | None = None) -> FastAPI:
     options = options or ServerOptions()
-    batcher = MicroBatcher(clf, options)
+    metrics = Metrics({"precision": clf.precision, "provider": clf.provider, "score_function": clf.score_function})
+    batcher = MicroBatcher(clf, options, metrics)
 
     @asynccontextmanager
     async def lifespan(app):  # noqa: ANN001
@@ -150,7 +171,8 @@ def create_app(clf: Classifier, options: ServerOptions | None = None) -> FastAPI
     app = FastAPI(title="bert14", lifespan=lifespan)
 
     def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status)
+        headers = {"Retry-After": "1"} if status == 503 else None
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -160,33 +182,43 @@ def create_app(clf: Classifier, options: ServerOptions | None = None) -> FastAPI
     async def model() -> dict[str, object]:
         return clf.describe()
 
+    @app.get("/metrics")
+    async def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(metrics.render(batcher.pending), media_type="text/plain; version=0.0.4")
+
     @app.post("/v1/classify")
     async def classify(request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        response, texts = await _classify(request)
+        metrics.request(response.status_code, time.perf_counter() - started, texts)
+        return response
+
+    async def _classify(request: Request) -> tuple[JSONResponse, int]:
+        """The response and the number of texts it answers."""
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > options.max_body_bytes:
-            return error(413, f"body of {declared} bytes is over the limit of {options.max_body_bytes}")
+            return error(413, f"body of {declared} bytes is over the limit of {options.max_body_bytes}"), 0
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
             if len(body) > options.max_body_bytes:
-                return error(413, f"body is over the limit of {options.max_body_bytes} bytes")
+                return error(413, f"body is over the limit of {options.max_body_bytes} bytes"), 0
         try:
             texts, pairs = _parse(bytes(body), options)
             predictions = await batcher.submit(texts, pairs)
         except _HTTP as exc:
-            return error(exc.status, str(exc))
+            return error(exc.status, str(exc)), 0
         except InputError as exc:
-            return error(422, str(exc))
+            return error(422, str(exc)), 0
         except Exception as exc:  # the request fails, the server stays up
             log.exception("classification failed")
-            return error(500, f"inference failed: {exc}")
-        return JSONResponse(
-            {
-                "predictions": [p.to_dict() for p in predictions],
-                "precision": clf.precision,
-                "provider": clf.provider,
-            }
-        )
+            return error(500, f"inference failed: {exc}"), 0
+        payload = {
+            "predictions": [p.to_dict() for p in predictions],
+            "precision": clf.precision,
+            "provider": clf.provider,
+        }
+        return JSONResponse(payload), len(predictions)
 
     return app
 

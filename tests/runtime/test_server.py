@@ -114,3 +114,52 @@ def test_requests_queued_behind_a_batch_do_not_wait_another_window(clf: Classifi
     assert codes == [200] * 5 and sizes == [1, 4], sizes
     # done at about 1 + 2.5 s; waiting another window after the first batch would take 4.5 s
     assert elapsed < 4.0, f"the queued requests waited another window: {elapsed:.2f} s"
+
+
+def test_metrics_count_requests_texts_and_batches_in_prometheus_format(clf: Classifier) -> None:
+    import re
+
+    with _client(clf) as client:
+        assert client.post("/v1/classify", json={"texts": ["央行宣布降准", "湖人队获胜"]}).status_code == 200
+        assert client.post("/v1/classify", json={"texts": ["北京"]}).status_code == 200
+        assert client.post("/v1/classify", json={"texts": []}).status_code == 422
+        text = client.get("/metrics").text
+    sample = re.compile(r'^[a-z_0-9]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+-]+$')
+    assert all(sample.match(line) for line in text.splitlines() if not line.startswith("#")), text
+    assert 'bert14_requests_total{code="200"} 2' in text and 'bert14_requests_total{code="422"} 1' in text
+    assert "bert14_texts_total 3" in text and "bert14_request_seconds_count 3" in text
+    assert 'bert14_batch_texts_bucket{le="+Inf"} 2' in text and "bert14_batch_texts_sum 3" in text
+    assert "bert14_pending_texts 0" in text
+    assert 'bert14_model_info{precision="int8",provider="cpu",score_function="softmax"} 1' in text
+
+
+def test_a_full_queue_answers_503_at_once_and_recovers(clf: Classifier, monkeypatch) -> None:
+    import threading
+
+    release = threading.Event()
+    original = clf.predict
+
+    def held(texts, pairs=None):
+        release.wait(10)  # the first batch holds the model until the test lets it go
+        return original(texts, pairs)
+
+    monkeypatch.setattr(clf, "predict", held)
+    app = create_app(clf, ServerOptions(max_pending_texts=3, window_ms=1))
+
+    async def scenario() -> dict[str, object]:
+        transport = httpx.ASGITransport(app=app)
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as client:
+                first = asyncio.create_task(client.post("/v1/classify", json={"texts": ["一", "二", "三"]}))
+                await asyncio.sleep(0.2)  # the first request's texts are pending
+                refused = await client.post("/v1/classify", json={"texts": ["四"]})
+                metrics = (await client.get("/metrics")).text
+                release.set()
+                done = await first
+                again = await client.post("/v1/classify", json={"texts": ["五"]})
+        return {"codes": (done.status_code, refused.status_code, again.status_code), "refused": refused, "m": metrics}
+
+    seen = asyncio.run(scenario())
+    assert seen["codes"] == (200, 503, 200) and seen["refused"].headers.get("retry-after") == "1"
+    text = seen["refused"].json()["error"] + seen["m"]
+    assert "3 texts are waiting (limit 3)" in text and "bert14_pending_texts 3" in text
