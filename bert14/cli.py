@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bert14.errors import Bert14Error, InputError
+from bert14.errors import Bert14Error, InputError, Terminated
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -291,11 +293,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-pending-texts", type=int, default=4096, help="texts waiting before new requests get 503 (backpressure)"
     )
     serve.set_defaults(func=_serve)
+    parser._bert14_commands = dict(commands.choices)  # type: ignore[attr-defined]
     return parser
 
 
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Options may come before or after positional arguments (`predict ART "湖人" --threads 2`), and
+    `--` ends the options, so a text may start with '-'. argparse's intermixed parsing does both,
+    but not through subparsers: the command's own parser parses what follows the command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    commands: dict[str, argparse.ArgumentParser] = parser._bert14_commands  # type: ignore[attr-defined]
+    if not argv or argv[0] not in commands:
+        return parser.parse_args(argv)  # --help, or argparse's one-line error and exit 2
+    args = commands[argv[0]].parse_intermixed_args(argv[1:])
+    args.command = argv[0]
+    return args
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return args.func(args)
     except Bert14Error as exc:
@@ -304,6 +326,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"bert14 {args.command}: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"bert14 {args.command}: terminated (SIGTERM); nothing was written", file=sys.stderr)
+        return Terminated.exit_code
+    except BrokenPipeError:
+        # The reader went away (`| head -1`): end quietly, as Unix tools do, and keep Python from
+        # complaining again when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except Exception as exc:  # a bug, not the user's input: still one line, and how to see more
+        if os.environ.get("BERT14_TRACEBACK"):
+            raise
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(
+            f"bert14 {args.command}: internal error: {type(exc).__name__}: {detail} "
+            "(set BERT14_TRACEBACK=1 to see where; please report it)",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

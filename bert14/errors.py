@@ -1,4 +1,9 @@
-"""The project's exceptions. Every message says what was expected, what was found, what to do."""
+"""The project's exceptions. Every message says what was expected, what was found, what to do.
+
+Each class carries the exit code the `bert14` command ends with; README's "Errors and exit codes"
+lists them all, with the codes that are not exceptions (usage 2, interrupted 130, SIGTERM 143,
+closed output pipe 141, an unexpected internal error 1).
+"""
 
 from __future__ import annotations
 
@@ -43,3 +48,16 @@ class QuantizeError(Bert14Error):
     """INT8 quantization could not reach its accuracy target."""
 
     exit_code = 7
+
+
+class ServeError(Bert14Error):
+    """The HTTP server could not start: the address is in use, or the port cannot be bound."""
+
+    exit_code = 8
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (the CLI turns the signal into this). A BaseException, like KeyboardInterrupt,
+    so that no `except Exception` swallows it and every cleanup on the way out runs."""
+
+    exit_code = 143

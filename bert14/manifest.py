@@ -18,6 +18,23 @@ from bert14.jsonfile import read_json_object
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
+# The marker that tells a bert14 manifest from any other manifest.json (export replaces only its own).
+FORMAT = "bert14-artifact"
+# Every file name an export may write into an artifact directory; nothing else is ever replaced there.
+ARTIFACT_FILE_NAMES = frozenset(
+    {
+        "model.onnx",
+        "model.opt.onnx",
+        "model.fp16.onnx",
+        "model.fp16.seqlen.onnx",
+        "model.int8.onnx",
+        "config.json",
+        "vocab.txt",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        MANIFEST_NAME,
+    }
+)
 
 # Instruction-set flags that change which ONNX Runtime CPU kernels run (and how INT8 saturates).
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
@@ -60,17 +77,28 @@ def package_versions(names: tuple[str, ...]) -> dict[str, str | None]:
 
 
 def file_hashes(directory: Path) -> dict[str, str]:
-    """sha256 of every file in the artifact directory except the manifest itself."""
+    """sha256 of every file in the artifact directory except the manifest itself and hidden files
+    (export's own staging marker; an artifact has no hidden files)."""
     return {
         path.name: sha256_file(path)
         for path in sorted(directory.iterdir())
-        if path.is_file() and path.name != MANIFEST_NAME
+        if path.is_file() and path.name != MANIFEST_NAME and not path.name.startswith(".")
     }
+
+
+def is_bert14_manifest(raw: object) -> bool:
+    """True for a manifest bert14 wrote: its marker, or (schema 1, before the marker) its version
+    key and files table."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("files"), dict):
+        return False
+    if raw.get("format") == FORMAT:
+        return True
+    return raw.get("schema_version") == 1 and isinstance(raw.get("bert14_version"), str)
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Hash the directory's files into the manifest and write it; returns what was written."""
-    manifest = dict(manifest)
+    manifest = {"format": FORMAT, **manifest}
     manifest["schema_version"] = SCHEMA_VERSION
     manifest["files"] = file_hashes(directory)
     text = json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=False)

@@ -1,17 +1,12 @@
 """`bert14 export`: source model -> artifact directory, validated against PyTorch, published whole.
 
-The artifact is built in a hidden staging directory beside OUT and moved into place only after
-every file is written and every check passed, so a failure leaves OUT as it was.
+The artifact is built in a hidden staging directory inside OUT and published only after every file
+is written and every check passed, so a failure leaves OUT as it was (export/publish.py).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +15,7 @@ import bert14
 from bert14.errors import InputError
 from bert14.export.model import DEFAULT_SEED, SourceModel, build_default, load_checkpoint
 from bert14.export.onnx_export import ExportSettings, export_onnx
+from bert14.export.publish import staging
 from bert14.export.validate import (
     FP16_CPU_LOGIT_ATOL,
     FP32_LOGIT_ATOL,
@@ -112,11 +108,12 @@ def export_artifact(options: ExportOptions) -> ExportReport:
     started = time.perf_counter()
     settings = ExportSettings(options.exporter, options.opset)
     settings.check()
-    source = load_source(options)
-    config = source.config
-    checks = _Checks(References(source.model))
     extra: dict[str, Any] = {}
+    # OUT is checked (and its stage created, so a read-only OUT fails) before minutes of work.
     with staging(options.out_dir) as stage:
+        source = load_source(options)
+        config = source.config
+        checks = _Checks(References(source.model))
         export_info = export_onnx(source.model, stage / MODEL_NAME, settings, config.max_position_embeddings)
         config.to_json_file(str(stage / "config.json"))
         write_tokenizer_files(stage, source.vocab, source.tokenizer_settings)
@@ -283,39 +280,3 @@ def _manifest(
         "versions": package_versions(TRACKED_PACKAGES),
         "cpu_flags": cpu_flags(),
     }
-
-
-@contextmanager
-def staging(out_dir: Path) -> Iterator[Path]:
-    """A fresh directory beside `out_dir`; on success it replaces `out_dir`, on failure it vanishes."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"{out_dir}: expected a directory for the artifact, found a file")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "manifest.json").is_file():
-        raise InputError(
-            f"{out_dir}: expected an empty directory or an earlier bert14 artifact, found other files; "
-            "choose another OUT"
-        )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
-        yield stage
-        _publish(stage, out_dir)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-
-
-def _publish(stage: Path, out_dir: Path) -> None:
-    os.chmod(stage, 0o755)  # mkdtemp makes it private
-    if not out_dir.exists():
-        os.replace(stage, out_dir)
-        return
-    retired = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-    os.replace(out_dir, retired)
-    try:
-        os.replace(stage, out_dir)
-    except OSError:
-        os.replace(retired, out_dir)
-        raise
-    shutil.rmtree(retired, ignore_errors=True)

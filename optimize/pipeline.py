@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -38,7 +39,7 @@ from onnxscript.rewriter.ort_fusions import shape_optimization
 from onnxscript.rewriter.rules.common import _gemm_to_matmul_add
 from onnxscript.version_converter import convert_version
 
-from bert14.errors import FusionError
+from bert14.errors import FusionError, InputError
 from bert14.optimize.attention import fuse_attention
 from bert14.optimize.embed_layer_norm import fuse_embed_layer_norm
 from bert14.optimize.first_token import fuse_first_token_tail
@@ -194,7 +195,15 @@ def optimize_model(model: ir.Model, options: OptimizeOptions | None = None) -> t
 
 
 def optimize_file(source: Path, target: Path, options: OptimizeOptions | None = None) -> FusionReport:
-    model = ir.load(str(source))
+    source, target = Path(source), Path(target)
+    if not source.is_file():
+        raise InputError(f"{source}: expected an ONNX model file, found none")
+    if target.exists() and target.resolve() == source.resolve():
+        raise InputError(f"{target}: expected an output path other than the input model (it would be overwritten)")
+    try:
+        model = ir.load(str(source))
+    except Exception as exc:  # protobuf's DecodeError, onnx_ir's ValueError: all mean "not a model"
+        raise InputError(f"{source}: expected an ONNX model file, could not parse it ({type(exc).__name__})") from exc
     model, report = optimize_model(model, options)
     save(model, target)
     return report
@@ -204,9 +213,17 @@ def save(model: ir.Model, target: Path) -> None:
     """Write the model without value_info entries for initializers: tools that rewrite weights
     (quantize_dynamic turns Gemm into MatMul with a transposed weight) re-run ONNX's shape
     inference, which then fails on the stale entry."""
+    target = Path(target)
     proto = ir.to_proto(model)
     initializers = {tensor.name for tensor in proto.graph.initializer}
     kept = [info for info in proto.graph.value_info if info.name not in initializers]
     del proto.graph.value_info[:]
     proto.graph.value_info.extend(kept)
-    onnx.save(proto, str(target))
+    # Written beside the target and renamed over it, so a failed write never leaves half a model.
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    try:
+        onnx.save(proto, str(partial))
+        os.replace(partial, target)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise InputError(f"{target}: cannot write the model there ({exc.strerror or exc})") from exc

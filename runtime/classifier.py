@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 
 from bert14.errors import ArtifactError, InputError
 from bert14.manifest import read_manifest, verify_files
-from bert14.runtime.encode import Batch, buckets, check_texts, encode
+from bert14.runtime.encode import Batch, Encoded, buckets, check_texts, encode
 from bert14.runtime.head import DEFAULT_THRESHOLD, FUNCTIONS, applied, score_function, scores
 from bert14.runtime.session import SessionSettings, create, cuda_present, resolve
 from bert14.runtime.tokenizer import TOKENIZER_CONFIG_NAME, VOCAB_NAME, load_tokenizer
@@ -30,6 +31,18 @@ log = logging.getLogger("bert14.runtime")
 
 # Texts tokenized and bucketed together; bounds memory for any number of texts.
 CHUNK = 1024
+# Beyond these an option is a typo, not a wish: 10,000 threads on 2 cores makes ONNX Runtime hang
+# creating them, and a batch of millions of rows allocates without bound.
+MAX_THREADS = 4 * (os.cpu_count() or 1)
+MAX_BATCH = 4096
+MAX_TOKENS = 1 << 22
+
+
+def positive_int(name: str, value: object, limit: int) -> int:
+    """`value` as an int in 1..limit, or an InputError that names the option."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+        raise InputError(f"{name}: expected a whole number from 1 to {limit}, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,13 @@ class LoadOptions:
     cuda_graph: bool = False  # CUDA: pad to fixed buckets and replay one CUDA graph per bucket
     threshold: float = DEFAULT_THRESHOLD  # multi-label heads: a label applies from this score on
     label_thresholds: Mapping[str, float] | None = None  # multi-label heads: per-label thresholds over `threshold`
+
+    def __post_init__(self) -> None:
+        if self.threads is not None:
+            positive_int("threads", self.threads, MAX_THREADS)
+        positive_int("inter_op_threads", self.inter_op_threads, MAX_THREADS)
+        positive_int("max_batch", self.max_batch, MAX_BATCH)
+        positive_int("max_tokens", self.max_tokens, MAX_TOKENS)
 
 
 @dataclass
@@ -152,37 +172,59 @@ class Classifier:
         """One Prediction per text: label, score, probs by label, labels that apply, truncated, tokens."""
         out: list[Prediction] = []
         for logits, encoded in self._run(texts, text_pairs):
-            probs = scores(logits, self.score_function)  # (B, C)
-            applies = applied(probs, self.score_function, self.thresholds)  # (B, C)
-            for row, row_applies, enc in zip(probs, applies, encoded, strict=True):
-                top = int(row.argmax())
-                out.append(
-                    Prediction(
-                        label=self.labels[top],
-                        score=float(row[top]),
-                        probs={label: float(p) for label, p in zip(self.labels, row, strict=True)},
-                        truncated=enc.truncated,
-                        tokens=len(enc.ids),
-                        labels=tuple(label for label, on in zip(self.labels, row_applies, strict=True) if on),
-                    )
-                )
+            out += self._predictions(logits, encoded)
         return out
 
-    def _run(self, texts: object, pairs: object | None) -> Iterator[tuple[np.ndarray, list]]:
-        checked, checked_pairs = check_texts(texts, pairs)
+    def encode(self, texts: Sequence[str] | str, text_pairs: Sequence[str] | None = None) -> list[Encoded]:
+        """Checked and tokenized texts, cut to the model's positions: what predict_encoded() runs.
+        Split from predict() so that a server can tokenize, budget and schedule rows itself."""
+        checked, checked_pairs = check_texts(texts, text_pairs)
         if checked_pairs is not None and int(self.manifest["model"].get("type_vocab_size", 2)) < 2:  # type: ignore[union-attr]
             raise InputError(
                 "text_pairs: this model has one token type (type_vocab_size 1), so it cannot tell a second "
                 "segment from the first; expected texts without pairs"
             )
+        return encode(self._tokenizer, checked, checked_pairs, self.max_length)  # type: ignore[arg-type]
+
+    def predict_encoded(self, encoded: Sequence[Encoded]) -> list[Prediction]:
+        """predict() on rows from encode(), in their order (bucketed by length inside)."""
+        out: list[Prediction] = []
+        for start in range(0, len(encoded), CHUNK):
+            chunk = list(encoded[start : start + CHUNK])
+            out += self._predictions(self._logits(chunk), chunk)
+        return out
+
+    def _predictions(self, logits: np.ndarray, encoded: list[Encoded]) -> list[Prediction]:
+        probs = scores(logits, self.score_function)  # (B, C)
+        applies = applied(probs, self.score_function, self.thresholds)  # (B, C)
+        out = []
+        for row, row_applies, enc in zip(probs, applies, encoded, strict=True):
+            top = int(row.argmax())
+            out.append(
+                Prediction(
+                    label=self.labels[top],
+                    score=float(row[top]),
+                    probs={label: float(p) for label, p in zip(self.labels, row, strict=True)},
+                    truncated=enc.truncated,
+                    tokens=len(enc.ids),
+                    labels=tuple(label for label, on in zip(self.labels, row_applies, strict=True) if on),
+                )
+            )
+        return out
+
+    def _run(self, texts: object, pairs: object | None) -> Iterator[tuple[np.ndarray, list[Encoded]]]:
+        checked, checked_pairs = check_texts(texts, pairs)
         for start in range(0, len(checked), CHUNK):
             chunk = checked[start : start + CHUNK]
             chunk_pairs = checked_pairs[start : start + CHUNK] if checked_pairs is not None else None
-            encoded = encode(self._tokenizer, chunk, chunk_pairs, self.max_length)  # type: ignore[arg-type]
-            logits = np.zeros((len(chunk), len(self.labels)), dtype=np.float32)  # (N, C)
-            for batch in buckets(encoded, self.options.max_batch, self.options.max_tokens, self._pad_id):
-                logits[batch.indices] = self._forward(batch)
-            yield logits, encoded
+            encoded = self.encode(chunk, chunk_pairs)
+            yield self._logits(encoded), encoded
+
+    def _logits(self, encoded: list[Encoded]) -> np.ndarray:
+        logits = np.zeros((len(encoded), len(self.labels)), dtype=np.float32)  # (N, C)
+        for batch in buckets(encoded, self.options.max_batch, self.options.max_tokens, self._pad_id):
+            logits[batch.indices] = self._forward(batch)
+        return logits
 
     def _forward(self, batch: Batch) -> np.ndarray:
         if self._cuda is not None:

@@ -44,6 +44,25 @@ class Batch(ModelInputs):
     token_type_ids: np.ndarray  # (B, S) int64
 
 
+def check_text(what: str, text: object) -> str:
+    """`text` if it is a str the tokenizer can take, else an InputError naming `what`.
+
+    A Python str can hold lone surrogates (JSON's "\\ud800", or bytes that are not UTF-8 decoded
+    with surrogateescape, as sys.argv does); the tokenizer cannot, and would raise a TypeError."""
+    if not isinstance(text, str):
+        hint = " (decode bytes to str first)" if isinstance(text, bytes | bytearray) else ""
+        raise InputError(f"{what}: expected a string, got {type(text).__name__}{hint}")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InputError(
+                f"{what}: expected Unicode text, found U+{ord(text[exc.start]):04X} at character {exc.start}, "
+                "which is not a character (a lone surrogate, or bytes that are not UTF-8)"
+            ) from None
+    return text
+
+
 def check_texts(texts: object, pairs: object | None = None) -> tuple[list[str], list[str] | None]:
     """The caller's texts as a list of str, or an InputError that names the first bad item."""
     if isinstance(texts, str):
@@ -51,9 +70,7 @@ def check_texts(texts: object, pairs: object | None = None) -> tuple[list[str], 
     if not isinstance(texts, Sequence):
         raise InputError(f"texts: expected a list of strings, got {type(texts).__name__}")
     for index, text in enumerate(texts):
-        if not isinstance(text, str):
-            hint = " (decode bytes to str first)" if isinstance(text, bytes | bytearray) else ""
-            raise InputError(f"texts[{index}]: expected a string, got {type(text).__name__}{hint}")
+        check_text(f"texts[{index}]", text)
     checked_pairs = None
     if pairs is not None:
         if isinstance(pairs, str):
@@ -61,8 +78,7 @@ def check_texts(texts: object, pairs: object | None = None) -> tuple[list[str], 
         if not isinstance(pairs, Sequence) or len(pairs) != len(texts):
             raise InputError(f"text_pairs: expected a list of {len(texts)} strings, one per text")
         for index, text in enumerate(pairs):
-            if not isinstance(text, str):
-                raise InputError(f"text_pairs[{index}]: expected a string, got {type(text).__name__}")
+            check_text(f"text_pairs[{index}]", text)
         checked_pairs = list(pairs)
     return list(texts), checked_pairs
 

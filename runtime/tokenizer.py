@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
 
 from bert14.errors import ArtifactError
@@ -92,6 +92,11 @@ def build_tokenizer(tokens: list[str], settings: TokenizerSettings) -> Tokenizer
         special_tokens=[(settings.cls_token, cls_id), (settings.sep_token, sep_id)],
     )
     tokenizer.decoder = decoders.WordPiece()
+    # transformers' BertTokenizer maps a special token written inside a text ("a[SEP]b") to its id,
+    # matched case-sensitively before normalization; without this the runtime would split it into
+    # "[", "sep", "]".
+    specials = (settings.pad_token, settings.unk_token, settings.cls_token, settings.sep_token, settings.mask_token)
+    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials if t in vocab])
     return tokenizer
 
 

@@ -82,3 +82,46 @@ def test_long_words_and_truncation_match(pair) -> None:
         encoding = ours.encode(text)
         assert encoding.ids == _reference_ids(reference, text)
     assert ours.encode("超长" * 600).overflowing, "a cut text must be detectable"
+
+
+SPECIALS = ["[CLS]", "[SEP]", "[MASK]", "[PAD]", "[UNK]", "[sep]", "[Mask]", "[ SEP ]", "[SEP", "##", "[unused1]"]
+
+
+def _property_texts():
+    from hypothesis import strategies as st
+
+    pieces = st.one_of(
+        st.text(st.characters(codec=None, exclude_categories=()), max_size=12),  # any code point, surrogates too
+        st.text(st.characters(min_codepoint=0x00, max_codepoint=0x2F), max_size=6),  # controls, spaces, punctuation
+        st.text(st.characters(min_codepoint=0xFF01, max_codepoint=0xFF5E), max_size=6),  # full-width forms
+        st.text(st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF), max_size=8),  # CJK
+        st.text(st.characters(min_codepoint=0x1F300, max_codepoint=0x1FAFF), max_size=4),  # emoji
+        st.sampled_from(SPECIALS),
+    )
+    return st.lists(pieces, max_size=8).map("".join)
+
+
+def test_property_ids_identical_to_transformers_or_refused_as_not_unicode(pair) -> None:
+    """Arbitrary Unicode with special-token strings mixed in: the same ids as transformers, id for
+    id; a string that is not valid Unicode (a lone surrogate) is refused with an InputError naming
+    it, where transformers' tokenizer raises a TypeError."""
+    from hypothesis import HealthCheck, given, settings
+
+    from bert14.errors import InputError
+    from bert14.runtime.encode import check_text
+
+    reference, ours = pair
+
+    @settings(
+        max_examples=3000, derandomize=True, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+    )
+    @given(_property_texts())
+    def same_ids(text: str) -> None:
+        if any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+            with pytest.raises(InputError, match="not a character"):
+                check_text("texts[0]", text)
+            return
+        assert check_text("texts[0]", text) == text
+        assert ours.encode(text).ids == _reference_ids(reference, text)
+
+    same_ids()

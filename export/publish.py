@@ -1,0 +1,207 @@
+"""Where `bert14 export` writes: a staging directory inside OUT, published file by file.
+
+    OUT/                              a directory the user owns (it may be a mount point)
+      notes.txt, eval/                the user's: never touched
+      model.onnx, ..., manifest.json  ours: listed in OUT's bert14 manifest
+      .bert14-stage-<pid>-<rand>/     the export being built (with a .bert14-stage marker)
+      .bert14-publish.json            names being moved in, while a publish is under way
+
+Rules, so that export never loses what it did not write:
+- OUT must be absent, empty, or hold a bert14 artifact (its manifest carries bert14's own marker).
+  Any other non-empty OUT is refused before the work starts.
+- Only files the old manifest lists (and bert14 could have written) are replaced or removed; a
+  file with an artifact's name that the manifest does not list is the user's, and is refused.
+- The stage lives inside OUT, so publishing is a rename within one filesystem: it works when OUT
+  is a mount point (a container volume), where renaming a directory over OUT fails with EBUSY.
+- The new manifest is moved in last. A publish cut short leaves .bert14-publish.json, so the next
+  export still knows which files are its own.
+- A failed or interrupted export removes its stage, and OUT itself if the export created it. A
+  stage left by a killed process (its pid gone) is removed by the next export to the same OUT.
+- One export at a time per OUT: an advisory lock on the directory itself.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bert14.errors import InputError
+from bert14.manifest import ARTIFACT_FILE_NAMES, MANIFEST_NAME, is_bert14_manifest
+
+STAGE_PREFIX = ".bert14-stage-"
+STAGE_MARKER = ".bert14-stage"
+JOURNAL_NAME = ".bert14-publish.json"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _stale_stages(out_dir: Path) -> list[Path]:
+    """Stages of bert14 exports whose process is gone (killed, machine rebooted)."""
+    stale = []
+    for entry in out_dir.iterdir():
+        if not entry.name.startswith(STAGE_PREFIX) or not (entry / STAGE_MARKER).is_file():
+            continue
+        pid = entry.name[len(STAGE_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _pid_alive(int(pid))):
+            stale.append(entry)
+    return stale
+
+
+def _journal(out_dir: Path) -> set[str]:
+    path = out_dir / JOURNAL_NAME
+    if not path.is_file():
+        return set()
+    try:
+        names = json.loads(path.read_text(encoding="utf-8")).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {name for name in names if name in ARTIFACT_FILE_NAMES}
+
+
+def owned_files(out_dir: Path) -> set[str] | None:
+    """Names in OUT that an earlier bert14 export wrote; None when OUT holds no bert14 artifact."""
+    path = out_dir / MANIFEST_NAME
+    journal = _journal(out_dir)
+    manifest = None
+    if path.is_file():
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            manifest = None
+    if not is_bert14_manifest(manifest):
+        return journal | {JOURNAL_NAME} if journal else None
+    listed = {name for name in manifest["files"] if name in ARTIFACT_FILE_NAMES}  # type: ignore[index]
+    return listed | journal | {MANIFEST_NAME, JOURNAL_NAME}
+
+
+def _foreign(out_dir: Path, owned: set[str], stale: list[Path]) -> list[str]:
+    """Entries of OUT that are not ours but carry a name the artifact writes (they would be overwritten)."""
+    skip = owned | {p.name for p in stale}
+    return sorted(e.name for e in out_dir.iterdir() if e.name in ARTIFACT_FILE_NAMES and e.name not in skip)
+
+
+def preflight(out_dir: Path) -> None:
+    """Refuse, before any work, an OUT that export could only fill by overwriting what is not its own."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: expected a directory for the artifact, found a file; choose another --out")
+    if not out_dir.is_dir():
+        return
+    stale = _stale_stages(out_dir)
+    entries = [e for e in out_dir.iterdir() if e not in stale]
+    if not entries:
+        return
+    owned = owned_files(out_dir)
+    if owned is None:
+        shown = ", ".join(sorted(e.name for e in entries)[:5])
+        raise InputError(
+            f"{out_dir}: expected an empty directory or an earlier bert14 artifact, found other files ({shown}) "
+            "and no bert14 manifest; choose another --out (export never deletes what it did not write)"
+        )
+    clash = _foreign(out_dir, owned, stale)
+    if clash:
+        raise InputError(
+            f"{out_dir}: {', '.join(clash)} would be overwritten, but the artifact's manifest does not list "
+            "them (they are not bert14's); move them away or choose another --out"
+        )
+
+
+@contextmanager
+def _locked(out_dir: Path) -> Iterator[None]:
+    fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(
+                f"{out_dir}: another bert14 export is writing this directory; wait for it or choose another --out"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _writable_error(out_dir: Path, exc: OSError) -> InputError:
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return InputError(f"{out_dir}: cannot write the artifact there ({reason}); choose a writable --out")
+
+
+@contextmanager
+def staging(out_dir: Path) -> Iterator[Path]:
+    """A fresh stage inside `out_dir`; on success its files are published into `out_dir`, on any
+    failure (an exception, Ctrl-C, SIGTERM turned into an exception by the CLI) it vanishes."""
+    out_dir = Path(out_dir)
+    preflight(out_dir)
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _writable_error(out_dir, exc) from exc
+    try:
+        with _locked(out_dir):
+            for stale in _stale_stages(out_dir):
+                shutil.rmtree(stale, ignore_errors=True)
+            try:
+                stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-", dir=out_dir))
+                (stage / STAGE_MARKER).write_text("a bert14 export in progress\n", encoding="utf-8")
+            except OSError as exc:
+                raise _writable_error(out_dir, exc) from exc
+            try:
+                yield stage
+                (stage / STAGE_MARKER).unlink()
+                _publish(stage, out_dir)
+            finally:
+                shutil.rmtree(stage, ignore_errors=True)
+    except BaseException:
+        if created:
+            _remove_if_empty(out_dir)
+        raise
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+            raise
+
+
+def _publish(stage: Path, out_dir: Path) -> None:
+    """Move the stage's files into OUT: artifact files first, the manifest last, then remove what the
+    old artifact had and the new one does not."""
+    new = sorted(p.name for p in stage.iterdir())
+    unknown = sorted(set(new) - ARTIFACT_FILE_NAMES)
+    if unknown:  # a programming error, not a user's: every name export writes is in the contract
+        raise RuntimeError(f"export staged files outside the artifact's names: {unknown}")
+    owned = owned_files(out_dir) or set()
+    clash = _foreign(out_dir, owned, [])
+    clash = [name for name in clash if name in new]
+    if clash:  # appeared while the export ran
+        raise InputError(
+            f"{out_dir}: {', '.join(clash)} appeared there during the export and are not bert14's; "
+            "nothing was replaced"
+        )
+    journal = out_dir / JOURNAL_NAME
+    journal.write_text(json.dumps({"files": sorted(set(new) | (owned & ARTIFACT_FILE_NAMES))}) + "\n", "utf-8")
+    for name in new:
+        if name != MANIFEST_NAME:
+            os.replace(stage / name, out_dir / name)
+    os.replace(stage / MANIFEST_NAME, out_dir / MANIFEST_NAME)
+    for name in sorted((owned & ARTIFACT_FILE_NAMES) - set(new)):
+        (out_dir / name).unlink(missing_ok=True)
+    journal.unlink()
