@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bert14 import progress
 from bert14.errors import Bert14Error, InputError, Terminated
 
 
@@ -49,7 +50,8 @@ def _export(args: argparse.Namespace) -> int:
     )
     source = f"checkpoint {options.model_dir}" if options.model_dir else f"default BERT-14 (seed {options.seed})"
     print(f"exporting {source} with the {options.exporter} exporter, {options.attn} attention, opset {options.opset}")
-    report = export_artifact(options)
+    with progress.reporting(progress.for_terminal(args.quiet)):
+        report = export_artifact(options)
     print(report.tables())
     if "fusions" in report.manifest:
         counts = ", ".join(f"{op} {n}" for op, n in report.manifest["fusions"]["counts"].items())
@@ -140,21 +142,15 @@ def _predict(args: argparse.Namespace) -> int:
         path = Path(args.file)
         total = sum(1 for _ in path.open("rb")) if path.is_file() else 0
         done = 0
-        for lines in _read_lines(path, 1024):
-            for text, p in zip(lines, clf.predict(lines), strict=True):
-                out.write(json.dumps({"text": text, **p.to_dict()}, ensure_ascii=False) + "\n")
-            done += len(lines)
-            if not args.quiet:
-                _progress(done, total)
-        if not args.quiet:
-            print(file=sys.stderr)
+        report = progress.for_terminal(args.quiet)
+        with progress.reporting(report):
+            progress.stage(f"classifying {total} lines of {path}")
+            for lines in _read_lines(path, 1024):
+                for text, p in zip(lines, clf.predict(lines), strict=True):
+                    out.write(json.dumps({"text": text, **p.to_dict()}, ensure_ascii=False) + "\n")
+                done += len(lines)
+                progress.step(done, max(total, done))
     return 0
-
-
-def _progress(done: int, total: int) -> None:
-    width = 30
-    filled = width * done // max(total, 1)
-    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} texts", end="", file=sys.stderr, flush=True)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -163,20 +159,27 @@ def _serve(args: argparse.Namespace) -> int:
         import uvicorn  # noqa: F401
     except ImportError as exc:
         raise InputError("serve: the HTTP server needs the serve extra (pip install 'bert14[serve]')") from exc
-    from bert14.runtime.server import ServerOptions, serve
+    from bert14.runtime.listener import API_KEY_ENV, serve
+    from bert14.runtime.server import ServerOptions
 
-    clf = _load_classifier(args)
+    # Checked before the model loads: a typo in a port should not cost a load.
     options = ServerOptions(
         host=args.host,
         port=args.port,
         max_texts=args.max_texts,
         max_body_bytes=args.max_body_bytes,
+        max_request_tokens=args.max_request_tokens,
         microbatch=not args.no_microbatch,
         window_ms=args.window_ms,
         max_pending_texts=args.max_pending_texts,
+        body_timeout_s=args.body_timeout,
+        header_timeout_s=args.header_timeout,
+        max_connections=args.max_connections,
+        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        docs=args.docs,
     )
-    print(f"serving {args.artifact} ({clf.precision} on {clf.provider}) at http://{options.host}:{options.port}")
-    serve(clf, options)
+    clf = _load_classifier(args)
+    serve(clf, options, announce=lambda line: print(line, flush=True))
     return 0
 
 
@@ -208,7 +211,8 @@ def _check(args: argparse.Namespace) -> int:
     texts = None
     if args.texts:
         texts = [line for lines in _read_lines(Path(args.texts), 1 << 30) for line in lines]
-    reports = check_artifact(Path(args.artifact), texts, Path(args.model) if args.model else None)
+    with progress.reporting(progress.for_terminal(args.quiet)):
+        reports = check_artifact(Path(args.artifact), texts, Path(args.model) if args.model else None)
     if args.json:
         print(json.dumps(reports, indent=2, ensure_ascii=False))
     else:
@@ -250,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--int8-max-prob-diff", type=float, help="also require max |probability diff| <= this")
     export.add_argument("--int8-eval-texts", help="UTF-8 file, one text a line, to measure the agreement on")
+    export.add_argument("--quiet", action="store_true", help="no stage lines or progress bar on stderr")
     export.set_defaults(func=_export)
 
     optimize = commands.add_parser("optimize", help="fuse a BERT ONNX graph into ONNX Runtime's transformer ops")
@@ -268,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--model", help="the source checkpoint's directory, if it moved since the export (its files must match)"
     )
+    check.add_argument("--quiet", action="store_true", help="no stage lines or progress bar on stderr")
     check.set_defaults(func=_check)
 
     predict = commands.add_parser(
@@ -283,15 +289,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve the classifier over HTTP (needs the serve extra)")
     _runtime_flags(serve)
-    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (anything but loopback: set --api-key)")
     serve.add_argument("--port", type=int, default=8014)
     serve.add_argument("--max-texts", type=int, default=256, help="texts per request")
     serve.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    serve.add_argument("--max-request-tokens", type=int, default=65536, help="tokens per request (413 beyond)")
     serve.add_argument("--window-ms", type=float, default=5.0, help="micro-batching window")
-    serve.add_argument("--no-microbatch", action="store_true", help="run each request on its own")
+    serve.add_argument("--no-microbatch", action="store_true", help="each model run holds one request's texts")
     serve.add_argument(
         "--max-pending-texts", type=int, default=4096, help="texts waiting before new requests get 503 (backpressure)"
     )
+    serve.add_argument("--body-timeout", type=float, default=10.0, help="seconds for a request body (408 beyond)")
+    serve.add_argument("--header-timeout", type=float, default=10.0, help="seconds for request headers (closed)")
+    serve.add_argument("--max-connections", type=int, default=512, help="open connections (503 beyond)")
+    serve.add_argument(
+        "--api-key", help="require Authorization: Bearer KEY on every route but /healthz (or set BERT14_API_KEY)"
+    )
+    serve.add_argument("--docs", action="store_true", help="serve /docs and /openapi.json (off by default)")
     serve.set_defaults(func=_serve)
     parser._bert14_commands = dict(commands.choices)  # type: ignore[attr-defined]
     return parser

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bert14 import progress
 from bert14.errors import ArtifactError
 from bert14.export.validate import (
     FP16_CPU_LOGIT_ATOL,
@@ -184,10 +185,14 @@ def check_artifact(
 
     directory = Path(directory)
     manifest = read_manifest(directory)
+    # Tokenizer and config files are checked first and whole: a swapped tokenizer.json fails the
+    # check here, naming the file, before minutes of comparisons (model files are reported per row).
+    verify_files(directory, manifest, sorted(set(manifest["files"]) - set(FILES.values())))
     present = [key for key, name in FILES.items() if name in manifest["files"]]
     if not present:
         raise ArtifactError(f"{directory}: the manifest lists no model file")
     model_info = manifest["model"]
+    progress.stage("rebuilding the source model")
     source = rebuild(manifest["source"], manifest["source"].get("attn_implementation", "sdpa"), model_dir)
     references = References(source.model)
     cases = text_cases(directory, texts if texts is not None else SAMPLE_TEXTS, model_info["max_position_embeddings"])
@@ -203,13 +208,14 @@ def check_artifact(
         except ArtifactError:
             hash_ok = False
         report = ArtifactReport(key, name, THRESHOLDS[key], hash_ok, references.function)
+        progress.stage(f"checking {name} against PyTorch ({len(cases)} batches)")
         session = reference_session(directory / name)
-        for case, buckets in cases:
-            if key in RIGHT_PADDING_ONLY and case.name.endswith("-left"):
-                continue
-            got = session.run(["logits"], case.feeds())[0]
-            want = references(case)
-            report.rows += [Row(b, want[i], got[i]) for i, b in enumerate(buckets)]
+        for done, (case, buckets) in enumerate(cases, start=1):
+            if not (key in RIGHT_PADDING_ONLY and case.name.endswith("-left")):
+                got = session.run(["logits"], case.feeds())[0]
+                want = references(case)
+                report.rows += [Row(b, want[i], got[i]) for i, b in enumerate(buckets)]
+            progress.step(done, len(cases))
         reports[key] = report.summary()
     return reports
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import bert14
+from bert14 import progress
 from bert14.errors import InputError
 from bert14.export.model import DEFAULT_SEED, SourceModel, build_default, load_checkpoint
 from bert14.export.onnx_export import ExportSettings, export_onnx
@@ -90,6 +91,7 @@ class _Checks:
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def gate(self, path: Path, cases: list[Case], atol: float, what: str, strict: bool = True) -> list[CaseResult]:
+        progress.stage(f"checking {path.name} against PyTorch ({len(cases)} cases)")
         results = validate_onnx(self.references, path, cases, atol, strict_argmax=strict)
         require_pass(results, atol, what)
         self.validation[path.name], self.tolerances[path.name] = results, atol
@@ -111,9 +113,11 @@ def export_artifact(options: ExportOptions) -> ExportReport:
     extra: dict[str, Any] = {}
     # OUT is checked (and its stage created, so a read-only OUT fails) before minutes of work.
     with staging(options.out_dir) as stage:
+        progress.stage("loading the source model")
         source = load_source(options)
         config = source.config
         checks = _Checks(References(source.model))
+        progress.stage(f"exporting {MODEL_NAME} ({options.exporter} exporter)")
         export_info = export_onnx(source.model, stage / MODEL_NAME, settings, config.max_position_embeddings)
         config.to_json_file(str(stage / "config.json"))
         write_tokenizer_files(stage, source.vocab, source.tokenizer_settings)
@@ -122,6 +126,7 @@ def export_artifact(options: ExportOptions) -> ExportReport:
         checks.artifacts["fp32"] = {"file": MODEL_NAME, "validation": summarize(results, FP32_LOGIT_ATOL)}
         if options.optimize:
             extra = _optimized(source, stage, suite, checks, options)
+        progress.stage(f"publishing into {options.out_dir}")
         manifest = write_manifest(stage, _manifest(source, options, export_info, checks.artifacts) | extra)
     return ExportReport(options.out_dir, manifest, checks.validation, checks.tolerances, time.perf_counter() - started)
 
@@ -135,6 +140,7 @@ def _optimized(
     from bert14.quantize.dynamic import quantize_dynamic_int8
 
     config = source.config
+    progress.stage(f"fusing {FUSED_NAME}")
     fusion = optimize_file(
         stage / MODEL_NAME,
         stage / FUSED_NAME,
@@ -146,6 +152,7 @@ def _optimized(
     results = checks.gate(stage / FUSED_NAME, padded, FP32_LOGIT_ATOL, f"{FUSED_NAME} (fused)")
     checks.artifacts["fp32_fused"] = {"file": FUSED_NAME, "validation": summarize(results, FP32_LOGIT_ATOL)}
 
+    progress.stage(f"converting {FP16_NAME}")
     convert_fp16(stage / FUSED_NAME, stage / FP16_NAME)
     # The CPU provider has few fp16 kernels (it casts around most ops), so the large cases would
     # take minutes for a check that only has to show the file loads and agrees; CUDA runs them all
@@ -165,6 +172,7 @@ def _optimized(
         return extra
 
     fallback = None
+    progress.stage(f"quantizing {INT8_NAME}")
     if options.int8_static is not None:
         quantized = _int8_static(stage, source, options)
     elif options.int8_fallback is not None:
@@ -194,6 +202,7 @@ def _fp16_seqlen(stage: Path, right_padded: list[Case], checks: _Checks) -> None
     only, which is what bert14's runtime always feeds it."""
     from bert14.optimize.mask_index import write_seqlen_fp16
 
+    progress.stage(f"writing {FP16_SEQLEN_NAME}")
     write_seqlen_fp16(stage / FUSED_NAME, stage / FP16_SEQLEN_NAME)
     what = f"{FP16_SEQLEN_NAME} (fp16, sequence-length mask, right padding, on the CPU provider)"
     results = checks.gate(stage / FP16_SEQLEN_NAME, right_padded, FP16_CPU_LOGIT_ATOL, what, strict=False)

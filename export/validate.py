@@ -14,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from bert14 import progress
 from bert14.errors import ParityError
 from bert14.export.model import model_score_function
 from bert14.runtime.encode import ModelInputs
@@ -162,12 +163,12 @@ def validate_onnx(
 ) -> list[CaseResult]:
     reference = model if isinstance(model, References) else References(model)
     session = reference_session(onnx_path)
-    return [
-        compare(
-            case, reference(case), session.run(["logits"], case.feeds())[0], atol, strict_argmax, reference.function
-        )
-        for case in cases
-    ]
+    results = []
+    for done, case in enumerate(cases, start=1):
+        got = session.run(["logits"], case.feeds())[0]
+        results.append(compare(case, reference(case), got, atol, strict_argmax, reference.function))
+        progress.step(done, len(cases))
+    return results
 
 
 def format_table(results: list[CaseResult], atol: float) -> str:

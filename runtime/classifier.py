@@ -24,11 +24,13 @@ from bert14.errors import ArtifactError, InputError
 from bert14.manifest import read_manifest, verify_files
 from bert14.runtime.encode import Batch, Encoded, buckets, check_texts, encode
 from bert14.runtime.head import DEFAULT_THRESHOLD, FUNCTIONS, applied, score_function, scores
-from bert14.runtime.session import SessionSettings, create, cuda_present, resolve
-from bert14.runtime.tokenizer import TOKENIZER_CONFIG_NAME, VOCAB_NAME, load_tokenizer
+from bert14.runtime.session import SessionSettings, create, resolve
+from bert14.runtime.tokenizer import TOKENIZER_CONFIG_NAME, TOKENIZER_JSON_NAME, VOCAB_NAME, load_tokenizer
 
 log = logging.getLogger("bert14.runtime")
 
+# The artifact's files other than models; all of them are verified on load.
+SUPPORT_FILES = (VOCAB_NAME, TOKENIZER_CONFIG_NAME, TOKENIZER_JSON_NAME, "config.json")
 # Texts tokenized and bucketed together; bounds memory for any number of texts.
 CHUNK = 1024
 # Beyond these an option is a typo, not a wish: 10,000 threads on 2 cores makes ONNX Runtime hang
@@ -106,6 +108,7 @@ class Classifier:
     options: LoadOptions
     max_length: int
     score_function: str  # softmax | sigmoid | identity, from the manifest (runtime/head.py)
+    model_file: str  # the artifact file this classifier runs
     thresholds: np.ndarray  # (C,) float64: where each sigmoid label starts to apply
     _session: object = field(repr=False)
     _tokenizer: object = field(repr=False)
@@ -127,7 +130,9 @@ class Classifier:
         available = set(manifest["files"])  # type: ignore[arg-type]
         precision, provider, path = resolve(directory, options.precision, options.provider, available)
         if options.verify:
-            verify_files(directory, manifest, [path.name, VOCAB_NAME, TOKENIZER_CONFIG_NAME])
+            # Every file the runtime reads, and the tokenizer.json and config.json that travel with
+            # it: a file swapped for another model's must not load silently.
+            verify_files(directory, manifest, [path.name, *SUPPORT_FILES])
         settings = SessionSettings(options.threads, options.inter_op_threads, options.spinning, options.cuda_graph)
         session, actual = create(path, provider, settings)
         if actual != provider and options.provider == "auto":
@@ -153,6 +158,7 @@ class Classifier:
             options,
             max_length,
             function,
+            path.name,
             thresholds,
             session,
             tokenizer,
@@ -232,8 +238,10 @@ class Classifier:
         return self._session.run(["logits"], batch.feeds())[0]  # type: ignore[attr-defined]
 
     def describe(self) -> dict[str, object]:
-        """What the HTTP server's /v1/model returns."""
+        """What the HTTP server's /v1/model returns: what a client needs to read the answers, and a
+        version to tell deployments apart; no paths of the build machine, no file hashes."""
         model = self.manifest.get("model", {})
+        files = self.manifest.get("files", {})
         return {
             "labels": self.labels,
             "score_function": self.score_function,
@@ -241,10 +249,10 @@ class Classifier:
             "precision": self.precision,
             "provider": self.provider,
             "max_length": self.max_length,
-            "model": model,
-            "source": self.manifest.get("source", {}),
-            "artifacts": sorted(self.manifest.get("artifacts", {})),  # type: ignore[arg-type]
-            "cuda_in_onnxruntime": cuda_present(),
+            "model": {k: v for k, v in model.items() if k != "labels"},  # type: ignore[union-attr]
+            # The served file's sha256, shortened: changes exactly when the model does.
+            "version": str(files.get(self.model_file, ""))[:16],  # type: ignore[union-attr]
+            "bert14_version": self.manifest.get("bert14_version"),
         }
 
 

@@ -1,29 +1,33 @@
 """`bert14 serve`: the classifier behind a small HTTP API (FastAPI + uvicorn, the `serve` extra).
 
-Only this module imports FastAPI; `bert14.runtime` itself does not, so embedding the classifier
-needs neither.
+Only this module and listener.py import FastAPI/uvicorn; `bert14.runtime` itself does not, so
+embedding the classifier needs neither.
 
     POST /v1/classify   {"texts": [...], "text_pairs": [...]?} -> {"predictions": [...]}
-    GET  /healthz       -> {"status": "ok"}
-    GET  /v1/model      -> labels, precision, provider, manifest summary
+    GET  /healthz       -> {"status": "ok"}                         (never needs the API key)
+    GET  /v1/model      -> labels, precision, provider, model shape and version digest
     GET  /metrics       -> Prometheus text: requests by status, texts, latency and batch-size
                            histograms, pending texts (runtime/metrics.py)
 
-Bad requests get a 4xx and a message and the server keeps serving: invalid JSON (400), a body
-over the byte limit (413), more texts than the per-request limit (413), wrong types or an empty
-list (422). When more than `max_pending_texts` texts are already waiting, a request gets 503 with
-Retry-After at once instead of joining an ever longer queue. Concurrent requests are
-micro-batched: the first request opens a window of a few milliseconds, whatever else arrives in it
-joins, and the lot runs as one length-bucketed batch, so throughput grows with load instead of
-every request paying for its own small batch.
+Every request is checked whole before it joins a batch, so one client's bad input never fails
+another's: invalid JSON or nesting too deep (400), a body over the byte limit (413), a body that
+arrives too slowly (408), more texts or tokens than one request may hold (413), wrong types, an
+empty list or text that is not valid Unicode (422, naming the index). When more than
+`max_pending_texts` texts are already waiting, a request gets 503 with Retry-After at once; a
+request that could never fit gets 413 instead. Concurrent requests share model runs without
+starving each other (runtime/scheduler.py). A 500 body carries an id to find in the server log,
+never the exception's text. With an API key set, every route but /healthz needs
+`Authorization: Bearer KEY`, compared in constant time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -32,8 +36,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from bert14.errors import InputError
-from bert14.runtime.classifier import Classifier, Prediction
+from bert14.runtime.classifier import Classifier, positive_int
+from bert14.runtime.encode import Encoded, check_text
 from bert14.runtime.metrics import Metrics
+from bert14.runtime.scheduler import BatchLimits, FairBatcher
 
 log = logging.getLogger("bert14.server")
 
@@ -44,94 +50,47 @@ class ServerOptions:
     port: int = 8014
     max_texts: int = 256  # per request
     max_body_bytes: int = 1 << 20
+    max_request_tokens: int = 65536  # tokens of one request after tokenization; beyond it 413
     microbatch: bool = True
     window_ms: float = 5.0
-    max_batch_texts: int = 256  # per micro-batch
+    max_batch_texts: int = 64  # rows per model run
+    max_batch_tokens: int = 8192  # padded tokens per model run: bounds how long one run holds the model
     max_pending_texts: int = 4096  # accepted, not yet answered; beyond it new requests get 503
+    body_timeout_s: float = 10.0  # the whole body must arrive within this; else 408
+    header_timeout_s: float = 10.0  # a connection's request headers must arrive within this; else closed
+    max_connections: int = 512  # open connections; beyond it uvicorn answers 503
+    api_key: str | None = None  # when set: Authorization: Bearer KEY on every route but /healthz
+    docs: bool = False  # FastAPI's /docs and /openapi.json
+
+    def __post_init__(self) -> None:
+        positive_int("port", self.port, 65535)
+        for name in ("max_texts", "max_body_bytes", "max_request_tokens", "max_batch_texts", "max_batch_tokens"):
+            positive_int(name, getattr(self, name), 1 << 31)
+        positive_int("max_pending_texts", self.max_pending_texts, 1 << 31)
+        positive_int("max_connections", self.max_connections, 1 << 20)
+        for name, top in (("window_ms", 10_000.0), ("body_timeout_s", 3600.0), ("header_timeout_s", 3600.0)):
+            value = getattr(self, name)
+            low_ok = value >= 0 if name == "window_ms" else value > 0
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (low_ok and value <= top):
+                raise InputError(f"{name}: expected a number from {0 if name == 'window_ms' else '>0'} to {top:g}")
+        if self.api_key is not None and len(self.api_key) < 16:
+            raise InputError("api_key: expected at least 16 characters (a random token, e.g. `openssl rand -hex 32`)")
 
 
-class MicroBatcher:
-    """Collects concurrent requests for `window_ms` and runs them as one predict() call."""
-
-    def __init__(self, clf: Classifier, options: ServerOptions, metrics: Metrics) -> None:
-        self.clf = clf
-        self.options = options
-        self.metrics = metrics
-        self.pending = 0  # texts accepted and not yet answered; only the event loop touches it
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bert14-infer")
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self.task: asyncio.Task | None = None
-
-    def start(self) -> None:
-        if self.options.microbatch:
-            self.task = asyncio.get_running_loop().create_task(self._loop())
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-        self.executor.shutdown(wait=False, cancel_futures=True)
-
-    async def submit(self, texts: list[str], pairs: list[str] | None) -> list[Prediction]:
-        if self.pending + len(texts) > self.options.max_pending_texts:
-            raise _HTTP(
-                503,
-                f"busy: {self.pending} texts are waiting (limit {self.options.max_pending_texts}); retry shortly",
-            )
-        self.pending += len(texts)
-        try:
-            loop = asyncio.get_running_loop()
-            if not self.options.microbatch or pairs is not None:
-                self.metrics.batches.observe(len(texts))
-                return await loop.run_in_executor(self.executor, self.clf.predict, texts, pairs)
-            future: asyncio.Future = loop.create_future()
-            await self.queue.put((texts, future, loop.time()))
-            return await future
-        finally:
-            self.pending -= len(texts)
-
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            texts, future, arrived = await self.queue.get()
-            waiting = [(texts, future)]
-            count = len(texts)
-            # The window runs from the oldest request's arrival: requests that queued while the
-            # previous batch ran have waited already and go at once with whatever else is queued.
-            deadline = arrived + self.options.window_ms / 1000
-            while count < self.options.max_batch_texts:
-                if not self.queue.empty():
-                    more, fut, _ = self.queue.get_nowait()
-                else:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    try:
-                        more, fut, _ = await asyncio.wait_for(self.queue.get(), remaining)
-                    except TimeoutError:
-                        break
-                waiting.append((more, fut))
-                count += len(more)
-            joined = [text for texts, _ in waiting for text in texts]
-            self.metrics.batches.observe(len(joined))
-            try:
-                predictions = await loop.run_in_executor(self.executor, self.clf.predict, joined)
-            except Exception as exc:  # handed to every waiting request; the loop itself keeps going
-                for _, fut in waiting:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            start = 0
-            for texts, fut in waiting:
-                if not fut.done():
-                    fut.set_result(predictions[start : start + len(texts)])
-                start += len(texts)
+class _HTTP(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _parse(body: bytes, options: ServerOptions) -> tuple[list[str], list[str] | None]:
+    """The request's texts, every one checked, or the 4xx that says which and why."""
     try:
         payload = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _HTTP(400, f"expected a JSON body, could not parse it ({exc})") from exc
+    except RecursionError:
+        raise _HTTP(400, "expected a JSON body, found nesting too deep to parse") from None
     if not isinstance(payload, dict) or "texts" not in payload:
         raise _HTTP(422, 'expected a JSON object {"texts": ["...", ...]}')
     texts, pairs = payload["texts"], payload.get("text_pairs")
@@ -141,38 +100,109 @@ def _parse(body: bytes, options: ServerOptions) -> tuple[list[str], list[str] | 
         raise _HTTP(422, "texts: expected at least one text, got an empty list")
     if len(texts) > options.max_texts:
         raise _HTTP(413, f"texts: at most {options.max_texts} per request, got {len(texts)}; split the request")
-    for index, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise _HTTP(422, f"texts[{index}]: expected a string, got {type(text).__name__}")
-    if pairs is not None and (
-        not isinstance(pairs, list) or len(pairs) != len(texts) or not all(isinstance(p, str) for p in pairs)
-    ):
+    if pairs is not None and (not isinstance(pairs, list) or len(pairs) != len(texts)):
         raise _HTTP(422, f"text_pairs: expected a list of {len(texts)} strings, one per text")
+    try:
+        for index, text in enumerate(texts):
+            check_text(f"texts[{index}]", text)
+        for index, text in enumerate(pairs or []):
+            check_text(f"text_pairs[{index}]", text)
+    except InputError as exc:
+        raise _HTTP(422, str(exc)) from None
     return texts, pairs
 
 
-class _HTTP(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+class _Service:
+    """What the routes share: the classifier, the batcher, the counters, the tokenizing thread."""
+
+    def __init__(self, clf: Classifier, options: ServerOptions) -> None:
+        self.clf = clf
+        self.options = options
+        info = {"precision": clf.precision, "provider": clf.provider, "score_function": clf.score_function}
+        self.metrics = Metrics(info)
+        limits = BatchLimits(options.window_ms, options.max_batch_texts, options.max_batch_tokens, options.microbatch)
+        self.batcher = FairBatcher(clf.predict_encoded, limits, self.metrics.batches.observe)
+        # Tokenizing a large request must not hold up the model's thread, nor the event loop.
+        self.tokenizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bert14-tokenize")
+        self.pending = 0  # texts accepted and not yet answered; only the event loop touches it
+
+    async def classify(self, texts: list[str], pairs: list[str] | None) -> list:
+        limit = self.options.max_pending_texts
+        if len(texts) > limit:
+            raise _HTTP(413, f"texts: {len(texts)} is more than the server ever holds at once ({limit}); split it")
+        if self.pending + len(texts) > limit:
+            raise _HTTP(503, f"busy: {self.pending} texts are waiting (limit {limit}); retry shortly")
+        self.pending += len(texts)
+        try:
+            loop = asyncio.get_running_loop()
+            rows: list[Encoded] = await loop.run_in_executor(self.tokenizer, self.clf.encode, texts, pairs)
+            tokens = sum(len(row.ids) for row in rows)
+            if tokens > self.options.max_request_tokens:
+                raise _HTTP(
+                    413,
+                    f"request holds {tokens} tokens, over the limit of {self.options.max_request_tokens} "
+                    "per request; split it",
+                )
+            return await self.batcher.submit(rows)
+        finally:
+            self.pending -= len(texts)
+
+    async def read_body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.options.max_body_bytes:
+            raise _HTTP(413, f"body of {declared} bytes is over the limit of {self.options.max_body_bytes}")
+        body = bytearray()
+
+        async def read() -> None:
+            async for chunk in request.stream():
+                body.extend(chunk)
+                if len(body) > self.options.max_body_bytes:
+                    raise _HTTP(413, f"body is over the limit of {self.options.max_body_bytes} bytes")
+
+        try:
+            await asyncio.wait_for(read(), self.options.body_timeout_s)
+        except asyncio.TimeoutError:
+            raise _HTTP(408, f"the body did not arrive within {self.options.body_timeout_s:g} s") from None
+        return bytes(body)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    headers = {"Retry-After": "1"} if status == 503 else {}
+    if status in (408, 413):  # the rest of the body may never be read: this connection is done
+        headers["Connection"] = "close"
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _authorized(request: Request, key: str | None) -> bool:
+    if key is None:
+        return True
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    presented = token.strip().encode("utf-8", "surrogateescape") if scheme.lower() == "bearer" else b""
+    return hmac.compare_digest(presented, key.encode("utf-8"))  # constant time for a key of the right length
 
 
 def create_app(clf: Classifier, options: ServerOptions | None = None) -> FastAPI:
     options = options or ServerOptions()
-    metrics = Metrics({"precision": clf.precision, "provider": clf.provider, "score_function": clf.score_function})
-    batcher = MicroBatcher(clf, options, metrics)
+    service = _Service(clf, options)
 
     @asynccontextmanager
     async def lifespan(app):  # noqa: ANN001
-        batcher.start()
+        service.batcher.start()
         yield
-        await batcher.stop()
+        await service.batcher.stop()
+        service.tokenizer.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="bert14", lifespan=lifespan)
+    # The schema and docs pages describe the API to anyone who asks: off unless the operator wants them.
+    docs_url, openapi_url = ("/docs", "/openapi.json") if options.docs else (None, None)
+    app = FastAPI(title="bert14", lifespan=lifespan, docs_url=docs_url, redoc_url=None, openapi_url=openapi_url)
 
-    def error(status: int, message: str) -> JSONResponse:
-        headers = {"Retry-After": "1"} if status == 503 else None
-        return JSONResponse({"error": message}, status_code=status, headers=headers)
+    @app.middleware("http")
+    async def authenticate(request: Request, call_next):  # noqa: ANN001, ANN202
+        if request.url.path != "/healthz" and not _authorized(request, options.api_key):
+            response = _error(401, "expected Authorization: Bearer <API key>")
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
+        return await call_next(request)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -184,35 +214,28 @@ def create_app(clf: Classifier, options: ServerOptions | None = None) -> FastAPI
 
     @app.get("/metrics")
     async def prometheus() -> PlainTextResponse:
-        return PlainTextResponse(metrics.render(batcher.pending), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(service.metrics.render(service.pending), media_type="text/plain; version=0.0.4")
 
     @app.post("/v1/classify")
     async def classify(request: Request) -> JSONResponse:
         started = time.perf_counter()
         response, texts = await _classify(request)
-        metrics.request(response.status_code, time.perf_counter() - started, texts)
+        service.metrics.request(response.status_code, time.perf_counter() - started, texts)
         return response
 
     async def _classify(request: Request) -> tuple[JSONResponse, int]:
         """The response and the number of texts it answers."""
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > options.max_body_bytes:
-            return error(413, f"body of {declared} bytes is over the limit of {options.max_body_bytes}"), 0
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > options.max_body_bytes:
-                return error(413, f"body is over the limit of {options.max_body_bytes} bytes"), 0
         try:
-            texts, pairs = _parse(bytes(body), options)
-            predictions = await batcher.submit(texts, pairs)
+            texts, pairs = _parse(await service.read_body(request), options)
+            predictions = await service.classify(texts, pairs)
         except _HTTP as exc:
-            return error(exc.status, str(exc)), 0
+            return _error(exc.status, str(exc)), 0
         except InputError as exc:
-            return error(422, str(exc)), 0
-        except Exception as exc:  # the request fails, the server stays up
-            log.exception("classification failed")
-            return error(500, f"inference failed: {exc}"), 0
+            return _error(422, str(exc)), 0
+        except Exception:  # the request fails, the server stays up; the details stay in the log
+            incident = uuid.uuid4().hex[:12]
+            log.exception("classification failed (incident %s)", incident)
+            return _error(500, f"inference failed (incident {incident}; see the server log)"), 0
         payload = {
             "predictions": [p.to_dict() for p in predictions],
             "precision": clf.precision,
@@ -221,9 +244,3 @@ def create_app(clf: Classifier, options: ServerOptions | None = None) -> FastAPI
         return JSONResponse(payload), len(predictions)
 
     return app
-
-
-def serve(clf: Classifier, options: ServerOptions) -> None:
-    import uvicorn
-
-    uvicorn.run(create_app(clf, options), host=options.host, port=options.port, log_level="warning")

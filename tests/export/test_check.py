@@ -26,7 +26,14 @@ def test_check_passes_on_a_fresh_artifact_with_every_field(tiny_artifact: Path, 
 
 
 def test_texts_file_is_used_and_long_texts_land_in_truncated(tiny_artifact: Path, tmp_path: Path) -> None:
-    reports = check_artifact(tiny_artifact, ["短标题", "长文" * 600])
+    from bert14 import progress
+
+    seen: list[tuple[str, int, int]] = []
+    with progress.reporting(lambda text, done, total: seen.append((text, done, total))):
+        reports = check_artifact(tiny_artifact, ["短标题", "长文" * 600])
+    stages = [text for text, _, total in seen if total == 0]
+    assert stages[0] == "rebuilding the source model" and len(stages) == 1 + len(reports)
+    assert all(done <= total for _, done, total in seen) and seen[-1][1] == seen[-1][2] > 0
     buckets = reports["fp32"]["buckets"]
     assert buckets["truncated"]["rows"] == 1
     assert any(len(text) > 1000 for text in SAMPLE_TEXTS), "the built-in sample reaches the truncated bucket"

@@ -176,3 +176,16 @@ def test_sigterm_during_export_leaves_nothing_behind(tmp_path: Path) -> None:
     assert err.strip().count("\n") == 0 and "terminated" in err
     assert not out.exists(), "the export created OUT, so the interrupted export removes it"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_reports_its_stages_and_case_progress(tmp_path: Path) -> None:
+    from bert14 import progress
+
+    seen: list[tuple[str, int, int]] = []
+    with progress.reporting(lambda text, done, total: seen.append((text, done, total))):
+        export_artifact(ExportOptions(out_dir=tmp_path / "art", optimize=False, shape_overrides=dict(TINY_SHAPE)))
+    stages = [text for text, done, total in seen if total == 0]
+    assert stages[0] == "loading the source model" and stages[-1].startswith("publishing into")
+    assert any(s.startswith("checking model.onnx against PyTorch (12 cases)") for s in stages)
+    steps = [(done, total) for text, done, total in seen if text.startswith("checking model.onnx") and total]
+    assert steps == [(i, 12) for i in range(1, 13)]

@@ -15,7 +15,32 @@ def test_predict_texts_prints_json_lines(tiny_artifact: Path, capsys) -> None:
     assert all(r["labels"] == [r["label"]] for r in rows), "single-label: the top label is the one that applies"
 
 
-def test_predict_file_keeps_line_order_and_shows_progress(tiny_artifact: Path, tmp_path: Path, capsys) -> None:
+def _stderr_on_a_terminal(argv: list[str]) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) with stderr a pseudo-terminal, as a person at a shell has it."""
+    import os
+    import subprocess
+    import sys
+
+    primary, secondary = os.openpty()
+    cli = str(Path(sys.executable).parent / "bert14")
+    result = subprocess.run([cli, *argv], stdout=subprocess.PIPE, stderr=secondary, timeout=300)
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # EIO: the terminal's other end is closed and drained
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(primary)
+    return result.returncode, result.stdout.decode(), b"".join(chunks).decode()
+
+
+def test_predict_file_keeps_line_order_and_shows_progress_on_a_terminal(
+    tiny_artifact: Path, tmp_path: Path, capsys
+) -> None:
     texts = [f"第{i}条" + "新闻" * (i % 7) for i in range(2500)] + [""]
     path = tmp_path / "texts.txt"
     path.write_text("\n".join(texts) + "\n", encoding="utf-8")
@@ -23,7 +48,13 @@ def test_predict_file_keeps_line_order_and_shows_progress(tiny_artifact: Path, t
     captured = capsys.readouterr()
     rows = [json.loads(line) for line in captured.out.strip().split("\n")]
     assert [r["text"] for r in rows] == texts
-    assert "2501/2501 texts" in captured.err
+    assert captured.err == "", "no progress bar when stderr is not a terminal (a pipe, a log)"
+    argv = ["predict", str(tiny_artifact), "--file", str(path), "--provider", "cpu"]
+    code, out, err = _stderr_on_a_terminal(argv)
+    assert code == 0 and len(out.splitlines()) == 2501
+    assert "classifying 2501 lines" in err and "2501/2501" in err
+    code, out, err = _stderr_on_a_terminal([*argv, "--quiet"])
+    assert code == 0 and err == ""
 
 
 def test_predict_exit_codes(tiny_artifact: Path, tmp_path: Path, capsys) -> None:

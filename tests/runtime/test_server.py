@@ -58,13 +58,13 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(clf: Classifier, body
 
 def test_concurrent_requests_are_micro_batched(clf: Classifier, monkeypatch) -> None:
     sizes: list[int] = []
-    original = clf.predict
+    original = clf.predict_encoded
 
-    def counting(texts, pairs=None):
-        sizes.append(len(texts))
-        return original(texts, pairs)
+    def counting(rows):
+        sizes.append(len(rows))
+        return original(rows)
 
-    monkeypatch.setattr(clf, "predict", counting)
+    monkeypatch.setattr(clf, "predict_encoded", counting)
     app = create_app(clf, ServerOptions(window_ms=50))
 
     async def burst() -> list[int]:
@@ -86,15 +86,15 @@ def test_requests_queued_behind_a_batch_do_not_wait_another_window(clf: Classifi
     import time
 
     sizes: list[int] = []
-    original = clf.predict
+    original = clf.predict_encoded
 
-    def slow(texts, pairs=None):
-        sizes.append(len(texts))
+    def slow(rows):
+        sizes.append(len(rows))
         if len(sizes) == 1:
             time.sleep(2.5)  # the first batch is still running when the others arrive
-        return original(texts, pairs)
+        return original(rows)
 
-    monkeypatch.setattr(clf, "predict", slow)
+    monkeypatch.setattr(clf, "predict_encoded", slow)
     app = create_app(clf, ServerOptions(window_ms=1000))
 
     async def scenario() -> tuple[list[int], float]:
@@ -137,13 +137,13 @@ def test_a_full_queue_answers_503_at_once_and_recovers(clf: Classifier, monkeypa
     import threading
 
     release = threading.Event()
-    original = clf.predict
+    original = clf.predict_encoded
 
-    def held(texts, pairs=None):
+    def held(rows):
         release.wait(10)  # the first batch holds the model until the test lets it go
-        return original(texts, pairs)
+        return original(rows)
 
-    monkeypatch.setattr(clf, "predict", held)
+    monkeypatch.setattr(clf, "predict_encoded", held)
     app = create_app(clf, ServerOptions(max_pending_texts=3, window_ms=1))
 
     async def scenario() -> dict[str, object]:

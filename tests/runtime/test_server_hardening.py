@@ -1,0 +1,242 @@
+"""The server under hostile and unlucky traffic: one request never fails another, limits answer
+with the right status, nothing internal leaks, slow clients are cut off while others are served."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+fastapi = pytest.importorskip("fastapi")
+httpx = pytest.importorskip("httpx")
+
+from bert14.runtime import Classifier  # noqa: E402
+from bert14.runtime.server import ServerOptions, create_app  # noqa: E402
+
+CLI = str(Path(sys.executable).parent / "bert14")
+KEY = "k" * 32
+
+
+@pytest.fixture(scope="module")
+def clf(tiny_artifact: Path) -> Classifier:
+    return Classifier.load(tiny_artifact, precision="fp32", provider="cpu", threads=1)
+
+
+async def _with_client(app, scenario):
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as client:
+            return await scenario(client)
+
+
+def test_a_poisoned_request_never_fails_the_good_ones_batched_with_it(clf: Classifier) -> None:
+    app = create_app(clf, ServerOptions(window_ms=20))
+    good = [{"texts": [f"新闻{i}", "体育"]} for i in range(8)]
+    poisoned = b'{"texts": ["ok", "\\ud800 lone surrogate"]}'
+
+    async def scenario(client):
+        for _ in range(20):
+            requests = [client.post("/v1/classify", json=body) for body in good]
+            requests.insert(3, client.post("/v1/classify", content=poisoned))
+            responses = await asyncio.gather(*requests)
+            bad = responses.pop(3)
+            assert bad.status_code == 422 and "texts[1]" in bad.json()["error"]
+            assert [r.status_code for r in responses] == [200] * 8
+
+    asyncio.run(_with_client(app, scenario))
+
+
+def test_a_run_that_fails_is_retried_without_the_request_that_broke_it(clf: Classifier, monkeypatch) -> None:
+    original = clf.predict_encoded
+    runs: list[int] = []
+
+    def breaks_on_one_text(rows):
+        runs.append(len(rows))
+        if any(row.ids == clf.encode(["毒"])[0].ids for row in rows):
+            raise RuntimeError("secret internal detail /home/build/model.onnx")
+        return original(rows)
+
+    monkeypatch.setattr(clf, "predict_encoded", breaks_on_one_text)
+    app = create_app(clf, ServerOptions(window_ms=50))
+
+    async def scenario(client):
+        bodies = [{"texts": ["好"]}, {"texts": ["毒"]}, {"texts": ["也好", "还好"]}]
+        return await asyncio.gather(*(client.post("/v1/classify", json=b) for b in bodies))
+
+    ok, broken, ok2 = asyncio.run(_with_client(app, scenario))
+    assert (ok.status_code, broken.status_code, ok2.status_code) == (200, 500, 200)
+    assert runs[0] == 4, "the three requests first ran as one batch"
+    error = broken.json()["error"]
+    assert "incident" in error and "secret" not in error and "/home" not in error
+
+
+def test_a_request_larger_than_the_queue_gets_413_not_a_retry(clf: Classifier) -> None:
+    app = create_app(clf, ServerOptions(max_pending_texts=4, max_texts=100))
+
+    async def scenario(client):
+        return await client.post("/v1/classify", json={"texts": ["一"] * 5})
+
+    response = asyncio.run(_with_client(app, scenario))
+    assert response.status_code == 413 and "retry-after" not in response.headers
+    assert "more than the server ever holds at once (4)" in response.json()["error"]
+
+
+def test_a_request_over_the_token_budget_gets_413(clf: Classifier) -> None:
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(clf, ServerOptions(max_request_tokens=100))) as client:
+        response = client.post("/v1/classify", json={"texts": ["长" * 60, "文" * 60]})
+        assert response.status_code == 413 and "124 tokens, over the limit of 100" in response.json()["error"]
+        assert client.post("/v1/classify", json={"texts": ["短"]}).status_code == 200
+
+
+def test_deeply_nested_json_is_a_400(clf: Classifier) -> None:
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(clf)) as client:
+        response = client.post("/v1/classify", content=b"[" * 100_000 + b"]" * 100_000)
+        assert response.status_code == 400 and "nesting too deep" in response.json()["error"]
+
+
+def test_model_route_leaks_no_paths_or_hashes_and_docs_are_off(clf: Classifier, tiny_artifact: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(clf)) as client:
+        text = client.get("/v1/model").text
+        model = json.loads(text)
+        assert client.get("/docs").status_code == 404 and client.get("/openapi.json").status_code == 404
+    assert str(tiny_artifact) not in text and "/tmp" not in text and "source" not in model
+    files = json.loads((tiny_artifact / "manifest.json").read_text())["files"]
+    assert not any(h in text for h in files.values()), "full file hashes are the manifest's business"
+    assert model["labels"] == clf.labels and len(model["version"]) == 16
+    assert files[clf.model_file].startswith(model["version"]), "the version is the served file's digest"
+    with TestClient(create_app(clf, ServerOptions(docs=True))) as client:
+        assert client.get("/openapi.json").status_code == 200
+
+
+def test_api_key_is_required_everywhere_but_healthz(clf: Classifier) -> None:
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(clf, ServerOptions(api_key=KEY))) as client:
+        assert client.get("/healthz").status_code == 200
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEY}"}):
+            response = client.post("/v1/classify", json={"texts": ["a"]}, headers=headers)
+            assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+            assert client.get("/metrics", headers=headers).status_code == 401
+            assert client.get("/v1/model", headers=headers).status_code == 401
+        good = {"Authorization": f"Bearer {KEY}"}
+        assert client.post("/v1/classify", json={"texts": ["a"]}, headers=good).status_code == 200
+
+
+def test_server_options_are_validated() -> None:
+    from bert14.errors import InputError
+
+    for bad in ({"port": 70000}, {"port": 0}, {"window_ms": -1}, {"body_timeout_s": 0}, {"api_key": "short"}):
+        with pytest.raises(InputError):
+            ServerOptions(**bad)
+
+
+def test_a_small_request_is_not_stuck_behind_a_large_one(clf: Classifier, monkeypatch) -> None:
+    original = clf.predict_encoded
+
+    def slow(rows):
+        time.sleep(0.05)  # each model run takes a while, as a full-size model's does
+        return original(rows)
+
+    monkeypatch.setattr(clf, "predict_encoded", slow)
+    app = create_app(clf, ServerOptions(max_batch_texts=4, window_ms=1))
+
+    async def scenario(client):
+        done: dict[str, float] = {}
+
+        async def timed(name, body):
+            response = await client.post("/v1/classify", json=body)
+            done[name] = time.perf_counter()
+            return response
+
+        started = time.perf_counter()
+        big = asyncio.create_task(timed("big", {"texts": [f"长请求{i}" for i in range(64)]}))  # 16 runs
+        await asyncio.sleep(0.15)
+        small_started = time.perf_counter()
+        small = await timed("small", {"texts": ["短"]})
+        big_response = await big
+        return small, big_response, done, small_started, started
+
+    small, big, done, small_started, started = asyncio.run(_with_client(app, scenario))
+    assert small.status_code == 200 and big.status_code == 200 and len(big.json()["predictions"]) == 64
+    assert done["small"] < done["big"], "the small request waited for the whole large one"
+    assert done["small"] - small_started < 0.5, "a small request waits about one run, not the large request"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_slow_clients_are_cut_off_while_others_are_served(tiny_artifact: Path) -> None:
+    """Loopback only, bounded: 10 slow-header and 5 slow-body connections, one byte every 0.5 s."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [CLI, "serve", str(tiny_artifact), "--provider", "cpu", "--threads", "1", "--port", str(port),
+         "--header-timeout", "2", "--body-timeout", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert "serving" in (server.stdout.readline() if server.stdout else "")
+        slow: list[socket.socket] = []
+        for i in range(15):
+            conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+            if i < 10:
+                conn.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\n")  # headers never finish
+            else:
+                conn.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+            slow.append(conn)
+        started = time.monotonic()
+        served = 0
+        closed: dict[int, bytes] = {}
+        while time.monotonic() - started < 6 and len(closed) < len(slow):
+            reply = httpx.post(f"http://127.0.0.1:{port}/v1/classify", json={"texts": ["新闻"]}, timeout=5)
+            served += reply.status_code == 200
+            for index, conn in enumerate(slow):
+                if index in closed:
+                    continue
+                try:
+                    conn.sendall(b"x")
+                    conn.settimeout(0.01)
+                    data = conn.recv(4096)
+                    if data == b"" or data.startswith(b"HTTP/1.1 408"):
+                        closed[index] = data
+                except (TimeoutError, BlockingIOError):
+                    pass
+                except OSError:
+                    closed[index] = b""
+            time.sleep(0.5)
+        elapsed = time.monotonic() - started
+        for conn in slow:
+            conn.close()
+        assert len(closed) == 15, f"still open after {elapsed:.1f} s: {sorted(set(range(15)) - set(closed))}"
+        assert all(closed[i].startswith(b"HTTP/1.1 408") for i in range(10, 15)), "a slow body gets 408"
+        assert served >= 4, "the server kept answering other clients meanwhile"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_non_loopback_bind_without_a_key_warns(clf: Classifier, monkeypatch, capsys) -> None:
+    import uvicorn
+
+    from bert14.runtime import listener
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)
+    listener.serve(clf, ServerOptions(host="0.0.0.0", port=_free_port()))
+    assert "no authentication" in capsys.readouterr().err
+    listener.serve(clf, ServerOptions(host="127.0.0.1", port=_free_port()))
+    listener.serve(clf, ServerOptions(host="0.0.0.0", port=_free_port(), api_key=KEY))
+    assert "no authentication" not in capsys.readouterr().err
