@@ -10,7 +10,10 @@
    benchmarks/loadgen.py, in a process of their own (hand-written HTTP on one asyncio loop, so
    they take as little of the 2 cores from the server as a load generator can).
 
+4. (--fairness N, alone) a one-title request's latency while one request of N 512-token texts runs.
+
     .venv/bin/python benchmarks/runtime.py [ARTIFACT] [--seconds 30] [--clients 16] [--json F]
+    .venv/bin/python benchmarks/runtime.py [ARTIFACT] --fairness 64
 """
 
 from __future__ import annotations
@@ -152,6 +155,50 @@ def load_test(artifact: Path, microbatch: bool, seconds: float, clients: int, wi
     return {"microbatch": microbatch, **result}
 
 
+def fairness(artifact: Path, long_texts: int) -> dict[str, object]:
+    """One request of `long_texts` texts of 512 tokens, and one title sent 0.5 s after the server
+    has accepted it: how long each takes. A server that runs requests whole makes the title wait
+    for all of the large one."""
+    import asyncio
+
+    import httpx
+
+    port = _free_port()
+    command = [PYTHON, "-m", "bert14.cli", "serve", str(artifact), "--precision", "int8", "--provider", "cpu"]
+    command += ["--threads", "2", "--port", str(port)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+
+    async def scenario() -> dict[str, object]:
+        async with httpx.AsyncClient(base_url=base, timeout=600) as client:
+            async def timed(body: dict) -> float:
+                started = time.perf_counter()
+                response = await client.post("/v1/classify", json=body)
+                response.raise_for_status()
+                return time.perf_counter() - started
+
+            big = asyncio.create_task(timed({"texts": ["经济运行总体平稳，主要指标好于预期。" * 40] * long_texts}))
+            # The title goes once the large request is accepted and running (its texts are pending).
+            while f"bert14_pending_texts {long_texts}" not in (await client.get("/metrics")).text:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
+            title_s = await timed({"texts": ["湖人主场险胜勇士"]})
+            return {"long_texts": long_texts, "large_request_s": round(await big, 3), "title_s": round(title_s, 3)}
+
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        return asyncio.run(scenario())
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("artifact", nargs="?", default="artifacts/bert14", type=Path)
@@ -161,7 +208,16 @@ def main() -> int:
     parser.add_argument("--labels-artifact", type=Path, help="a trained model's artifact to compare labels on")
     parser.add_argument("--window-ms", type=float, default=5.0, help="the server's micro-batching window")
     parser.add_argument("--server-only", action="store_true", help="only the load test (part 3)")
+    parser.add_argument(
+        "--fairness", type=int, metavar="N", help="only: a title's latency behind one request of N 512-token texts"
+    )
     args = parser.parse_args()
+    if args.fairness:
+        result = fairness(args.artifact, args.fairness)
+        print(json.dumps(result))
+        if args.json:
+            args.json.write_text(json.dumps({"fairness": result}, indent=2))
+        return 0
     report: dict[str, object] = {}
     if not args.server_only:
         report = {"startup": startup(args.artifact), "throughput": throughput(args.artifact)}

@@ -194,11 +194,20 @@ class Classifier:
 
     def predict_encoded(self, encoded: Sequence[Encoded]) -> list[Prediction]:
         """predict() on rows from encode(), in their order (bucketed by length inside)."""
-        out: list[Prediction] = []
+        out: list[Prediction | None] = [None] * len(encoded)
+        for indices, predictions in self.predict_buckets(encoded):
+            for index, prediction in zip(indices, predictions, strict=True):
+                out[index] = prediction
+        return out  # type: ignore[return-value]
+
+    def predict_buckets(self, encoded: Sequence[Encoded]) -> Iterator[tuple[list[int], list[Prediction]]]:
+        """(positions in `encoded`, their predictions) for each length bucket as soon as it has run,
+        shortest first: a server can answer a short request before the long rows of its run."""
         for start in range(0, len(encoded), CHUNK):
             chunk = list(encoded[start : start + CHUNK])
-            out += self._predictions(self._logits(chunk), chunk)
-        return out
+            for batch in buckets(chunk, self.options.max_batch, self.options.max_tokens, self._pad_id):
+                rows = [chunk[i] for i in batch.indices]
+                yield [start + i for i in batch.indices], self._predictions(self._forward(batch), rows)
 
     def _predictions(self, logits: np.ndarray, encoded: list[Encoded]) -> list[Prediction]:
         probs = scores(logits, self.score_function)  # (B, C)

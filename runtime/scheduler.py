@@ -12,8 +12,11 @@ rows interleaved: a one-title request waits for at most one run, not for the who
 The first job opens a window of `window_ms` for others to join; jobs that queued while a run was
 in progress have waited already and go at once.
 
-A run that fails is retried job by job, so only the job whose rows fail gets the error; the
-others get their answers.
+A run's rows go to the model in groups of similar length, shortest first, and each group's answers
+are handed back as soon as it is done, so a title that shares a run with long texts is answered
+when its own group is done, not when the run is. A run
+that fails is retried job by job, so only the job whose rows fail gets the error; the others get
+their answers.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -30,14 +33,15 @@ from bert14.runtime.encode import Encoded
 
 log = logging.getLogger("bert14.server")
 
-Runner = Callable[[Sequence[Encoded]], list[Prediction]]
+# Rows in, (positions, predictions) out per length bucket as each finishes (Classifier.predict_buckets).
+Runner = Callable[[Sequence[Encoded]], Iterable[tuple[list[int], list[Prediction]]]]
 
 
 @dataclass(frozen=True)
 class BatchLimits:
     window_ms: float = 5.0  # how long the first waiting request holds the door open for others
     max_batch_texts: int = 64  # rows per model run
-    max_batch_tokens: int = 8192  # padded tokens (rows x longest row) per model run
+    max_batch_tokens: int = 4096  # padded tokens (rows x longest row) per model run
     interleave: bool = True  # False: each run holds rows of one request only (no micro-batching)
 
 
@@ -52,6 +56,26 @@ class _Job:
     @property
     def waiting(self) -> bool:
         return self.taken < len(self.rows) and not self.future.done()
+
+
+# Rows whose lengths are within this factor of each other (or all short) share a model call.
+SIMILAR_LENGTH_FACTOR = 2
+SHORT_ROW_TOKENS = 64
+
+
+def _similar_lengths(picked: list[tuple[_Job, int]]) -> list[list[tuple[_Job, int]]]:
+    """The run's rows split into groups of similar length, shortest group first."""
+    ordered = sorted(picked, key=lambda pair: len(pair[0].rows[pair[1]].ids))
+    groups: list[list[tuple[_Job, int]]] = []
+    shortest = 0
+    for pair in ordered:
+        length = len(pair[0].rows[pair[1]].ids)
+        if groups and (length <= SHORT_ROW_TOKENS or length <= SIMILAR_LENGTH_FACTOR * shortest):
+            groups[-1].append(pair)
+        else:
+            groups.append([pair])
+            shortest = length
+    return groups
 
 
 class FairBatcher:
@@ -136,16 +160,31 @@ class FairBatcher:
         self.jobs.rotate(-1)
         return picked
 
-    async def _run(self, loop: asyncio.AbstractEventLoop, picked: list[tuple[_Job, int]]) -> None:
-        rows = [job.rows[index] for job, index in picked]
-        try:
-            answers = await loop.run_in_executor(self.executor, self.run, rows)
-        except Exception:
-            log.warning("a run of %d rows failed; retrying its %d requests one by one", len(rows), len(picked))
-            await self._isolate(loop, picked)
-            return
-        for (job, index), answer in zip(picked, answers, strict=True):
+    def _execute(self, loop: asyncio.AbstractEventLoop, picked: list[tuple[_Job, int]]) -> None:
+        """In the model's thread: run the rows in groups of similar length, shortest first, and hand
+        each length bucket's answers to the event loop as soon as it is done: a title that shares a
+        run with long texts is neither padded to their length nor kept waiting for them."""
+        for group in _similar_lengths(picked):
+            for positions, answers in self.run([job.rows[index] for job, index in group]):
+                done = [(group[p], answer) for p, answer in zip(positions, answers, strict=True)]
+                loop.call_soon_threadsafe(self._deliver, done)
+
+    def _deliver(self, done: list[tuple[tuple[_Job, int], Prediction]]) -> None:
+        for (job, index), answer in done:
             self._answer(job, index, answer)
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, picked: list[tuple[_Job, int]]) -> None:
+        try:
+            await loop.run_in_executor(self.executor, self._execute, loop, picked)
+        except Exception:
+            await asyncio.sleep(0)  # let answers already handed over land first
+            unanswered = [(job, index) for job, index in picked if index not in job.answers]
+            log.warning(
+                "a run of %d rows failed; retrying its %d unanswered rows request by request",
+                len(picked),
+                len(unanswered),
+            )
+            await self._isolate(loop, unanswered)
 
     async def _isolate(self, loop: asyncio.AbstractEventLoop, picked: list[tuple[_Job, int]]) -> None:
         by_job: dict[_Job, list[int]] = {}
@@ -154,13 +193,12 @@ class FairBatcher:
         for job, indices in by_job.items():
             if job.future.done():
                 continue
+            subset = [(job, index) for index in indices]
             try:
-                answers = await loop.run_in_executor(self.executor, self.run, [job.rows[i] for i in indices])
+                await loop.run_in_executor(self.executor, self._execute, loop, subset)
             except Exception as exc:  # this request's own rows fail: it alone gets the error
-                job.future.set_exception(exc)
-                continue
-            for index, answer in zip(indices, answers, strict=True):
-                self._answer(job, index, answer)
+                if not job.future.done():
+                    job.future.set_exception(exc)
 
     @staticmethod
     def _answer(job: _Job, index: int, answer: Prediction) -> None:

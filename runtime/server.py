@@ -43,6 +43,10 @@ from bert14.runtime.scheduler import BatchLimits, FairBatcher
 
 log = logging.getLogger("bert14.server")
 
+# Requests up to this many characters are tokenized on the event loop (a few titles: tens of
+# microseconds); larger ones in a thread of their own, so they hold up neither the loop nor the model.
+INLINE_TOKENIZE_CHARS = 4096
+
 
 @dataclass(frozen=True)
 class ServerOptions:
@@ -54,7 +58,7 @@ class ServerOptions:
     microbatch: bool = True
     window_ms: float = 5.0
     max_batch_texts: int = 64  # rows per model run
-    max_batch_tokens: int = 8192  # padded tokens per model run: bounds how long one run holds the model
+    max_batch_tokens: int = 4096  # padded tokens per model run: bounds how long one run holds the model
     max_pending_texts: int = 4096  # accepted, not yet answered; beyond it new requests get 503
     body_timeout_s: float = 10.0  # the whole body must arrive within this; else 408
     header_timeout_s: float = 10.0  # a connection's request headers must arrive within this; else closed
@@ -121,7 +125,7 @@ class _Service:
         info = {"precision": clf.precision, "provider": clf.provider, "score_function": clf.score_function}
         self.metrics = Metrics(info)
         limits = BatchLimits(options.window_ms, options.max_batch_texts, options.max_batch_tokens, options.microbatch)
-        self.batcher = FairBatcher(clf.predict_encoded, limits, self.metrics.batches.observe)
+        self.batcher = FairBatcher(clf.predict_buckets, limits, self.metrics.batches.observe)
         # Tokenizing a large request must not hold up the model's thread, nor the event loop.
         self.tokenizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bert14-tokenize")
         self.pending = 0  # texts accepted and not yet answered; only the event loop touches it
@@ -134,8 +138,11 @@ class _Service:
             raise _HTTP(503, f"busy: {self.pending} texts are waiting (limit {limit}); retry shortly")
         self.pending += len(texts)
         try:
-            loop = asyncio.get_running_loop()
-            rows: list[Encoded] = await loop.run_in_executor(self.tokenizer, self.clf.encode, texts, pairs)
+            if sum(len(t) for t in texts) + sum(len(t) for t in pairs or []) <= INLINE_TOKENIZE_CHARS:
+                rows: list[Encoded] = self.clf.encode(texts, pairs)  # microseconds: a thread hop costs more
+            else:
+                loop = asyncio.get_running_loop()
+                rows = await loop.run_in_executor(self.tokenizer, self.clf.encode, texts, pairs)
             tokens = sum(len(row.ids) for row in rows)
             if tokens > self.options.max_request_tokens:
                 raise _HTTP(
@@ -173,12 +180,27 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def _authorized(request: Request, key: str | None) -> bool:
-    if key is None:
-        return True
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    presented = token.strip().encode("utf-8", "surrogateescape") if scheme.lower() == "bearer" else b""
-    return hmac.compare_digest(presented, key.encode("utf-8"))  # constant time for a key of the right length
+class _RequireKey:
+    """ASGI middleware: every HTTP route but /healthz needs `Authorization: Bearer KEY`. Plain ASGI
+    rather than FastAPI's @middleware, which wraps every request and response in extra tasks."""
+
+    def __init__(self, app, key: str) -> None:  # noqa: ANN001
+        self.app = app
+        self.key = key.encode("utf-8")
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] != "http" or scope["path"] == "/healthz" or self._authorized(scope):
+            await self.app(scope, receive, send)
+            return
+        response = _error(401, "expected Authorization: Bearer <API key>")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        await response(scope, receive, send)
+
+    def _authorized(self, scope) -> bool:  # noqa: ANN001
+        header = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, token = header.partition(b" ")
+        presented = token.strip() if scheme.lower() == b"bearer" else b""
+        return hmac.compare_digest(presented, self.key)  # constant time for a key of the right length
 
 
 def create_app(clf: Classifier, options: ServerOptions | None = None) -> FastAPI:
@@ -196,13 +218,8 @@ def create_app(clf: Classifier, options: ServerOptions | None = None) -> FastAPI
     docs_url, openapi_url = ("/docs", "/openapi.json") if options.docs else (None, None)
     app = FastAPI(title="bert14", lifespan=lifespan, docs_url=docs_url, redoc_url=None, openapi_url=openapi_url)
 
-    @app.middleware("http")
-    async def authenticate(request: Request, call_next):  # noqa: ANN001, ANN202
-        if request.url.path != "/healthz" and not _authorized(request, options.api_key):
-            response = _error(401, "expected Authorization: Bearer <API key>")
-            response.headers["WWW-Authenticate"] = "Bearer"
-            return response
-        return await call_next(request)
+    if options.api_key is not None:
+        app.add_middleware(_RequireKey, key=options.api_key)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

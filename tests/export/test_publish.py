@@ -189,3 +189,16 @@ def test_export_reports_its_stages_and_case_progress(tmp_path: Path) -> None:
     assert any(s.startswith("checking model.onnx against PyTorch (12 cases)") for s in stages)
     steps = [(done, total) for text, done, total in seen if text.startswith("checking model.onnx") and total]
     assert steps == [(i, 12) for i in range(1, 13)]
+
+
+def test_a_stage_left_beside_out_by_earlier_versions_is_removed(tmp_path: Path) -> None:
+    legacy = tmp_path / ".art.partial-ab12cd_3"  # what a SIGTERM left before the stage moved inside OUT
+    legacy.mkdir()
+    (legacy / "model.onnx").write_bytes(b"\0" * 1000)
+    (legacy / "config.json").write_text("{}")
+    other = tmp_path / ".art.partial-zz99zz99"
+    other.mkdir()
+    (other / "thesis.tex").write_text("not an artifact file: not bert14's")
+    _fake_export(tmp_path / "art")
+    assert not legacy.exists()
+    assert (other / "thesis.tex").is_file()

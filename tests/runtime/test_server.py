@@ -58,13 +58,13 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(clf: Classifier, body
 
 def test_concurrent_requests_are_micro_batched(clf: Classifier, monkeypatch) -> None:
     sizes: list[int] = []
-    original = clf.predict_encoded
+    original = clf.predict_buckets
 
     def counting(rows):
         sizes.append(len(rows))
         return original(rows)
 
-    monkeypatch.setattr(clf, "predict_encoded", counting)
+    monkeypatch.setattr(clf, "predict_buckets", counting)
     app = create_app(clf, ServerOptions(window_ms=50))
 
     async def burst() -> list[int]:
@@ -86,7 +86,7 @@ def test_requests_queued_behind_a_batch_do_not_wait_another_window(clf: Classifi
     import time
 
     sizes: list[int] = []
-    original = clf.predict_encoded
+    original = clf.predict_buckets
 
     def slow(rows):
         sizes.append(len(rows))
@@ -94,7 +94,7 @@ def test_requests_queued_behind_a_batch_do_not_wait_another_window(clf: Classifi
             time.sleep(2.5)  # the first batch is still running when the others arrive
         return original(rows)
 
-    monkeypatch.setattr(clf, "predict_encoded", slow)
+    monkeypatch.setattr(clf, "predict_buckets", slow)
     app = create_app(clf, ServerOptions(window_ms=1000))
 
     async def scenario() -> tuple[list[int], float]:
@@ -137,13 +137,13 @@ def test_a_full_queue_answers_503_at_once_and_recovers(clf: Classifier, monkeypa
     import threading
 
     release = threading.Event()
-    original = clf.predict_encoded
+    original = clf.predict_buckets
 
     def held(rows):
         release.wait(10)  # the first batch holds the model until the test lets it go
         return original(rows)
 
-    monkeypatch.setattr(clf, "predict_encoded", held)
+    monkeypatch.setattr(clf, "predict_buckets", held)
     app = create_app(clf, ServerOptions(max_pending_texts=3, window_ms=1))
 
     async def scenario() -> dict[str, object]:

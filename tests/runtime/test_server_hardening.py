@@ -53,7 +53,7 @@ def test_a_poisoned_request_never_fails_the_good_ones_batched_with_it(clf: Class
 
 
 def test_a_run_that_fails_is_retried_without_the_request_that_broke_it(clf: Classifier, monkeypatch) -> None:
-    original = clf.predict_encoded
+    original = clf.predict_buckets
     runs: list[int] = []
 
     def breaks_on_one_text(rows):
@@ -62,7 +62,7 @@ def test_a_run_that_fails_is_retried_without_the_request_that_broke_it(clf: Clas
             raise RuntimeError("secret internal detail /home/build/model.onnx")
         return original(rows)
 
-    monkeypatch.setattr(clf, "predict_encoded", breaks_on_one_text)
+    monkeypatch.setattr(clf, "predict_buckets", breaks_on_one_text)
     app = create_app(clf, ServerOptions(window_ms=50))
 
     async def scenario(client):
@@ -143,13 +143,13 @@ def test_server_options_are_validated() -> None:
 
 
 def test_a_small_request_is_not_stuck_behind_a_large_one(clf: Classifier, monkeypatch) -> None:
-    original = clf.predict_encoded
+    original = clf.predict_buckets
 
     def slow(rows):
         time.sleep(0.05)  # each model run takes a while, as a full-size model's does
         return original(rows)
 
-    monkeypatch.setattr(clf, "predict_encoded", slow)
+    monkeypatch.setattr(clf, "predict_buckets", slow)
     app = create_app(clf, ServerOptions(max_batch_texts=4, window_ms=1))
 
     async def scenario(client):
@@ -240,3 +240,32 @@ def test_non_loopback_bind_without_a_key_warns(clf: Classifier, monkeypatch, cap
     listener.serve(clf, ServerOptions(host="127.0.0.1", port=_free_port()))
     listener.serve(clf, ServerOptions(host="0.0.0.0", port=_free_port(), api_key=KEY))
     assert "no authentication" not in capsys.readouterr().err
+
+
+def test_a_title_sharing_a_run_with_long_texts_is_answered_before_them(clf: Classifier, monkeypatch) -> None:
+    original = clf._forward
+
+    def long_rows_are_slow(batch):
+        if batch.input_ids.shape[1] > 100:
+            time.sleep(1.0)  # the long bucket of the run
+        return original(batch)
+
+    monkeypatch.setattr(clf, "_forward", long_rows_are_slow)
+    app = create_app(clf, ServerOptions(window_ms=300))
+
+    async def scenario(client):
+        done: dict[str, float] = {}
+
+        async def timed(name, body):
+            response = await client.post("/v1/classify", json=body)
+            done[name] = time.perf_counter()
+            return response.status_code
+
+        codes = await asyncio.gather(
+            timed("long", {"texts": ["长文本" * 100] * 4}), timed("title", {"texts": ["短标题"]})
+        )
+        return codes, done
+
+    codes, done = asyncio.run(_with_client(app, scenario))
+    assert codes == [200, 200]
+    assert done["long"] - done["title"] > 0.8, "the title waited for the long rows of its run"
