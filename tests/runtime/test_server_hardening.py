@@ -269,3 +269,25 @@ def test_a_title_sharing_a_run_with_long_texts_is_answered_before_them(clf: Clas
     codes, done = asyncio.run(_with_client(app, scenario))
     assert codes == [200, 200]
     assert done["long"] - done["title"] > 0.8, "the title waited for the long rows of its run"
+
+
+def test_connections_beyond_the_limit_get_503(tiny_artifact: Path) -> None:
+    port = _free_port()
+    server = subprocess.Popen(
+        [CLI, "serve", str(tiny_artifact), "--provider", "cpu", "--threads", "1", "--port", str(port),
+         "--max-connections", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert "serving" in (server.stdout.readline() if server.stdout else "")
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(4)]
+        time.sleep(0.2)
+        refused = httpx.post(f"http://127.0.0.1:{port}/v1/classify", json={"texts": ["新闻"]}, timeout=5)
+        for conn in idle:
+            conn.close()
+        time.sleep(0.2)
+        accepted = httpx.post(f"http://127.0.0.1:{port}/v1/classify", json={"texts": ["新闻"]}, timeout=5)
+        assert (refused.status_code, accepted.status_code) == (503, 200)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
