@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
 
-    from bert14.manifest import cpu_flags
+    from bert14.artifact import cpu_flags
     from bert14.quantize.dynamic import DynamicOptions, quantize_dynamic_int8
 
     source = args.artifact / "model.opt.onnx"

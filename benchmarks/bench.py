@@ -51,8 +51,8 @@ def main() -> int:
 
     import torch
 
+    from bert14.artifact import read_manifest
     from bert14.export.model import rebuild
-    from bert14.manifest import read_manifest
 
     torch.set_num_threads(THREADS)
     manifest = read_manifest(args.artifact)
@@ -97,8 +97,8 @@ def real_text(artifact: Path, model, sessions: dict) -> dict[str, float]:
     import torch
     from data import titles
 
-    from bert14.runtime.encode import buckets, encode
-    from bert14.runtime.tokenizer import load_tokenizer
+    from bert14.encode import buckets, encode
+    from bert14.tokenizer import load_tokenizer
 
     tokenizer, _ = load_tokenizer(artifact)
     texts = [text for _, text in titles("test")]

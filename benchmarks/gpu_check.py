@@ -135,8 +135,8 @@ def _seqlen_fp16(workdir: Path, artifact: Path) -> Path:
 
 
 def _runtime_runner(artifact: Path, feeds: dict[str, np.ndarray]):
+    from bert14.encode import Batch
     from bert14.runtime import Classifier
-    from bert14.runtime.encode import Batch
 
     clf = Classifier.load(artifact, precision="fp16", provider="cuda", cuda_graph=True, warmup=False)
     batch = Batch(
@@ -154,8 +154,8 @@ def runtime_parity(artifact: Path, model, device: str) -> dict:
     import torch
 
     from bert14.export.check import SAMPLE_TEXTS
+    from bert14.head import disagreements
     from bert14.runtime import Classifier
-    from bert14.runtime.head import disagreements
 
     texts = SAMPLE_TEXTS * 4
     results = {}
@@ -185,9 +185,9 @@ def runtime_parity(artifact: Path, model, device: str) -> dict:
 def check(artifact: Path, provider: str, rounds: int, shapes=SHAPES, public: bool = True) -> dict:
     import torch
 
+    from bert14.artifact import read_manifest
     from bert14.export.model import rebuild
     from bert14.export.validate import compare, validation_suite
-    from bert14.manifest import read_manifest
 
     manifest = read_manifest(artifact)
     device = "cuda" if provider == "cuda" else "cpu"

@@ -79,8 +79,8 @@ def models(artifact: Path, public: bool, workdir: Path) -> dict[str, Path]:
     found = {name: artifact / name for name in ("model.fp16.seqlen.onnx", "model.fp16.onnx")}
     found = {name: path for name, path in found.items() if path.is_file()}
     if public:
+        from bert14.artifact import read_manifest
         from bert14.export.model import rebuild
-        from bert14.manifest import read_manifest
 
         found["public fp16"] = _public_fp16(workdir, rebuild(read_manifest(artifact)["source"], "eager"))
     return found

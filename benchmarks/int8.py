@@ -24,13 +24,13 @@ import numpy as np
 from common import bert_feeds, beside_pytorch, interleaved, public_recipe, session
 from data import TRAINED_MODEL, articles, require, titles
 
-from bert14.runtime.head import SOFTMAX, scores
+from bert14.head import SOFTMAX, scores
 
 MAX_LENGTH = 512
 
 
 def _batches(tokenizer, texts: list[str]):
-    from bert14.runtime.encode import buckets, encode
+    from bert14.encode import buckets, encode
 
     return buckets(encode(tokenizer, texts, None, MAX_LENGTH), max_batch=16, max_tokens=4096)
 
@@ -67,11 +67,11 @@ def _agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]
 
 
 def accuracy(workdir: Path, args: argparse.Namespace) -> dict[str, object]:
+    from bert14.build import ExportOptions, export_artifact
     from bert14.export.model import load_checkpoint
-    from bert14.export.pipeline import ExportOptions, export_artifact
     from bert14.quantize.dynamic import DynamicOptions
     from bert14.quantize.fallback import FallbackOptions
-    from bert14.runtime.tokenizer import load_tokenizer
+    from bert14.tokenizer import load_tokenizer
 
     fixture = require(TRAINED_MODEL)
     artifact = workdir / "fixture"
@@ -91,7 +91,7 @@ def accuracy(workdir: Path, args: argparse.Namespace) -> dict[str, object]:
     models = {"bert14_int8": artifact / "model.int8.onnx", "recipe_int8": recipe_int8}
     if args.static is not None:
         # Static QDQ beside the dynamic default, calibrated on 512 training titles.
-        from bert14.manifest import cpu_flags
+        from bert14.artifact import cpu_flags
         from bert14.quantize.static import StaticOptions, calibration_batches, quantize_static_qdq
 
         texts = [text for _, text in titles("train")[:512]]
@@ -135,9 +135,9 @@ def accuracy(workdir: Path, args: argparse.Namespace) -> dict[str, object]:
 def latency(workdir: Path, rounds: int) -> dict[str, object]:
     import torch
 
+    from bert14.artifact import cpu_flags
     from bert14.export.model import build_default
     from bert14.export.onnx_export import ExportSettings, export_onnx
-    from bert14.manifest import cpu_flags
     from bert14.optimize.pipeline import OptimizeOptions, optimize_file
     from bert14.quantize.dynamic import DynamicOptions, quantize_dynamic_int8
 

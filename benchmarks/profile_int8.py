@@ -54,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     path = args.model
     if args.quantize_keep_layer_norm:
-        from bert14.manifest import cpu_flags
+        from bert14.artifact import cpu_flags
         from bert14.quantize.dynamic import DynamicOptions, quantize_dynamic_int8
 
         path = Path(tempfile.mkdtemp()) / "int8.onnx"

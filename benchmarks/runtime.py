@@ -52,8 +52,8 @@ def startup(artifact: Path) -> dict[str, float]:
 
 
 def throughput(artifact: Path, rounds: int = 3) -> dict[str, object]:
+    from bert14.encode import Batch
     from bert14.runtime import Classifier
-    from bert14.runtime.encode import Batch
 
     clf = Classifier.load(artifact, precision="int8", provider="cpu", threads=2, spinning=False)
     texts = [text for _, text in titles("test")]

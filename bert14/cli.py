@@ -14,7 +14,7 @@ from bert14.errors import Bert14Error, InputError, Terminated
 
 
 def _export(args: argparse.Namespace) -> int:
-    from bert14.export.pipeline import ExportOptions, export_artifact
+    from bert14.build import ExportOptions, export_artifact
     from bert14.quantize.dynamic import DynamicOptions
     from bert14.quantize.fallback import FallbackOptions
     from bert14.quantize.static import StaticOptions

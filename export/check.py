@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bert14 import progress
+from bert14.artifact import read_manifest, verify_files
 from bert14.errors import ArtifactError
 from bert14.export.validate import (
     FP16_CPU_LOGIT_ATOL,
@@ -26,8 +27,7 @@ from bert14.export.validate import (
     make_case,
     reference_session,
 )
-from bert14.manifest import read_manifest, verify_files
-from bert14.runtime.head import SOFTMAX, disagreements, scores
+from bert14.head import SOFTMAX, disagreements, scores
 
 BUCKETS = ((1, 16), (17, 64), (65, 128), (129, 512))
 TRUNCATED = "truncated"
@@ -98,7 +98,7 @@ class ArtifactReport:
     file: str
     threshold: Threshold
     hash_ok: bool
-    function: str = SOFTMAX  # how the logits are read (runtime/head.py): probabilities and answers follow it
+    function: str = SOFTMAX  # how the logits are read (bert14/head.py): probabilities and answers follow it
     rows: list[Row] = field(default_factory=list)
 
     def _stats(self, rows: list[Row]) -> dict[str, object]:
@@ -148,8 +148,8 @@ def _bucket(length: int) -> str:
 
 def text_cases(directory: Path, texts: list[str], max_length: int) -> list[tuple[Case, list[str]]]:
     """The texts as cases of right-padded batches, each row labelled with its bucket."""
-    from bert14.runtime.encode import buckets, encode
-    from bert14.runtime.tokenizer import load_tokenizer
+    from bert14.encode import buckets, encode
+    from bert14.tokenizer import load_tokenizer
 
     tokenizer, _ = load_tokenizer(directory)
     encoded = encode(tokenizer, texts, None, max_length)

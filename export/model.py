@@ -12,12 +12,12 @@ from typing import Any
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
+from bert14.artifact import sha256_file
 from bert14.errors import ArtifactError, InputError
 from bert14.export.vocab import build_vocab
+from bert14.head import PROBLEM_TYPES, score_function
 from bert14.jsonfile import read_json_object
-from bert14.manifest import sha256_file
-from bert14.runtime.head import PROBLEM_TYPES, score_function
-from bert14.runtime.tokenizer import (
+from bert14.tokenizer import (
     TOKENIZER_JSON_NAME,
     VOCAB_NAME,
     TokenizerSettings,
@@ -84,7 +84,7 @@ class SourceModel:
 
     @property
     def score_function(self) -> str:
-        """How the logits are read: softmax, sigmoid or identity (runtime/head.py)."""
+        """How the logits are read: softmax, sigmoid or identity (bert14/head.py)."""
         return model_score_function(self.model)
 
 

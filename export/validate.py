@@ -15,10 +15,10 @@ import onnxruntime as ort
 import torch
 
 from bert14 import progress
+from bert14.encode import ModelInputs
 from bert14.errors import ParityError
 from bert14.export.model import model_score_function
-from bert14.runtime.encode import ModelInputs
-from bert14.runtime.head import SOFTMAX, disagreements, scores
+from bert14.head import SOFTMAX, disagreements, scores
 
 SUITE_BATCHES = (1, 4, 32)
 SUITE_SEQUENCES = (1, 16, 128, 512)
@@ -119,7 +119,7 @@ def compare(
 ) -> CaseResult:
     """strict_argmax: every answer (top label; for a sigmoid head also the labels that apply) must
     match. Otherwise a difference counts as a failure only when it is not a near tie, one that
-    moving each logit by atol can explain (runtime/head.py: disagreements)."""
+    moving each logit by atol can explain (bert14/head.py: disagreements)."""
     diff = float(np.abs(reference.astype(np.float64) - candidate.astype(np.float64)).max())
     flipped, near = disagreements(reference, candidate, function, atol)  # (B,), (B,)
     near_ties = int(near.sum())

@@ -27,9 +27,9 @@ import onnx
 import onnxruntime as ort
 
 from bert14.errors import QuantizeError
+from bert14.head import SOFTMAX, disagreements, scores
 from bert14.quantize.dynamic import DynamicOptions, QuantizeResult, quantize_dynamic_int8
 from bert14.quantize.layers import layer_map
-from bert14.runtime.head import SOFTMAX, disagreements, scores
 
 EMBEDDING = "embedding"
 
@@ -38,7 +38,7 @@ EMBEDDING = "embedding"
 class FallbackOptions:
     target_agreement: float = 0.995
     max_prob_diff: float | None = None
-    score_function: str = SOFTMAX  # the model's head (runtime/head.py): what "agree" and "prob" mean
+    score_function: str = SOFTMAX  # the model's head (bert14/head.py): what "agree" and "prob" mean
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,7 @@ def calibration_batches(
     tokenizer, texts: list[str], max_length: int, length: int = 128, batch: int = 16
 ) -> list[dict[str, np.ndarray]]:
     """Real texts as equal-shape batches (B, length), right-padded or cut."""
-    from bert14.runtime.encode import encode
+    from bert14.encode import encode
 
     encoded = encode(tokenizer, texts, None, min(length, max_length))
     out = []

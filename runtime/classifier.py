@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from bert14.artifact import read_manifest, verify_files
+from bert14.encode import Batch, Encoded, buckets, check_texts, encode
 from bert14.errors import ArtifactError, InputError
-from bert14.manifest import read_manifest, verify_files
-from bert14.runtime.encode import Batch, Encoded, buckets, check_texts, encode
-from bert14.runtime.head import DEFAULT_THRESHOLD, FUNCTIONS, applied, score_function, scores
+from bert14.head import DEFAULT_THRESHOLD, FUNCTIONS, applied, score_function, scores
 from bert14.runtime.session import SessionSettings, create, resolve
-from bert14.runtime.tokenizer import TOKENIZER_CONFIG_NAME, TOKENIZER_JSON_NAME, VOCAB_NAME, load_tokenizer
+from bert14.tokenizer import TOKENIZER_CONFIG_NAME, TOKENIZER_JSON_NAME, VOCAB_NAME, load_tokenizer
 
 log = logging.getLogger("bert14.runtime")
 
@@ -49,7 +49,7 @@ def positive_int(name: str, value: object, limit: int) -> int:
 
 @dataclass(frozen=True)
 class Prediction:
-    """One text's answer, read from the logits as the model's head means them (runtime/head.py).
+    """One text's answer, read from the logits as the model's head means them (bert14/head.py).
 
     label: the label with the highest score. score: that score. probs: every label's score, a
     softmax (single-label), an independent sigmoid (multi-label) or the raw output (regression).
@@ -107,7 +107,7 @@ class Classifier:
     manifest: dict[str, object]
     options: LoadOptions
     max_length: int
-    score_function: str  # softmax | sigmoid | identity, from the manifest (runtime/head.py)
+    score_function: str  # softmax | sigmoid | identity, from the manifest (bert14/head.py)
     model_file: str  # the artifact file this classifier runs
     thresholds: np.ndarray  # (C,) float64: where each sigmoid label starts to apply
     _session: object = field(repr=False)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from bert14.runtime.encode import Batch
+from bert14.encode import Batch
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)
 SEQUENCE_BUCKETS = (16, 32, 64, 128, 256, 512)

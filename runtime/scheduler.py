@@ -28,8 +28,8 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from bert14.encode import Encoded
 from bert14.runtime.classifier import Prediction
-from bert14.runtime.encode import Encoded
 
 log = logging.getLogger("bert14.server")
 

@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from bert14.encode import Encoded, check_text
 from bert14.errors import InputError
 from bert14.runtime.classifier import Classifier, positive_int
-from bert14.runtime.encode import Encoded, check_text
 from bert14.runtime.metrics import Metrics
 from bert14.runtime.scheduler import BatchLimits, FairBatcher
 

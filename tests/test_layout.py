@@ -1,19 +1,80 @@
+"""The tree's contract: dependencies point one way, and the installed command works.
+
+    bert14/ (core: artifact contract, head, tokenizer, encode, errors)  <- every stage imports it
+    export/ -> optimize/ -> quantize/      the build side; bert14/build.py chains them
+    runtime/                               numpy + onnxruntime + tokenizers, nothing of the build
+"""
+
 from __future__ import annotations
 
+import ast
+import shutil
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD_SIDE = ("bert14.export", "bert14.optimize", "bert14.quantize", "bert14.build", "bert14.check")
+HEAVY = ("torch", "transformers", "onnx", "onnxscript", "onnx_ir", "safetensors")
+# folder -> module prefixes its files must not import
+FORBIDDEN = {
+    "runtime": BUILD_SIDE + HEAVY,
+    "export": ("bert14.runtime", "bert14.optimize", "bert14.quantize", "bert14.build"),
+    "optimize": ("bert14.runtime", "bert14.export", "bert14.quantize", "bert14.build"),
+    "quantize": ("bert14.runtime", "bert14.export", "bert14.build"),
+}
+# the core package: everything but the two modules that orchestrate the stages
+CORE_ALLOWED_TO_CHAIN = {"build.py", "cli.py"}
 
 
-def test_runtime_imports_without_torch_or_transformers() -> None:
+def _imports(path: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return names
+
+
+def _violations(files: list[Path], forbidden: tuple[str, ...]) -> list[str]:
+    return [
+        f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} imports {name}"
+        for path in files
+        for name in _imports(path)
+        if any(name == f or name.startswith(f + ".") for f in forbidden)
+    ]
+
+
+@pytest.mark.parametrize("folder", sorted(FORBIDDEN))
+def test_dependencies_point_one_way(folder: str) -> None:
+    assert _violations(sorted((ROOT / folder).glob("*.py")), FORBIDDEN[folder]) == []
+
+
+def test_the_core_package_imports_no_stage() -> None:
+    files = [p for p in sorted((ROOT / "bert14").glob("*.py")) if p.name not in CORE_ALLOWED_TO_CHAIN]
+    assert _violations(files, BUILD_SIDE + HEAVY + ("bert14.runtime",)) == []
+
+
+def test_the_layout_check_sees_a_violation(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import torch\nfrom bert14.export.model import x\n")
+    assert len(_violations([bad], FORBIDDEN["runtime"])) == 2
+
+
+def test_runtime_imports_without_torch_or_onnx_in_a_fresh_interpreter() -> None:
     code = (
-        "import sys, bert14.runtime, bert14.runtime.tokenizer, bert14.manifest; "
-        "heavy = [m for m in ('torch', 'transformers', 'onnx', 'onnxscript') if m in sys.modules]; "
-        "print(','.join(heavy))"
+        "import sys, bert14.runtime, bert14.runtime.server, bert14.tokenizer, bert14.artifact; "
+        f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
 
 
-def test_console_command_is_installed() -> None:
-    result = subprocess.run([sys.executable, "-m", "bert14.cli", "--help"], capture_output=True, text=True)
-    assert result.returncode == 0 and "export" in result.stdout
+def test_installed_console_command_runs() -> None:
+    command = shutil.which("bert14", path=str(Path(sys.executable).parent))
+    assert command is not None, "the bert14 console script is not installed next to this interpreter"
+    result = subprocess.run([command, "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "export" in result.stdout and "serve" in result.stdout

@@ -77,7 +77,7 @@ def test_a_moved_checkpoint_is_named_and_found_with_model_and_must_be_the_same(
 ) -> None:
     from test_source_model import _save_checkpoint
 
-    from bert14.export.pipeline import ExportOptions, export_artifact
+    from bert14.build import ExportOptions, export_artifact
 
     checkpoint = tmp_path / "ckpt"
     checkpoint.mkdir()

@@ -8,17 +8,17 @@ import onnx
 import pytest
 from conftest import TINY_SHAPE
 
+from bert14.artifact import read_manifest, verify_files
+from bert14.build import ExportOptions, export_artifact
 from bert14.cli import main
 from bert14.errors import ParityError
 from bert14.export.model import build_default
-from bert14.export.pipeline import ExportOptions, export_artifact
 from bert14.export.validate import (
     FP32_LOGIT_ATOL,
     require_pass,
     validate_onnx,
     validation_suite,
 )
-from bert14.manifest import read_manifest, verify_files
 
 BASE_FILES = {"model.onnx", "config.json", "vocab.txt", "tokenizer_config.json", "tokenizer.json", "manifest.json"}
 ARTIFACT_FILES = BASE_FILES | {"model.opt.onnx", "model.fp16.onnx", "model.fp16.seqlen.onnx", "model.int8.onnx"}
@@ -127,7 +127,7 @@ def test_failed_export_leaves_previous_artifact_untouched(tmp_path: Path, monkey
     export_artifact(ExportOptions(out_dir=out, shape_overrides=dict(TINY_SHAPE)))
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
-    import bert14.export.pipeline as pipeline
+    import bert14.build as pipeline
 
     def broken(*args, **kwargs):
         raise ParityError("planted failure")

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from test_source_model import _expect_input_error, _save_checkpoint
 
+from bert14.build import ExportOptions, export_artifact
 from bert14.cli import main
 from bert14.errors import InputError
 from bert14.export.check import check_artifact, failures
-from bert14.export.pipeline import ExportOptions, export_artifact
 from bert14.runtime import Classifier
 
 TEXTS = ["hello world", "abc 123", "", "the quick brown fox jumps over the lazy dog " * 3]

@@ -1,5 +1,5 @@
 """Export never loses what it did not write: OUT's other files, foreign manifests, mount points,
-read-only targets, interrupted and killed exports (export/publish.py)."""
+read-only targets, interrupted and killed exports (bert14/publish.py)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from conftest import TINY_SHAPE
 
+from bert14.artifact import read_manifest, write_manifest
+from bert14.build import ExportOptions, export_artifact
 from bert14.errors import InputError
-from bert14.export.pipeline import ExportOptions, export_artifact
-from bert14.export.publish import JOURNAL_NAME, STAGE_MARKER, STAGE_PREFIX, staging
-from bert14.manifest import read_manifest, write_manifest
+from bert14.publish import JOURNAL_NAME, STAGE_MARKER, STAGE_PREFIX, staging
 
 
 def _fake_export(out: Path, names: tuple[str, ...] = ("model.onnx", "config.json"), content: str = "new") -> None:
@@ -146,7 +146,7 @@ def test_export_into_a_mount_point_publishes_into_it(tmp_path: Path) -> None:
 
 
 def test_read_only_out_is_refused_before_the_work(tmp_path: Path, monkeypatch) -> None:
-    import bert14.export.pipeline as pipeline
+    import bert14.build as pipeline
 
     def must_not_run(options):
         raise AssertionError("the model was loaded before OUT was found unwritable")

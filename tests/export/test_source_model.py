@@ -154,7 +154,7 @@ def _save_v5_tokenizer(directory: Path, lower: bool) -> None:
 def test_a_checkpoint_with_tokenizer_json_only_tokenizes_as_transformers_does(tmp_path: Path, lower: bool) -> None:
     from transformers import AutoTokenizer
 
-    from bert14.runtime.tokenizer import build_tokenizer
+    from bert14.tokenizer import build_tokenizer
 
     _save_checkpoint(tmp_path)
     _save_v5_tokenizer(tmp_path, lower)
@@ -167,7 +167,7 @@ def test_a_checkpoint_with_tokenizer_json_only_tokenizes_as_transformers_does(tm
         assert ours.encode(text).ids == reference(text)["input_ids"], text
     assert (ours.encode("ABC").ids == ours.encode("abc").ids) is lower
 
-    from bert14.export.pipeline import ExportOptions, export_artifact
+    from bert14.build import ExportOptions, export_artifact
     from bert14.runtime import Classifier
 
     artifact = tmp_path / "artifact"
@@ -194,7 +194,7 @@ def test_tokenizer_json_that_bert14_would_read_differently_is_refused(tmp_path: 
 
 
 def test_a_tanh_gelu_checkpoint_exports_with_fast_gelu_and_others_are_refused(tmp_path: Path) -> None:
-    from bert14.export.pipeline import ExportOptions, export_artifact
+    from bert14.build import ExportOptions, export_artifact
 
     checkpoint = tmp_path / "ckpt"
     checkpoint.mkdir()

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from bert14.export.vocab import SPECIAL_TOKENS, VOCAB_SIZE, build_vocab
-from bert14.runtime.tokenizer import TokenizerSettings, build_tokenizer, read_vocab, write_tokenizer_files
+from bert14.tokenizer import TokenizerSettings, build_tokenizer, read_vocab, write_tokenizer_files
 
 
 def test_vocab_has_bert_base_chinese_size_and_special_ids() -> None:

@@ -143,8 +143,8 @@ def test_mask_semantics_right_left_none_and_all_but_one(tmp_path: Path) -> None:
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
 def test_one_token_type_fuses_fully_and_refuses_text_pairs(tmp_path: Path, exporter: str) -> None:
     """type_vocab_size 1 (no segment B): the probes must not feed a token type the table lacks."""
+    from bert14.build import ExportOptions, export_artifact
     from bert14.errors import InputError
-    from bert14.export.pipeline import ExportOptions, export_artifact
     from bert14.runtime import Classifier
 
     out = tmp_path / "art"

@@ -115,7 +115,7 @@ def test_fallback_gives_up_with_a_report(tiny_artifact: Path, tmp_path: Path) ->
 @pytest.mark.parametrize("calibrate", ["minmax", "percentile", "entropy"])
 def test_static_qdq_calibrates_on_real_text(tiny_artifact: Path, tmp_path: Path, calibrate: str) -> None:
     from bert14.quantize.static import StaticOptions, calibration_batches, quantize_static_qdq
-    from bert14.runtime.tokenizer import load_tokenizer
+    from bert14.tokenizer import load_tokenizer
 
     tokenizer, _ = load_tokenizer(tiny_artifact)
     texts = ["央行宣布降准", "湖人主场险胜勇士", "新款手机发布", "北京二手房成交量上涨"] * 4

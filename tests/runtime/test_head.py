@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bert14.runtime.head import (
+from bert14.head import (
     IDENTITY,
     SIGMOID,
     SOFTMAX,

@@ -8,7 +8,7 @@ import random
 import pytest
 from conftest import REAL_VOCAB, THUCNEWS, need
 
-from bert14.runtime.tokenizer import TokenizerSettings, build_tokenizer, read_vocab
+from bert14.tokenizer import TokenizerSettings, build_tokenizer, read_vocab
 
 MAX_LENGTH = 512
 
@@ -107,8 +107,8 @@ def test_property_ids_identical_to_transformers_or_refused_as_not_unicode(pair) 
     it, where transformers' tokenizer raises a TypeError."""
     from hypothesis import HealthCheck, given, settings
 
+    from bert14.encode import check_text
     from bert14.errors import InputError
-    from bert14.runtime.encode import check_text
 
     reference, ours = pair
 

@@ -34,8 +34,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bert14.artifact import ARTIFACT_FILE_NAMES, MANIFEST_NAME, is_bert14_manifest
 from bert14.errors import InputError
-from bert14.manifest import ARTIFACT_FILE_NAMES, MANIFEST_NAME, is_bert14_manifest
 
 STAGE_PREFIX = ".bert14-stage-"
 STAGE_MARKER = ".bert14-stage"

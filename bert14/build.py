@@ -1,7 +1,7 @@
 """`bert14 export`: source model -> artifact directory, validated against PyTorch, published whole.
 
 The artifact is built in a hidden staging directory inside OUT and published only after every file
-is written and every check passed, so a failure leaves OUT as it was (export/publish.py).
+is written and every check passed, so a failure leaves OUT as it was (bert14/publish.py).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 
 import bert14
 from bert14 import progress
+from bert14.artifact import cpu_flags, package_versions, write_manifest
 from bert14.errors import InputError
 from bert14.export.model import DEFAULT_SEED, SourceModel, build_default, load_checkpoint
 from bert14.export.onnx_export import ExportSettings, export_onnx
-from bert14.export.publish import staging
 from bert14.export.validate import (
     FP16_CPU_LOGIT_ATOL,
     FP32_LOGIT_ATOL,
@@ -30,11 +30,11 @@ from bert14.export.validate import (
     validate_onnx,
     validation_suite,
 )
-from bert14.manifest import cpu_flags, package_versions, write_manifest
+from bert14.publish import staging
 from bert14.quantize.dynamic import DynamicOptions
 from bert14.quantize.fallback import FallbackOptions
 from bert14.quantize.static import StaticOptions
-from bert14.runtime.tokenizer import write_tokenizer_files
+from bert14.tokenizer import write_tokenizer_files
 
 DEFAULT_OUT = Path("artifacts/bert14")
 MODEL_NAME = "model.onnx"
@@ -228,7 +228,7 @@ def _read_texts(path: Path | None, what: str) -> list[str]:
 
 def _int8_static(stage: Path, source: SourceModel, options: ExportOptions):
     from bert14.quantize.static import calibration_batches, quantize_static_qdq
-    from bert14.runtime.tokenizer import load_tokenizer
+    from bert14.tokenizer import load_tokenizer
 
     texts = _read_texts(options.int8_calibration_texts, "int8 calibration texts")
     tokenizer, _ = load_tokenizer(stage)
@@ -241,10 +241,10 @@ def _int8_with_fallback(source: SourceModel, stage: Path, options: ExportOptions
     """INT8 with the accuracy-driven fallback, measured against PyTorch on the eval texts."""
     import numpy as np
 
+    from bert14.encode import buckets, encode
     from bert14.export.validate import torch_logits
     from bert14.quantize.fallback import accuracy_fallback
-    from bert14.runtime.encode import buckets, encode
-    from bert14.runtime.tokenizer import load_tokenizer
+    from bert14.tokenizer import load_tokenizer
 
     texts = _read_texts(options.int8_eval_texts, "int8 eval texts")
     tokenizer, _ = load_tokenizer(stage)
