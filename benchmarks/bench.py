@@ -57,11 +57,11 @@ def main() -> int:
     torch.set_num_threads(THREADS)
     manifest = read_manifest(args.artifact)
     progress = Progress(3 + len(SHAPES) + 1)
-    source = rebuild(manifest["source"], manifest["source"].get("attn_implementation", "sdpa"))
+    source = rebuild(manifest.source, manifest.source.get("attn_implementation", "sdpa"))
     progress.step("source model")
     config = source.config
     with tempfile.TemporaryDirectory() as tmp:
-        eager = rebuild(manifest["source"], "eager")
+        eager = rebuild(manifest.source, "eager")
         _, recipe = public_recipe(eager.model, Path(tmp), config.num_attention_heads, config.hidden_size)
         del eager
         progress.step("public recipe")

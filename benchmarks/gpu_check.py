@@ -194,7 +194,7 @@ def check(artifact: Path, provider: str, rounds: int, shapes=SHAPES, public: boo
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-    source = rebuild(manifest["source"], manifest["source"].get("attn_implementation", "sdpa"))
+    source = rebuild(manifest.source, manifest.source.get("attn_implementation", "sdpa"))
     model = source.model.to(device)
     config = source.config
     report: dict = {"provider": provider, "device": torch.cuda.get_device_name() if device == "cuda" else "cpu"}
@@ -245,7 +245,7 @@ def check(artifact: Path, provider: str, rounds: int, shapes=SHAPES, public: boo
         }
     half = model.half() if device == "cuda" else None  # parity is done: the fp32 copy is no longer needed
     with tempfile.TemporaryDirectory() as tmp:
-        public_path = _public_fp16(Path(tmp), rebuild(manifest["source"], "eager")) if public else None
+        public_path = _public_fp16(Path(tmp), rebuild(manifest.source, "eager")) if public else None
         seqlen_path = _seqlen_fp16(Path(tmp), artifact) if device == "cuda" else None
         latency = {}
         for batch, sequence in shapes:

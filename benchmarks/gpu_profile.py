@@ -82,7 +82,7 @@ def models(artifact: Path, public: bool, workdir: Path) -> dict[str, Path]:
         from bert14.artifact import read_manifest
         from bert14.export.model import rebuild
 
-        found["public fp16"] = _public_fp16(workdir, rebuild(read_manifest(artifact)["source"], "eager"))
+        found["public fp16"] = _public_fp16(workdir, rebuild(read_manifest(artifact).source, "eager"))
     return found
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from common import bert_feeds, beside_pytorch, interleaved, public_recipe, session
 from data import TRAINED_MODEL, articles, require, titles
 
+from bert14.artifact import read_manifest
 from bert14.head import SOFTMAX, scores
 
 MAX_LENGTH = 512
@@ -119,11 +120,11 @@ def accuracy(workdir: Path, args: argparse.Namespace) -> dict[str, object]:
                 for model, path in models.items()
             },
         }
-    manifest = json.loads((artifact / "manifest.json").read_text())
-    result["bert14_recipe"] = manifest["artifacts"]["int8"]["recipe"]
-    result["bert14_kept_fp32"] = manifest["artifacts"]["int8"]["kept_fp32"]
-    result["bert14_size_vs_fp32"] = manifest["artifacts"]["int8"]["size_vs_fp32"]
-    result["bert14_fallback"] = manifest["artifacts"]["int8"].get("fallback")
+    manifest = read_manifest(artifact)
+    result["bert14_recipe"] = manifest.artifacts["int8"]["recipe"]
+    result["bert14_kept_fp32"] = manifest.artifacts["int8"]["kept_fp32"]
+    result["bert14_size_vs_fp32"] = manifest.artifacts["int8"]["size_vs_fp32"]
+    result["bert14_fallback"] = manifest.artifacts["int8"].get("fallback")
     fused_int8 = {model: session(str(path)) for model, path in models.items()}
     fused_int8["bert14_fp32_fused"] = session(str(artifact / "model.opt.onnx"))
     feeds = bert_feeds(1, 128)

@@ -1,4 +1,9 @@
-"""The artifact manifest: what was built, from what, with which tools, and how well it matched.
+"""The artifact contract that export, quantize and runtime share: file names and the manifest.
+
+An artifact directory holds the files below and a manifest.json that records what was built, from
+what, with which tools, how well each file matched PyTorch, and the sha256 of every file. The
+manifest is read into `Manifest` (typed, schema-version checked); an artifact written by a newer
+bert14 is refused with a clear message instead of being half understood.
 
 Standard library only: the runtime reads manifests without torch or onnx installed.
 """
@@ -9,6 +14,7 @@ import hashlib
 import json
 import platform
 import sys
+from dataclasses import dataclass, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -20,21 +26,32 @@ MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
 # The marker that tells a bert14 manifest from any other manifest.json (export replaces only its own).
 FORMAT = "bert14-artifact"
+
+MODEL_FILE = "model.onnx"  # fp32, as exported
+FUSED_FILE = "model.opt.onnx"  # fp32, fused into ONNX Runtime's transformer ops (CPU)
+FP16_FILE = "model.fp16.onnx"  # fused, fp16 (CUDA)
+FP16_SEQLEN_FILE = "model.fp16.seqlen.onnx"  # fused fp16, attention on sequence lengths (CUDA, right padding)
+INT8_FILE = "model.int8.onnx"  # fused, dynamic INT8 (CPU)
+CONFIG_FILE = "config.json"  # the Hugging Face config
+VOCAB_FILE = "vocab.txt"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+TOKENIZER_JSON_FILE = "tokenizer.json"
+# The manifest's key for each model file (its `artifacts` table and `bert14 check`'s report).
+MODEL_FILES = {
+    "fp32": MODEL_FILE,
+    "fp32_fused": FUSED_FILE,
+    "fp16": FP16_FILE,
+    "fp16_seqlen": FP16_SEQLEN_FILE,
+    "int8": INT8_FILE,
+}
+# What every artifact carries besides its models; the runtime reads (and verifies) all of them.
+SUPPORT_FILES = (VOCAB_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_JSON_FILE, CONFIG_FILE)
 # Every file name an export may write into an artifact directory; nothing else is ever replaced there.
-ARTIFACT_FILE_NAMES = frozenset(
-    {
-        "model.onnx",
-        "model.opt.onnx",
-        "model.fp16.onnx",
-        "model.fp16.seqlen.onnx",
-        "model.int8.onnx",
-        "config.json",
-        "vocab.txt",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        MANIFEST_NAME,
-    }
-)
+ARTIFACT_FILE_NAMES = frozenset({*MODEL_FILES.values(), *SUPPORT_FILES, MANIFEST_NAME})
+# The model's inputs, int64 (batch, sequence), and its output, float32 (batch, num_labels).
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+OUTPUT_NAME = "logits"
+
 
 # Instruction-set flags that change which ONNX Runtime CPU kernels run (and how INT8 saturates).
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
@@ -96,31 +113,95 @@ def is_bert14_manifest(raw: object) -> bool:
     return raw.get("schema_version") == 1 and isinstance(raw.get("bert14_version"), str)
 
 
-def write_manifest(directory: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ModelInfo:
+    """The `model` table: the source model's shape, its labels and how its logits are read."""
+
+    labels: list[str]
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    max_position_embeddings: int
+    type_vocab_size: int
+    layer_norm_eps: float
+    architecture: str = "BertForSequenceClassification"
+    problem_type: str | None = None
+    score_function: str | None = None  # softmax | sigmoid | identity (bert14/head.py); absent before 2026-11
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """manifest.json, read and checked. `raw` keeps every table as written (export settings,
+    versions, fusion report, validation figures) for reports; code reads the typed fields."""
+
+    schema_version: int
+    bert14_version: str
+    model: ModelInfo
+    files: dict[str, str]  # file name -> sha256
+    source: dict[str, Any]  # what it was built from: the default model's seed and shape, or a checkpoint
+    artifacts: dict[str, dict[str, Any]]  # MODEL_FILES key -> that file's recipe and validation figures
+    raw: dict[str, Any]
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any], path: Path) -> Manifest:
+        if not is_bert14_manifest(raw):
+            raise ArtifactError(f"{path}: expected a bert14 manifest (its 'format' or version and 'files'), found none")
+        version = raw.get("schema_version")
+        if not isinstance(version, int) or version < 1:
+            raise ArtifactError(f"{path}: expected an integer schema_version, found {version!r}")
+        if version > SCHEMA_VERSION:
+            raise ArtifactError(
+                f"{path}: written by a newer bert14 (manifest schema {version}; this one reads up to "
+                f"{SCHEMA_VERSION}); upgrade bert14 to load it"
+            )
+        model = raw.get("model")
+        known = {f.name for f in fields(ModelInfo)}
+        if not isinstance(model, dict) or not {"labels", "max_position_embeddings"} <= set(model):
+            raise ArtifactError(f"{path}: expected a 'model' table with labels and sizes, found {model!r:.80}")
+        try:
+            info = ModelInfo(**{k: v for k, v in model.items() if k in known})
+        except TypeError as exc:
+            raise ArtifactError(f"{path}: the 'model' table lacks a field ({exc})") from exc
+        return cls(
+            schema_version=version,
+            bert14_version=str(raw.get("bert14_version", "")),
+            model=info,
+            files=dict(raw["files"]),
+            source=dict(raw.get("source") or {}),
+            artifacts=dict(raw.get("artifacts") or {}),
+            raw=raw,
+        )
+
+    def file_of(self, key: str) -> str | None:
+        """The model file for a MODEL_FILES key, when this artifact has it."""
+        name = MODEL_FILES[key]
+        return name if name in self.files else None
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> Manifest:
     """Hash the directory's files into the manifest and write it; returns what was written."""
-    manifest = {"format": FORMAT, **manifest}
-    manifest["schema_version"] = SCHEMA_VERSION
-    manifest["files"] = file_hashes(directory)
-    text = json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=False)
+    raw = {"format": FORMAT, **manifest}
+    raw["schema_version"] = SCHEMA_VERSION
+    raw["files"] = file_hashes(directory)
+    text = json.dumps(raw, indent=2, ensure_ascii=False, sort_keys=False)
     (directory / MANIFEST_NAME).write_text(text + "\n", encoding="utf-8")
-    return manifest
+    return Manifest.parse(raw, directory / MANIFEST_NAME)
 
 
-def read_manifest(directory: Path) -> dict[str, Any]:
+def read_manifest(directory: Path) -> Manifest:
     path = directory / MANIFEST_NAME
     if not directory.is_dir():
         raise ArtifactError(f"{directory}: expected an artifact directory, found none")
     if not path.is_file():
         raise ArtifactError(f"{path}: expected the artifact's manifest, file is missing (re-run export)")
-    manifest = read_json_object(path, ArtifactError, "a bert14 manifest")
-    if "files" not in manifest:
-        raise ArtifactError(f"{path}: expected a bert14 manifest with a 'files' table, found none")
-    return manifest
+    return Manifest.parse(read_json_object(path, ArtifactError, "a bert14 manifest"), path)
 
 
-def verify_files(directory: Path, manifest: dict[str, Any], names: list[str] | None = None) -> None:
+def verify_files(directory: Path, manifest: Manifest, names: list[str] | None = None) -> None:
     """Raise ArtifactError unless each named file (default: all) exists with its recorded sha256."""
-    recorded: dict[str, str] = manifest["files"]
+    recorded = manifest.files
     for name in names if names is not None else sorted(recorded):
         path = directory / name
         if name not in recorded:

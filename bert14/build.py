@@ -13,7 +13,18 @@ from typing import Any
 
 import bert14
 from bert14 import progress
-from bert14.artifact import cpu_flags, package_versions, write_manifest
+from bert14.artifact import (
+    CONFIG_FILE,
+    FP16_FILE,
+    FP16_SEQLEN_FILE,
+    FUSED_FILE,
+    INT8_FILE,
+    MODEL_FILE,
+    Manifest,
+    cpu_flags,
+    package_versions,
+    write_manifest,
+)
 from bert14.errors import InputError
 from bert14.export.model import DEFAULT_SEED, SourceModel, build_default, load_checkpoint
 from bert14.export.onnx_export import ExportSettings, export_onnx
@@ -37,11 +48,6 @@ from bert14.quantize.static import StaticOptions
 from bert14.tokenizer import write_tokenizer_files
 
 DEFAULT_OUT = Path("artifacts/bert14")
-MODEL_NAME = "model.onnx"
-FUSED_NAME = "model.opt.onnx"
-FP16_NAME = "model.fp16.onnx"
-FP16_SEQLEN_NAME = "model.fp16.seqlen.onnx"
-INT8_NAME = "model.int8.onnx"
 FP16_CPU_MAX_TOKENS = 512  # batch x sequence of the fp16 cases checked on the CPU provider
 TRACKED_PACKAGES = ("torch", "transformers", "onnx", "onnxruntime", "onnxscript", "onnx-ir", "tokenizers", "numpy")
 
@@ -68,7 +74,7 @@ class ExportOptions:
 @dataclass
 class ExportReport:
     out_dir: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     validation: dict[str, list[CaseResult]]  # artifact file -> its cases
     tolerances: dict[str, float]
     seconds: float
@@ -117,13 +123,13 @@ def export_artifact(options: ExportOptions) -> ExportReport:
         source = load_source(options)
         config = source.config
         checks = _Checks(References(source.model))
-        progress.stage(f"exporting {MODEL_NAME} ({options.exporter} exporter)")
-        export_info = export_onnx(source.model, stage / MODEL_NAME, settings, config.max_position_embeddings)
-        config.to_json_file(str(stage / "config.json"))
+        progress.stage(f"exporting {MODEL_FILE} ({options.exporter} exporter)")
+        export_info = export_onnx(source.model, stage / MODEL_FILE, settings, config.max_position_embeddings)
+        config.to_json_file(str(stage / CONFIG_FILE))
         write_tokenizer_files(stage, source.vocab, source.tokenizer_settings)
         suite = validation_suite(config.vocab_size, config.type_vocab_size, config.max_position_embeddings)
-        results = checks.gate(stage / MODEL_NAME, suite, FP32_LOGIT_ATOL, f"{MODEL_NAME} ({options.exporter} export)")
-        checks.artifacts["fp32"] = {"file": MODEL_NAME, "validation": summarize(results, FP32_LOGIT_ATOL)}
+        results = checks.gate(stage / MODEL_FILE, suite, FP32_LOGIT_ATOL, f"{MODEL_FILE} ({options.exporter} export)")
+        checks.artifacts["fp32"] = {"file": MODEL_FILE, "validation": summarize(results, FP32_LOGIT_ATOL)}
         if options.optimize:
             extra = _optimized(source, stage, suite, checks, options)
         progress.stage(f"publishing into {options.out_dir}")
@@ -140,28 +146,28 @@ def _optimized(
     from bert14.quantize.dynamic import quantize_dynamic_int8
 
     config = source.config
-    progress.stage(f"fusing {FUSED_NAME}")
+    progress.stage(f"fusing {FUSED_FILE}")
     fusion = optimize_file(
-        stage / MODEL_NAME,
-        stage / FUSED_NAME,
+        stage / MODEL_FILE,
+        stage / FUSED_FILE,
         OptimizeOptions(num_layers=config.num_hidden_layers, num_heads=config.num_attention_heads),
     )
     padded = suite + validation_suite(
         config.vocab_size, config.type_vocab_size, config.max_position_embeddings, left_pad=True
     )
-    results = checks.gate(stage / FUSED_NAME, padded, FP32_LOGIT_ATOL, f"{FUSED_NAME} (fused)")
-    checks.artifacts["fp32_fused"] = {"file": FUSED_NAME, "validation": summarize(results, FP32_LOGIT_ATOL)}
+    results = checks.gate(stage / FUSED_FILE, padded, FP32_LOGIT_ATOL, f"{FUSED_FILE} (fused)")
+    checks.artifacts["fp32_fused"] = {"file": FUSED_FILE, "validation": summarize(results, FP32_LOGIT_ATOL)}
 
-    progress.stage(f"converting {FP16_NAME}")
-    convert_fp16(stage / FUSED_NAME, stage / FP16_NAME)
+    progress.stage(f"converting {FP16_FILE}")
+    convert_fp16(stage / FUSED_FILE, stage / FP16_FILE)
     # The CPU provider has few fp16 kernels (it casts around most ops), so the large cases would
     # take minutes for a check that only has to show the file loads and agrees; CUDA runs them all
     # in `make gpu-check`.
     small = [case for case in padded if case.input_ids.size <= FP16_CPU_MAX_TOKENS]
-    what = f"{FP16_NAME} (fp16, checked on the CPU provider)"
-    results = checks.gate(stage / FP16_NAME, small, FP16_CPU_LOGIT_ATOL, what, strict=False)
+    what = f"{FP16_FILE} (fp16, checked on the CPU provider)"
+    results = checks.gate(stage / FP16_FILE, small, FP16_CPU_LOGIT_ATOL, what, strict=False)
     checks.artifacts["fp16"] = {
-        "file": FP16_NAME,
+        "file": FP16_FILE,
         "provider": "cuda",
         "validation_cpu": summarize(results, FP16_CPU_LOGIT_ATOL),
     }
@@ -172,18 +178,18 @@ def _optimized(
         return extra
 
     fallback = None
-    progress.stage(f"quantizing {INT8_NAME}")
+    progress.stage(f"quantizing {INT8_FILE}")
     if options.int8_static is not None:
         quantized = _int8_static(stage, source, options)
     elif options.int8_fallback is not None:
         quantized, fallback = _int8_with_fallback(source, stage, options)
     else:
-        quantized = quantize_dynamic_int8(stage / FUSED_NAME, stage / INT8_NAME, options.int8, cpu_flags())
-    results = checks.gate(stage / INT8_NAME, padded, INT8_LOGIT_ATOL, f"{INT8_NAME} (int8)", strict=False)
-    fp32_size = (stage / MODEL_NAME).stat().st_size
-    int8_size = (stage / INT8_NAME).stat().st_size
+        quantized = quantize_dynamic_int8(stage / FUSED_FILE, stage / INT8_FILE, options.int8, cpu_flags())
+    results = checks.gate(stage / INT8_FILE, padded, INT8_LOGIT_ATOL, f"{INT8_FILE} (int8)", strict=False)
+    fp32_size = (stage / MODEL_FILE).stat().st_size
+    int8_size = (stage / INT8_FILE).stat().st_size
     checks.artifacts["int8"] = {
-        "file": INT8_NAME,
+        "file": INT8_FILE,
         "provider": "cpu",
         "recipe": quantized.recipe,
         "kept_fp32": quantized.kept_fp32,
@@ -202,12 +208,12 @@ def _fp16_seqlen(stage: Path, right_padded: list[Case], checks: _Checks) -> None
     only, which is what bert14's runtime always feeds it."""
     from bert14.optimize.mask_index import write_seqlen_fp16
 
-    progress.stage(f"writing {FP16_SEQLEN_NAME}")
-    write_seqlen_fp16(stage / FUSED_NAME, stage / FP16_SEQLEN_NAME)
-    what = f"{FP16_SEQLEN_NAME} (fp16, sequence-length mask, right padding, on the CPU provider)"
-    results = checks.gate(stage / FP16_SEQLEN_NAME, right_padded, FP16_CPU_LOGIT_ATOL, what, strict=False)
+    progress.stage(f"writing {FP16_SEQLEN_FILE}")
+    write_seqlen_fp16(stage / FUSED_FILE, stage / FP16_SEQLEN_FILE)
+    what = f"{FP16_SEQLEN_FILE} (fp16, sequence-length mask, right padding, on the CPU provider)"
+    results = checks.gate(stage / FP16_SEQLEN_FILE, right_padded, FP16_CPU_LOGIT_ATOL, what, strict=False)
     checks.artifacts["fp16_seqlen"] = {
-        "file": FP16_SEQLEN_NAME,
+        "file": FP16_SEQLEN_FILE,
         "provider": "cuda",
         "mask": "sequence lengths: right padding only (bert14.runtime always pads on the right)",
         "validation_cpu": summarize(results, FP16_CPU_LOGIT_ATOL),
@@ -234,7 +240,7 @@ def _int8_static(stage: Path, source: SourceModel, options: ExportOptions):
     tokenizer, _ = load_tokenizer(stage)
     batches = calibration_batches(tokenizer, texts, source.config.max_position_embeddings)
     assert options.int8_static is not None
-    return quantize_static_qdq(stage / FUSED_NAME, stage / INT8_NAME, batches, options.int8_static, cpu_flags())
+    return quantize_static_qdq(stage / FUSED_FILE, stage / INT8_FILE, batches, options.int8_static, cpu_flags())
 
 
 def _int8_with_fallback(source: SourceModel, stage: Path, options: ExportOptions):
@@ -258,7 +264,7 @@ def _int8_with_fallback(source: SourceModel, stage: Path, options: ExportOptions
     assert options.int8_fallback is not None
     fallback = replace(options.int8_fallback, score_function=source.score_function)
     return accuracy_fallback(
-        stage / FUSED_NAME, stage / INT8_NAME, feeds, reference, options.int8, cpu_flags(), fallback
+        stage / FUSED_FILE, stage / INT8_FILE, feeds, reference, options.int8, cpu_flags(), fallback
     )
 
 

@@ -53,10 +53,10 @@ def _export(args: argparse.Namespace) -> int:
     with progress.reporting(progress.for_terminal(args.quiet)):
         report = export_artifact(options)
     print(report.tables())
-    if "fusions" in report.manifest:
-        counts = ", ".join(f"{op} {n}" for op, n in report.manifest["fusions"]["counts"].items())
+    if "fusions" in report.manifest.raw:
+        counts = ", ".join(f"{op} {n}" for op, n in report.manifest.raw["fusions"]["counts"].items())
         print(f"fused: {counts}")
-    files = ", ".join(sorted(report.manifest["files"]))
+    files = ", ".join(sorted(report.manifest.files))
     print(f"wrote {report.out_dir}/ ({files}, manifest.json) in {report.seconds:.1f} s")
     return 0
 

@@ -14,12 +14,10 @@ from pathlib import Path
 from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
 
+from bert14.artifact import TOKENIZER_CONFIG_FILE, TOKENIZER_JSON_FILE, VOCAB_FILE
 from bert14.errors import ArtifactError
 from bert14.jsonfile import read_json_object
 
-TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
-TOKENIZER_JSON_NAME = "tokenizer.json"
-VOCAB_NAME = "vocab.txt"
 # BertTokenizer's WordpieceTokenizer turns longer words into [UNK] whole.
 MAX_INPUT_CHARS_PER_WORD = 100
 
@@ -105,7 +103,7 @@ def read_tokenizer_json(directory: Path) -> tuple[list[str], TokenizerSettings]:
     writes (it no longer writes vocab.txt). tokenizer_config.json, when present, must agree with it.
     Anything that is not BERT's WordPiece pipeline, or tokens added outside the vocabulary, is
     refused: this runtime would tokenize them differently."""
-    path = directory / TOKENIZER_JSON_NAME
+    path = directory / TOKENIZER_JSON_FILE
     raw = read_json_object(path, ArtifactError, "a Hugging Face tokenizer")
     model, normalizer = raw.get("model") or {}, raw.get("normalizer") or {}
     pre_tokenizer = raw.get("pre_tokenizer") or {}
@@ -132,7 +130,7 @@ def read_tokenizer_json(directory: Path) -> tuple[list[str], TokenizerSettings]:
         "tokenize_chinese_chars": bool(normalizer.get("handle_chinese_chars", True)),
         "unk_token": model.get("unk_token", "[UNK]"),
     }
-    config_path = directory / TOKENIZER_CONFIG_NAME
+    config_path = directory / TOKENIZER_CONFIG_FILE
     config = read_json_object(config_path, ArtifactError, "tokenizer settings") if config_path.is_file() else {}
     settings = TokenizerSettings.from_config(config)
     for key, value in from_json.items():
@@ -142,7 +140,7 @@ def read_tokenizer_json(directory: Path) -> tuple[list[str], TokenizerSettings]:
 
 
 def read_settings(directory: Path) -> TokenizerSettings:
-    path = directory / TOKENIZER_CONFIG_NAME
+    path = directory / TOKENIZER_CONFIG_FILE
     if not path.is_file():
         return TokenizerSettings()
     return TokenizerSettings.from_config(read_json_object(path, ArtifactError, "tokenizer settings"))
@@ -152,12 +150,12 @@ def load_tokenizer(directory: Path | str) -> tuple[Tokenizer, TokenizerSettings]
     """The tokenizer of an artifact or checkpoint directory (vocab.txt + tokenizer_config.json)."""
     directory = Path(directory)
     settings = read_settings(directory)
-    return build_tokenizer(read_vocab(directory / VOCAB_NAME), settings), settings
+    return build_tokenizer(read_vocab(directory / VOCAB_FILE), settings), settings
 
 
 def write_tokenizer_files(directory: Path, tokens: list[str], settings: TokenizerSettings) -> None:
     """vocab.txt, tokenizer_config.json and tokenizer.json, readable by transformers too."""
-    (directory / VOCAB_NAME).write_text("\n".join(tokens) + "\n", encoding="utf-8", newline="\n")
+    (directory / VOCAB_FILE).write_text("\n".join(tokens) + "\n", encoding="utf-8", newline="\n")
     config = json.dumps(settings.to_config(), indent=2, ensure_ascii=False)
-    (directory / TOKENIZER_CONFIG_NAME).write_text(config + "\n", encoding="utf-8")
-    build_tokenizer(tokens, settings).save(str(directory / TOKENIZER_JSON_NAME))
+    (directory / TOKENIZER_CONFIG_FILE).write_text(config + "\n", encoding="utf-8")
+    build_tokenizer(tokens, settings).save(str(directory / TOKENIZER_JSON_FILE))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bert14 import progress
-from bert14.artifact import read_manifest, verify_files
+from bert14.artifact import MODEL_FILES, read_manifest, verify_files
 from bert14.errors import ArtifactError
 from bert14.export.validate import (
     FP16_CPU_LOGIT_ATOL,
@@ -51,13 +51,6 @@ THRESHOLDS = {
     "fp16": Threshold(FP16_CPU_LOGIT_ATOL, near_ties_allowed=True),
     "fp16_seqlen": Threshold(FP16_CPU_LOGIT_ATOL, near_ties_allowed=True),
     "int8": Threshold(INT8_LOGIT_ATOL, near_ties_allowed=True),
-}
-FILES = {
-    "fp32": "model.onnx",
-    "fp32_fused": "model.opt.onnx",
-    "fp16": "model.fp16.onnx",
-    "fp16_seqlen": "model.fp16.seqlen.onnx",
-    "int8": "model.int8.onnx",
 }
 # Artifacts whose attention reads sequence lengths: only right-padded inputs mean what they say.
 RIGHT_PADDING_ONLY = {"fp16_seqlen"}
@@ -187,21 +180,21 @@ def check_artifact(
     manifest = read_manifest(directory)
     # Tokenizer and config files are checked first and whole: a swapped tokenizer.json fails the
     # check here, naming the file, before minutes of comparisons (model files are reported per row).
-    verify_files(directory, manifest, sorted(set(manifest["files"]) - set(FILES.values())))
-    present = [key for key, name in FILES.items() if name in manifest["files"]]
+    verify_files(directory, manifest, sorted(set(manifest.files) - set(MODEL_FILES.values())))
+    present = [key for key in MODEL_FILES if manifest.file_of(key)]
     if not present:
         raise ArtifactError(f"{directory}: the manifest lists no model file")
-    model_info = manifest["model"]
+    model_info = manifest.model
     progress.stage("rebuilding the source model")
-    source = rebuild(manifest["source"], manifest["source"].get("attn_implementation", "sdpa"), model_dir)
+    source = rebuild(manifest.source, manifest.source.get("attn_implementation", "sdpa"), model_dir)
     references = References(source.model)
-    cases = text_cases(directory, texts if texts is not None else SAMPLE_TEXTS, model_info["max_position_embeddings"])
+    cases = text_cases(directory, texts if texts is not None else SAMPLE_TEXTS, model_info.max_position_embeddings)
     cases += random_cases(
-        model_info["vocab_size"], model_info["type_vocab_size"], model_info["max_position_embeddings"]
+        model_info.vocab_size, model_info.type_vocab_size, model_info.max_position_embeddings
     )
     reports = {}
     for key in present:
-        name = FILES[key]
+        name = MODEL_FILES[key]
         try:
             verify_files(directory, manifest, [name])
             hash_ok = True

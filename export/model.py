@@ -18,8 +18,8 @@ from bert14.export.vocab import build_vocab
 from bert14.head import PROBLEM_TYPES, score_function
 from bert14.jsonfile import read_json_object
 from bert14.tokenizer import (
-    TOKENIZER_JSON_NAME,
-    VOCAB_NAME,
+    TOKENIZER_JSON_FILE,
+    VOCAB_FILE,
     TokenizerSettings,
     read_settings,
     read_tokenizer_json,
@@ -219,7 +219,7 @@ def load_checkpoint(directory: Path, attn: str = "sdpa") -> SourceModel:
 
 def _read_tokenizer(directory: Path) -> tuple[Path, list[str], TokenizerSettings]:
     """vocab.txt (+ tokenizer_config.json), or, as transformers 5 saves it, tokenizer.json alone."""
-    vocab_path, json_path = directory / VOCAB_NAME, directory / TOKENIZER_JSON_NAME
+    vocab_path, json_path = directory / VOCAB_FILE, directory / TOKENIZER_JSON_FILE
     try:
         if vocab_path.is_file():
             added = directory / "added_tokens.json"

@@ -11,26 +11,23 @@ memory stays bounded whatever the number of texts.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from bert14.artifact import read_manifest, verify_files
+from bert14.artifact import MANIFEST_NAME, SUPPORT_FILES, Manifest, read_manifest, verify_files
 from bert14.encode import Batch, Encoded, buckets, check_texts, encode
 from bert14.errors import ArtifactError, InputError
 from bert14.head import DEFAULT_THRESHOLD, FUNCTIONS, applied, score_function, scores
 from bert14.runtime.session import SessionSettings, create, resolve
-from bert14.tokenizer import TOKENIZER_CONFIG_NAME, TOKENIZER_JSON_NAME, VOCAB_NAME, load_tokenizer
+from bert14.tokenizer import load_tokenizer
 
 log = logging.getLogger("bert14.runtime")
 
-# The artifact's files other than models; all of them are verified on load.
-SUPPORT_FILES = (VOCAB_NAME, TOKENIZER_CONFIG_NAME, TOKENIZER_JSON_NAME, "config.json")
 # Texts tokenized and bucketed together; bounds memory for any number of texts.
 CHUNK = 1024
 # Beyond these an option is a typo, not a wish: 10,000 threads on 2 cores makes ONNX Runtime hang
@@ -104,7 +101,7 @@ class Classifier:
     labels: list[str]
     precision: str
     provider: str
-    manifest: dict[str, object]
+    manifest: Manifest
     options: LoadOptions
     max_length: int
     score_function: str  # softmax | sigmoid | identity, from the manifest (bert14/head.py)
@@ -127,7 +124,7 @@ class Classifier:
         _check_threshold("threshold", options.threshold)
         directory = Path(directory)
         manifest = read_manifest(directory)
-        available = set(manifest["files"])  # type: ignore[arg-type]
+        available = set(manifest.files)
         precision, provider, path = resolve(directory, options.precision, options.provider, available)
         if options.verify:
             # Every file the runtime reads, and the tokenizer.json and config.json that travel with
@@ -139,10 +136,12 @@ class Classifier:
             precision, provider, path = resolve(directory, options.precision, "cpu", available)
             session, actual = create(path, "cpu", settings)
         tokenizer, tokenizer_settings = load_tokenizer(directory)
-        labels = _labels(manifest, directory)
+        labels = [str(label) for label in manifest.model.labels]
+        if not labels:
+            raise ArtifactError(f"{directory / MANIFEST_NAME}: expected the model's labels, found none")
         thresholds = _thresholds(options, labels)
         function = _score_function(manifest, directory, len(labels))
-        max_length = min(tokenizer_settings.model_max_length, int(manifest["model"]["max_position_embeddings"]))  # type: ignore[index]
+        max_length = min(tokenizer_settings.model_max_length, manifest.model.max_position_embeddings)
         pad_id = tokenizer.token_to_id(tokenizer_settings.pad_token) or 0
         runner = None
         if actual == "cuda":
@@ -185,7 +184,7 @@ class Classifier:
         """Checked and tokenized texts, cut to the model's positions: what predict_encoded() runs.
         Split from predict() so that a server can tokenize, budget and schedule rows itself."""
         checked, checked_pairs = check_texts(texts, text_pairs)
-        if checked_pairs is not None and int(self.manifest["model"].get("type_vocab_size", 2)) < 2:  # type: ignore[union-attr]
+        if checked_pairs is not None and self.manifest.model.type_vocab_size < 2:
             raise InputError(
                 "text_pairs: this model has one token type (type_vocab_size 1), so it cannot tell a second "
                 "segment from the first; expected texts without pairs"
@@ -249,8 +248,7 @@ class Classifier:
     def describe(self) -> dict[str, object]:
         """What the HTTP server's /v1/model returns: what a client needs to read the answers, and a
         version to tell deployments apart; no paths of the build machine, no file hashes."""
-        model = self.manifest.get("model", {})
-        files = self.manifest.get("files", {})
+        model = asdict(self.manifest.model)
         return {
             "labels": self.labels,
             "score_function": self.score_function,
@@ -258,28 +256,16 @@ class Classifier:
             "precision": self.precision,
             "provider": self.provider,
             "max_length": self.max_length,
-            "model": {k: v for k, v in model.items() if k != "labels"},  # type: ignore[union-attr]
+            "model": {k: v for k, v in model.items() if k != "labels"},
             # The served file's sha256, shortened: changes exactly when the model does.
-            "version": str(files.get(self.model_file, ""))[:16],  # type: ignore[union-attr]
-            "bert14_version": self.manifest.get("bert14_version"),
+            "version": self.manifest.files[self.model_file][:16],
+            "bert14_version": self.manifest.bert14_version,
         }
 
 
-def _labels(manifest: dict, directory: Path) -> list[str]:
-    labels = manifest.get("model", {}).get("labels")
-    if not isinstance(labels, list) or not labels:
-        config = directory / "config.json"
-        try:
-            id2label = json.loads(config.read_text(encoding="utf-8"))["id2label"]
-            labels = [id2label[str(i)] for i in range(len(id2label))]
-        except (OSError, KeyError, ValueError) as exc:
-            raise ArtifactError(f"{directory}: expected labels in manifest.json or config.json") from exc
-    return [str(label) for label in labels]
-
-
-def _score_function(manifest: dict, directory: Path, num_labels: int) -> str:
+def _score_function(manifest: Manifest, directory: Path, num_labels: int) -> str:
     """The manifest's; artifacts written before it was recorded get what an unset problem_type means."""
-    function = manifest.get("model", {}).get("score_function", score_function(None, num_labels))
+    function = manifest.model.score_function or score_function(None, num_labels)
     if function not in FUNCTIONS:
         raise ArtifactError(f"{directory / 'manifest.json'}: expected score_function in {FUNCTIONS}, got {function!r}")
     return function

@@ -17,17 +17,17 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from bert14.artifact import FP16_FILE, FP16_SEQLEN_FILE, FUSED_FILE, INT8_FILE, MODEL_FILE
 from bert14.errors import ArtifactError, InputError
 
 log = logging.getLogger("bert14.runtime")
 
 PRECISION_FILES = {
-    "int8": ("model.int8.onnx",),
-    "fp16": ("model.fp16.onnx",),
-    "fp32": ("model.opt.onnx", "model.onnx"),
+    "int8": (INT8_FILE,),
+    "fp16": (FP16_FILE,),
+    "fp32": (FUSED_FILE, MODEL_FILE),
 }
 PRECISIONS = ("auto", *PRECISION_FILES)
-FP16_SEQLEN_FILE = "model.fp16.seqlen.onnx"
 PROVIDERS = ("auto", "cpu", "cuda")
 INT8_ON_CUDA = (
     "INT8 on the CUDA provider is refused: ONNX Runtime's CUDA provider has no kernels for the "

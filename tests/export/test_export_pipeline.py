@@ -39,18 +39,18 @@ def test_every_exporter_and_attention_validates(tmp_path: Path, exporter: str, a
     for value in graph.input:
         assert value.type.tensor_type.elem_type == onnx.TensorProto.INT64
         assert all(dim.dim_param for dim in value.type.tensor_type.shape.dim), "batch and sequence must be dynamic"
-    manifest = read_manifest(out)
+    manifest = read_manifest(out).raw
     assert manifest["export"]["exporter"] == exporter and manifest["source"]["attn_implementation"] == attn
     assert manifest["export"]["opset"] == 18
     assert [o.version for o in onnx.load(str(out / "model.onnx")).opset_import if o.domain in ("", "ai.onnx")] == [18]
 
 
 def test_manifest_records_what_the_issue_asks(tiny_artifact: Path) -> None:
-    manifest = read_manifest(tiny_artifact)
+    manifest = read_manifest(tiny_artifact).raw
     for package in ("python", "torch", "transformers", "onnx", "onnxruntime"):
         assert manifest["versions"][package]
     assert set(manifest["files"]) == ARTIFACT_FILES - {"manifest.json"}
-    verify_files(tiny_artifact, manifest)
+    verify_files(tiny_artifact, read_manifest(tiny_artifact))
     assert "avx2" in manifest["cpu_flags"] and "amx_int8" in manifest["cpu_flags"]
     assert manifest["model"]["labels"][0] == "财经" and len(manifest["model"]["labels"]) == 14
     validation = manifest["artifacts"]["fp32"]["validation"]
@@ -86,7 +86,7 @@ def test_manifest_records_what_the_issue_asks(tiny_artifact: Path) -> None:
 def test_export_is_deterministic(tmp_path: Path, tiny_artifact: Path) -> None:
     out = tmp_path / "again"
     export_artifact(ExportOptions(out_dir=out, shape_overrides=dict(TINY_SHAPE)))
-    first, second = read_manifest(tiny_artifact)["files"], read_manifest(out)["files"]
+    first, second = read_manifest(tiny_artifact).files, read_manifest(out).files
     assert first == second
 
 
@@ -151,7 +151,7 @@ def test_cli_exports_a_checkpoint_and_refuses_a_corrupt_one(tmp_path: Path, caps
     assert "b32xs64-right" in printed and "FAIL" not in printed  # sequences capped at 64 positions
     assert "fused: EmbedLayerNormalization 1, Attention 2, SkipLayerNormalization 4, BiasGelu 2" in printed
     manifest = read_manifest(out)
-    assert len(manifest["model"]["labels"]) == 7 and manifest["source"]["kind"] == "checkpoint"
+    assert len(manifest.model.labels) == 7 and manifest.source["kind"] == "checkpoint"
     assert {p.name for p in out.iterdir()} == ARTIFACT_FILES
 
     weights = checkpoint / "model.safetensors"

@@ -21,13 +21,25 @@ from bert14.build import ExportOptions, export_artifact
 from bert14.errors import InputError
 from bert14.publish import JOURNAL_NAME, STAGE_MARKER, STAGE_PREFIX, staging
 
+MODEL_TABLE = {
+    "labels": ["a", "b"],
+    "vocab_size": 100,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "max_position_embeddings": 64,
+    "type_vocab_size": 2,
+    "layer_norm_eps": 1e-12,
+}
+
 
 def _fake_export(out: Path, names: tuple[str, ...] = ("model.onnx", "config.json"), content: str = "new") -> None:
     """What export_artifact does to OUT, without the model: stage files, a manifest, publish."""
     with staging(out) as stage:
         for name in names:
             (stage / name).write_text(content)
-        write_manifest(stage, {"bert14_version": "test"})
+        write_manifest(stage, {"bert14_version": "test", "model": MODEL_TABLE})
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -56,7 +68,7 @@ def test_files_beside_an_earlier_artifact_survive_a_re_export(tmp_path: Path) ->
     assert (out / "notes.md").read_text() == "my notes"
     assert (out / "eval" / "scores.json").read_text() == "{}"
     assert (out / "model.onnx").read_text() == "second"
-    assert set(read_manifest(out)["files"]) == {"model.onnx", "config.json"}
+    assert set(read_manifest(out).files) == {"model.onnx", "config.json"}
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "no stage or journal left behind"
 
 
@@ -136,7 +148,7 @@ def test_export_into_a_mount_point_publishes_into_it(tmp_path: Path) -> None:
     # A container volume: renaming a directory over it fails with EBUSY.
     with _tmpfs(tmp_path / "volume", read_only=False) as volume:
         export_artifact(ExportOptions(out_dir=volume, optimize=False, shape_overrides=dict(TINY_SHAPE)))
-        assert set(read_manifest(volume)["files"]) == {
+        assert set(read_manifest(volume).files) == {
             "model.onnx",
             "config.json",
             "vocab.txt",

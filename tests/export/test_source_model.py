@@ -201,7 +201,7 @@ def test_a_tanh_gelu_checkpoint_exports_with_fast_gelu_and_others_are_refused(tm
     _save_checkpoint(checkpoint, labels=3, hidden_act="gelu_new")
     assert load_checkpoint(checkpoint).config.hidden_act == "gelu_new"
     report = export_artifact(ExportOptions(model_dir=checkpoint, out_dir=tmp_path / "art"))  # every gate passed
-    assert report.manifest["fusions"]["counts"]["FastGelu"] == 2
+    assert report.manifest.raw["fusions"]["counts"]["FastGelu"] == 2
     config = checkpoint / "config.json"
     config.write_text(json.dumps({**json.loads(config.read_text()), "hidden_act": "relu"}))
     message = _expect_input_error(checkpoint, "expected hidden_act one of")

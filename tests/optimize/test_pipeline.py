@@ -150,7 +150,7 @@ def test_one_token_type_fuses_fully_and_refuses_text_pairs(tmp_path: Path, expor
     out = tmp_path / "art"
     shape = {**TINY_SHAPE, "type_vocab_size": 1}
     report = export_artifact(ExportOptions(out_dir=out, exporter=exporter, shape_overrides=shape))
-    assert report.manifest["fusions"]["counts"] == GOLDEN
+    assert report.manifest.raw["fusions"]["counts"] == GOLDEN
     clf = Classifier.load(out, provider="cpu", warmup=False)
     assert len(clf.predict(["北京", "上海"])) == 2
     with pytest.raises(InputError, match="type_vocab_size 1"):
