@@ -25,22 +25,20 @@ from bert14.artifact import (
     package_versions,
     write_manifest,
 )
-from bert14.errors import InputError
-from bert14.export.model import DEFAULT_SEED, SourceModel, build_default, load_checkpoint
-from bert14.export.onnx_export import ExportSettings, export_onnx
-from bert14.export.validate import (
+from bert14.check.cases import Case, validation_suite
+from bert14.check.compare import (
     FP16_CPU_LOGIT_ATOL,
     FP32_LOGIT_ATOL,
     INT8_LOGIT_ATOL,
-    Case,
     CaseResult,
-    References,
     format_table,
     require_pass,
     summarize,
-    validate_onnx,
-    validation_suite,
 )
+from bert14.check.reference import TorchReference, torch_logits, validate_onnx
+from bert14.errors import InputError
+from bert14.export.model import DEFAULT_SEED, SourceModel, build_default, load_checkpoint
+from bert14.export.onnx_export import ExportSettings, export_onnx
 from bert14.publish import staging
 from bert14.quantize.dynamic import DynamicOptions
 from bert14.quantize.fallback import FallbackOptions
@@ -91,14 +89,14 @@ class ExportReport:
 class _Checks:
     """Every artifact's check against PyTorch: the gate, and what the report and manifest keep."""
 
-    references: References
+    reference: TorchReference
     validation: dict[str, list[CaseResult]] = field(default_factory=dict)
     tolerances: dict[str, float] = field(default_factory=dict)
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def gate(self, path: Path, cases: list[Case], atol: float, what: str, strict: bool = True) -> list[CaseResult]:
         progress.stage(f"checking {path.name} against PyTorch ({len(cases)} cases)")
-        results = validate_onnx(self.references, path, cases, atol, strict_argmax=strict)
+        results = validate_onnx(self.reference, path, cases, atol, strict)
         require_pass(results, atol, what)
         self.validation[path.name], self.tolerances[path.name] = results, atol
         return results
@@ -122,7 +120,7 @@ def export_artifact(options: ExportOptions) -> ExportReport:
         progress.stage("loading the source model")
         source = load_source(options)
         config = source.config
-        checks = _Checks(References(source.model))
+        checks = _Checks(TorchReference(source.model))
         progress.stage(f"exporting {MODEL_FILE} ({options.exporter} exporter)")
         export_info = export_onnx(source.model, stage / MODEL_FILE, settings, config.max_position_embeddings)
         config.to_json_file(str(stage / CONFIG_FILE))
@@ -248,7 +246,6 @@ def _int8_with_fallback(source: SourceModel, stage: Path, options: ExportOptions
     import numpy as np
 
     from bert14.encode import buckets, encode
-    from bert14.export.validate import torch_logits
     from bert14.quantize.fallback import accuracy_fallback
     from bert14.tokenizer import load_tokenizer
 

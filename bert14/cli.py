@@ -205,14 +205,15 @@ def _runtime_flags(parser: argparse.ArgumentParser) -> None:
 def _check(args: argparse.Namespace) -> int:
     import json
 
+    from bert14.check.artifact import check_artifact, failures, format_report
     from bert14.errors import ParityError
-    from bert14.export.check import check_artifact, failures, format_report
 
     texts = None
     if args.texts:
         texts = [line for lines in _read_lines(Path(args.texts), 1 << 30) for line in lines]
+    model_dir = Path(args.model) if args.model else None
     with progress.reporting(progress.for_terminal(args.quiet)):
-        reports = check_artifact(Path(args.artifact), texts, Path(args.model) if args.model else None)
+        reports = check_artifact(Path(args.artifact), texts, model_dir, args.provider)
     if args.json:
         print(json.dumps(reports, indent=2, ensure_ascii=False))
     else:
@@ -272,6 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="machine-readable report, one key per artifact")
     check.add_argument(
         "--model", help="the source checkpoint's directory, if it moved since the export (its files must match)"
+    )
+    check.add_argument(
+        "--provider",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="run the artifacts on ONNX Runtime's CPU or CUDA provider (onnxruntime-gpu), against PyTorch there",
     )
     check.add_argument("--quiet", action="store_true", help="no stage lines or progress bar on stderr")
     check.set_defaults(func=_check)

@@ -24,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
+from bert14.check.compare import agreement
+from bert14.check.runners import OrtRunner
 from bert14.errors import QuantizeError
-from bert14.head import SOFTMAX, disagreements, scores
+from bert14.head import SOFTMAX
 from bert14.quantize.dynamic import DynamicOptions, QuantizeResult, quantize_dynamic_int8
 from bert14.quantize.layers import layer_map
 
@@ -79,13 +80,9 @@ class FallbackReport:
 
 
 def score(model: Path, batches: list[dict[str, np.ndarray]], reference: np.ndarray, function: str = SOFTMAX) -> Score:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-    logits = np.concatenate([session.run(["logits"], feeds)[0] for feeds in batches])  # (N, C)
-    diff = np.abs(scores(reference, function) - scores(logits, function))  # (N, C)
-    flipped, _ = disagreements(reference, logits, function, atol=0.0)  # (N,)
-    return Score(float((~flipped).mean()), float(diff.max()), float(diff.mean()))
+    runner = OrtRunner(model, optimized=True)  # measured as it will be served
+    logits = np.concatenate([runner.feeds(feeds) for feeds in batches])  # (N, C)
+    return Score(**asdict(agreement(reference, logits, function)))
 
 
 def _unit_megabytes(model: onnx.ModelProto, units: dict[str, list[str]]) -> dict[str, float]:

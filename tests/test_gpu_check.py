@@ -14,13 +14,13 @@ import pytest  # noqa: E402
 
 def test_gpu_check_logic_on_the_cpu_provider(tiny_artifact: Path, capsys) -> None:
     report = gpu_check.check(tiny_artifact, "cpu", rounds=2, shapes=((1, 16), (2, 32)), public=False)
-    assert set(report["parity"]) == {"model.opt.onnx", "model.fp16.onnx"}
+    assert set(report["parity"]) == {"fp32", "fp32_fused", "fp16", "fp16_seqlen", "int8"}
     assert all(p["passed"] for p in report["parity"].values())
-    assert report["parity"]["model.opt.onnx"]["max_abs_logit_diff"] < 1e-4
+    assert report["parity"]["fp32_fused"]["max_abs_logit_diff"] < 1e-4
     assert set(report["latency_ms"]) == {"1x16", "2x32"}
     assert set(report["latency_ms"]["1x16"]) == {"bert14 fp32", "bert14 fp16"}
     gpu_check.print_report(report)
-    assert "model.fp16.onnx" in capsys.readouterr().out
+    assert "fp16_seqlen" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("script", [gpu_check, gpu_profile], ids=["gpu_check", "gpu_profile"])

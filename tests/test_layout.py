@@ -23,7 +23,8 @@ FORBIDDEN = {
     "runtime": BUILD_SIDE + HEAVY,
     "export": ("bert14.runtime", "bert14.optimize", "bert14.quantize", "bert14.build"),
     "optimize": ("bert14.runtime", "bert14.export", "bert14.quantize", "bert14.build"),
-    "quantize": ("bert14.runtime", "bert14.export", "bert14.build"),
+    "quantize": ("bert14.runtime", "bert14.export", "bert14.build", "bert14.check.reference", "bert14.check.artifact"),
+    "check": ("bert14.runtime", "bert14.build", "bert14.optimize", "bert14.quantize"),
 }
 # the core package: everything but the two modules that orchestrate the stages
 CORE_ALLOWED_TO_CHAIN = {"build.py", "cli.py"}
@@ -78,3 +79,13 @@ def test_installed_console_command_runs() -> None:
     assert command is not None, "the bert14 console script is not installed next to this interpreter"
     result = subprocess.run([command, "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "export" in result.stdout and "serve" in result.stdout
+
+
+def test_runners_and_comparator_need_no_torch() -> None:
+    """The INT8 fallback (and a second engine) use them where PyTorch is not installed."""
+    code = (
+        "import sys, bert14.check.runners, bert14.check.compare, bert14.quantize.fallback; "
+        "print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

@@ -5,10 +5,10 @@ import shutil
 from pathlib import Path
 
 import onnx
-import pytest
 
+from bert14.check.artifact import check_artifact
+from bert14.check.cases import SAMPLE_TEXTS
 from bert14.cli import main
-from bert14.export.check import SAMPLE_TEXTS, check_artifact
 
 FIELDS = {"max_abs_logit_diff", "mean_abs_logit_diff", "max_abs_prob_diff", "top1_agreement", "passed", "buckets"}
 
@@ -64,12 +64,12 @@ def test_missing_artifact_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert "expected an artifact directory" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("key", ["int8"])
-def test_thresholds_are_named_per_precision(key: str) -> None:
-    from bert14.export.check import THRESHOLDS
+def test_check_on_cuda_without_the_cuda_provider_says_so(tiny_artifact: Path, capsys, monkeypatch) -> None:
+    import onnxruntime
 
-    assert THRESHOLDS["fp32"].logit_atol == 1e-4 and not THRESHOLDS["fp32"].near_ties_allowed
-    assert THRESHOLDS[key].near_ties_allowed
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert main(["check", str(tiny_artifact), "--provider", "cuda"]) == 2
+    assert "this onnxruntime has no CUDA provider" in capsys.readouterr().err
 
 
 def test_a_moved_checkpoint_is_named_and_found_with_model_and_must_be_the_same(

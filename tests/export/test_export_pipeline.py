@@ -10,15 +10,12 @@ from conftest import TINY_SHAPE
 
 from bert14.artifact import read_manifest, verify_files
 from bert14.build import ExportOptions, export_artifact
+from bert14.check.cases import validation_suite
+from bert14.check.compare import FP32_LOGIT_ATOL, require_pass
+from bert14.check.reference import validate_onnx
 from bert14.cli import main
 from bert14.errors import ParityError
 from bert14.export.model import build_default
-from bert14.export.validate import (
-    FP32_LOGIT_ATOL,
-    require_pass,
-    validate_onnx,
-    validation_suite,
-)
 
 BASE_FILES = {"model.onnx", "config.json", "vocab.txt", "tokenizer_config.json", "tokenizer.json", "manifest.json"}
 ARTIFACT_FILES = BASE_FILES | {"model.opt.onnx", "model.fp16.onnx", "model.fp16.seqlen.onnx", "model.int8.onnx"}

@@ -15,9 +15,9 @@ import pytest
 from test_source_model import _expect_input_error, _save_checkpoint
 
 from bert14.build import ExportOptions, export_artifact
+from bert14.check.artifact import check_artifact, failures
 from bert14.cli import main
 from bert14.errors import InputError
-from bert14.export.check import check_artifact, failures
 from bert14.runtime import Classifier
 
 TEXTS = ["hello world", "abc 123", "", "the quick brown fox jumps over the lazy dog " * 3]
@@ -27,7 +27,7 @@ HEADS = {
     "regression": (1, "regression", [0.7], "identity"),
     "one_output": (1, None, [0.3], "sigmoid"),
 }
-# fp32 against PyTorch fp32: the export gate's tolerance (export/validate.py).
+# fp32 against PyTorch fp32: the export gate's tolerance (check/compare.py).
 SCORE_ATOL = 1e-4
 
 

@@ -9,10 +9,12 @@ import pytest
 import torch
 from conftest import TINY_SHAPE, export_with_activation
 
+from bert14.check.cases import make_case
+from bert14.check.compare import FP32_LOGIT_ATOL
+from bert14.check.reference import validate_onnx
 from bert14.errors import FusionError
 from bert14.export.model import build_default
 from bert14.export.onnx_export import ExportSettings, LogitsOnly, _export_torchscript, export_onnx
-from bert14.export.validate import FP32_LOGIT_ATOL, make_case, validate_onnx
 from bert14.optimize.pipeline import OptimizeOptions, optimize_file
 
 LAYERS = TINY_SHAPE["num_hidden_layers"]
@@ -127,16 +129,17 @@ def test_mask_semantics_right_left_none_and_all_but_one(tmp_path: Path) -> None:
         "all-but-one-left": [[0] * 8 + [1], [1] * 9],
     }
     rng = np.random.default_rng(8)
-    from bert14.export.validate import Case, compare, reference_session, torch_logits
+    from bert14.check.cases import Case
+    from bert14.check.compare import compare
+    from bert14.check.reference import torch_logits
+    from bert14.check.runners import OrtRunner
 
-    session = reference_session(fused)
+    runner = OrtRunner(fused)
     for name, rows in masks.items():
         mask = np.array(rows, dtype=np.int64)
         ids = rng.integers(0, 21128, size=mask.shape) * mask
         case = Case(name, ids, mask, np.zeros_like(mask))
-        result = compare(
-            case, torch_logits(source.model, case), session.run(["logits"], case.feeds())[0], FP32_LOGIT_ATOL
-        )
+        result = compare(case, torch_logits(source.model, case), runner(case), FP32_LOGIT_ATOL)
         assert result.passed, (name, result)
 
 

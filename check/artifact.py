@@ -1,11 +1,14 @@
 """`bert14 check`: every artifact in a directory against the PyTorch source, on real text and on
 adversarial shapes, with disagreements located by sequence-length bucket.
 
-The source is the one the manifest records (the default model is rebuilt from its seed, a
-checkpoint is read again). Inputs: the texts given (default: SAMPLE_TEXTS, which includes texts
-longer than 512 tokens), tokenized with the artifact's own tokenizer; plus a seeded random suite
-(ids over the whole vocabulary, batch 1..32, lengths 1..512, right and left padding). Every row is
-filed under the bucket of its real length: 1-16, 17-64, 65-128, 129-512, or "truncated".
+    loader (check/reference.py) -> runner per artifact file (check/runners.py)
+        -> comparator (check/compare.py), per row, summarized per length bucket
+
+The source is the one the manifest records. Inputs: the texts given (default: SAMPLE_TEXTS, which
+includes texts longer than 512 tokens), tokenized with the artifact's own tokenizer; plus a seeded
+random suite (check/cases.py). `provider="cuda"` runs the artifacts on ONNX Runtime's CUDA
+provider against PyTorch on the GPU, with the CUDA tolerances (INT8 is a CPU artifact and is
+skipped there).
 """
 
 from __future__ import annotations
@@ -17,65 +20,12 @@ import numpy as np
 
 from bert14 import progress
 from bert14.artifact import MODEL_FILES, read_manifest, verify_files
+from bert14.check.cases import BUCKETS, RIGHT_PADDING_ONLY, SAMPLE_TEXTS, TRUNCATED, random_cases, text_cases
+from bert14.check.compare import THRESHOLDS, Threshold
+from bert14.check.reference import TorchReference, source_of
+from bert14.check.runners import OrtRunner
 from bert14.errors import ArtifactError
-from bert14.export.validate import (
-    FP16_CPU_LOGIT_ATOL,
-    FP32_LOGIT_ATOL,
-    INT8_LOGIT_ATOL,
-    Case,
-    References,
-    make_case,
-    reference_session,
-)
 from bert14.head import SOFTMAX, disagreements, scores
-
-BUCKETS = ((1, 16), (17, 64), (65, 128), (129, 512))
-TRUNCATED = "truncated"
-RANDOM_SEED = 14
-RANDOM_CASES = 10
-RANDOM_TOKEN_BUDGET = 40_000  # padded tokens over the whole random suite: minutes, not hours, at full size
-
-
-@dataclass(frozen=True)
-class Threshold:
-    """A precision's pass condition: max |logit diff| <= logit_atol; labels identical, except
-    (where near_ties_allowed) a flip between two logits closer than 2 * logit_atol."""
-
-    logit_atol: float
-    near_ties_allowed: bool
-
-
-THRESHOLDS = {
-    "fp32": Threshold(FP32_LOGIT_ATOL, near_ties_allowed=False),
-    "fp32_fused": Threshold(FP32_LOGIT_ATOL, near_ties_allowed=False),
-    "fp16": Threshold(FP16_CPU_LOGIT_ATOL, near_ties_allowed=True),
-    "fp16_seqlen": Threshold(FP16_CPU_LOGIT_ATOL, near_ties_allowed=True),
-    "int8": Threshold(INT8_LOGIT_ATOL, near_ties_allowed=True),
-}
-# Artifacts whose attention reads sequence lengths: only right-padded inputs mean what they say.
-RIGHT_PADDING_ONLY = {"fp16_seqlen"}
-
-SAMPLE_TEXTS = [
-    "央行宣布降准0.5个百分点 释放长期资金约1万亿元",
-    "湖人主场险胜勇士 詹姆斯砍下三双",
-    "新款折叠屏手机发布 搭载自研芯片",
-    "北京二手房成交量环比上涨两成",
-    "双色球第2026138期开奖 头奖8注",
-    "教育部：今年高考报名人数再创新高",
-    "沪指午后翻红 券商板块领涨",
-    "秋冬流行色盘点：焦糖色成为主角",
-    "客厅装修的五个小技巧",
-    "国务院常务会议部署稳就业举措",
-    "网络游戏防沉迷新规落地",
-    "十二星座本周运势",
-    "某明星新片首映 票房破亿",
-    "社区志愿者帮助独居老人",
-    "",
-    "   ",
-    "Apple发布iOS 27正式版",
-    "记者从市交通委获悉，" + "地铁新线将于年底开通运营，" * 80,  # > 512 tokens: the truncated bucket
-    "本报讯 " + "经济运行总体平稳，主要指标好于预期。" * 60,
-]
 
 
 @dataclass
@@ -135,63 +85,29 @@ class ArtifactReport:
         }
 
 
-def _bucket(length: int) -> str:
-    return next(f"{lo}-{hi}" for lo, hi in BUCKETS if lo <= length <= hi)
-
-
-def text_cases(directory: Path, texts: list[str], max_length: int) -> list[tuple[Case, list[str]]]:
-    """The texts as cases of right-padded batches, each row labelled with its bucket."""
-    from bert14.encode import buckets, encode
-    from bert14.tokenizer import load_tokenizer
-
-    tokenizer, _ = load_tokenizer(directory)
-    encoded = encode(tokenizer, texts, None, max_length)
-    cases = []
-    for index, batch in enumerate(buckets(encoded, max_batch=16, max_tokens=8192)):
-        labels = [TRUNCATED if encoded[i].truncated else _bucket(len(encoded[i].ids)) for i in batch.indices]
-        case = Case(f"texts-{index}", batch.input_ids, batch.attention_mask, batch.token_type_ids)
-        cases.append((case, labels))
-    return cases
-
-
-def random_cases(vocab_size: int, type_vocab_size: int, max_positions: int) -> list[tuple[Case, list[str]]]:
-    rng = np.random.default_rng(RANDOM_SEED)
-    cases = []
-    budget = RANDOM_TOKEN_BUDGET
-    for index in range(RANDOM_CASES):
-        sequence = int(rng.integers(1, max_positions + 1))
-        batch = int(rng.integers(1, 33))
-        batch = max(1, min(batch, budget // max(sequence, 1) // max(RANDOM_CASES - index, 1)))
-        budget -= batch * sequence
-        case = make_case(rng, batch, sequence, vocab_size, type_vocab_size, left_pad=bool(index % 2))
-        case = Case(f"random-{index}-{case.name}", case.input_ids, case.attention_mask, case.token_type_ids)
-        cases.append((case, [_bucket(int(n)) for n in case.attention_mask.sum(1)]))
-    return cases
-
-
 def check_artifact(
-    directory: Path, texts: list[str] | None = None, model_dir: Path | None = None
+    directory: Path,
+    texts: list[str] | None = None,
+    model_dir: Path | None = None,
+    provider: str = "cpu",
 ) -> dict[str, dict[str, object]]:
     """{artifact key: summary} for every artifact present; see ArtifactReport.summary for fields.
     `model_dir`: where the source checkpoint is now, if not where it was exported from."""
-    from bert14.export.model import rebuild
-
     directory = Path(directory)
     manifest = read_manifest(directory)
     # Tokenizer and config files are checked first and whole: a swapped tokenizer.json fails the
     # check here, naming the file, before minutes of comparisons (model files are reported per row).
     verify_files(directory, manifest, sorted(set(manifest.files) - set(MODEL_FILES.values())))
-    present = [key for key in MODEL_FILES if manifest.file_of(key)]
+    thresholds = THRESHOLDS[provider] if provider in THRESHOLDS else THRESHOLDS["cpu"]
+    present = [key for key in MODEL_FILES if manifest.file_of(key) and key in thresholds]
     if not present:
-        raise ArtifactError(f"{directory}: the manifest lists no model file")
+        raise ArtifactError(f"{directory}: the manifest lists no model file to check on {provider}")
+    runners = {key: OrtRunner(directory / MODEL_FILES[key], provider) for key in present}
     model_info = manifest.model
     progress.stage("rebuilding the source model")
-    source = rebuild(manifest.source, manifest.source.get("attn_implementation", "sdpa"), model_dir)
-    references = References(source.model)
+    reference = TorchReference(source_of(manifest, model_dir).model, "cuda" if provider == "cuda" else "cpu")
     cases = text_cases(directory, texts if texts is not None else SAMPLE_TEXTS, model_info.max_position_embeddings)
-    cases += random_cases(
-        model_info.vocab_size, model_info.type_vocab_size, model_info.max_position_embeddings
-    )
+    cases += random_cases(model_info.vocab_size, model_info.type_vocab_size, model_info.max_position_embeddings)
     reports = {}
     for key in present:
         name = MODEL_FILES[key]
@@ -200,13 +116,12 @@ def check_artifact(
             hash_ok = True
         except ArtifactError:
             hash_ok = False
-        report = ArtifactReport(key, name, THRESHOLDS[key], hash_ok, references.function)
-        progress.stage(f"checking {name} against PyTorch ({len(cases)} batches)")
-        session = reference_session(directory / name)
+        report = ArtifactReport(key, name, thresholds[key], hash_ok, reference.function)
+        progress.stage(f"checking {name} against PyTorch on {provider} ({len(cases)} batches)")
         for done, (case, buckets) in enumerate(cases, start=1):
             if not (key in RIGHT_PADDING_ONLY and case.name.endswith("-left")):
-                got = session.run(["logits"], case.feeds())[0]
-                want = references(case)
+                got = runners[key](case)
+                want = reference(case)
                 report.rows += [Row(b, want[i], got[i]) for i, b in enumerate(buckets)]
             progress.step(done, len(cases))
         reports[key] = report.summary()
