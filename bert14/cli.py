@@ -65,19 +65,20 @@ def _optimize(args: argparse.Namespace) -> int:
     from bert14.optimize.pipeline import OptimizeOptions, optimize_file
 
     source, target = Path(args.model), Path(args.output)
-    if not source.is_file():
-        raise InputError(f"{source}: expected an ONNX model file, found none")
-    options = OptimizeOptions(args.num_layers, args.num_heads, debug=args.debug, gate=not args.no_gate)
+    options = OptimizeOptions(
+        args.num_layers, args.num_heads, debug=args.debug, gate=not args.no_gate, skip=frozenset(args.skip)
+    )
     report = optimize_file(source, target, options)
     for op, count in report.counts.items():
         print(f"{op:<26} {count:>4} (expected {report.expected[op]})")
     leftovers = {op: n for op, n in report.leftovers.items() if n}
     print(f"left unfused: {leftovers or 'none'}")
+    if report.skipped:
+        print(f"skipped: {', '.join(report.skipped)}")
     if args.debug:
         for family, reasons in report.reasons.items():
             for reason in reasons:
                 print(f"  {family}: {reason}")
-        print(report.trace)
     print(f"wrote {target} in {sum(report.seconds.values()):.1f} s")
     return 0
 
@@ -263,7 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
     optimize.add_argument("output", help="where to write the fused model")
     optimize.add_argument("--num-layers", type=int, help="expected encoder layers (default: count the Softmaxes)")
     optimize.add_argument("--num-heads", type=int, help="attention heads, if the graph's shapes do not show them")
-    optimize.add_argument("--debug", action="store_true", help="explain every pattern that did not match")
+    optimize.add_argument(
+        "--debug", action="store_true", help="print every pass's refusals (onnxscript's rules' closest misses too)"
+    )
+    optimize.add_argument(
+        "--skip", action="append", default=[], metavar="PASS",
+        help="switch a fusion pass off (repeatable): layer_norm, embed_layer_norm, attention, skip_layer_norm, "
+        "gelu, first_token; the gate then expects what the others make",
+    )  # fmt: skip
     optimize.add_argument("--no-gate", action="store_true", help="write the model even when fusion falls short")
     optimize.set_defaults(func=_optimize)
 

@@ -41,6 +41,7 @@ from bert14.optimize.graph import (
     rank,
     replace_value,
 )
+from bert14.optimize.passes import PassResult
 from bert14.optimize.probe import evaluate, is_key_padding_bias, probe_feeds
 
 # |scale - 1/sqrt(D)| below this is the default scale; float32 rounding of sqrt(scale) squared.
@@ -326,7 +327,7 @@ def mask_index_value(model: ir.Model) -> ir.Value:
     return cast.outputs[0]
 
 
-def fuse_attention(model: ir.Model, num_heads: int | None = None) -> tuple[int, list[str]]:
+def fuse_attention(model: ir.Model, num_heads: int | None = None) -> PassResult:
     """Fuse every matching block; returns (count, reasons for the candidates that were refused)."""
     matches: list[AttentionMatch] = []
     refused: list[str] = []
@@ -340,8 +341,8 @@ def fuse_attention(model: ir.Model, num_heads: int | None = None) -> tuple[int, 
     refused.extend(bad.values())
     accepted = [m for i, m in enumerate(matches) if i not in bad]
     if not accepted:
-        return 0, refused
+        return PassResult(0, tuple(refused))
     mask_index = mask_index_value(model) if any(m.bias is not None for m in accepted) else None
     for m in accepted:
         rewrite(model, m, mask_index)
-    return len(accepted), refused
+    return PassResult(len(accepted), tuple(refused))

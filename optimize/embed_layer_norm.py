@@ -24,6 +24,7 @@ import numpy as np
 import onnx_ir as ir
 
 from bert14.optimize.graph import MS_DOMAIN, constant, graph_input, producer, replace_value
+from bert14.optimize.passes import PassResult
 from bert14.optimize.probe import evaluate, probe_feeds
 
 _ID_INPUTS = ("input_ids", "token_type_ids")
@@ -147,10 +148,10 @@ def rewrite(model: ir.Model, m: EmbeddingMatch) -> None:
     node.outputs[1].name = "embedding_mask_index"
 
 
-def fuse_embed_layer_norm(model: ir.Model) -> tuple[int, list[str]]:
+def fuse_embed_layer_norm(model: ir.Model) -> PassResult:
     """Fuse the (first) embedding LayerNorm; returns (count, reasons for refused candidates)."""
     if graph_input(model, "input_ids") is None:
-        return 0, ["the graph has no input_ids input"]
+        return PassResult(0, ("the graph has no input_ids input",))
     refused: list[str] = []
     for node in list(model.graph):
         if node.op_type != "LayerNormalization" or node.domain not in ("", "ai.onnx"):
@@ -164,5 +165,5 @@ def fuse_embed_layer_norm(model: ir.Model) -> tuple[int, list[str]]:
             refused.append(reason)
             continue
         rewrite(model, found)
-        return 1, []
-    return 0, refused
+        return PassResult(1)
+    return PassResult(0, tuple(refused))

@@ -28,6 +28,7 @@ import numpy as np
 import onnx_ir as ir
 
 from bert14.optimize.graph import MS_DOMAIN, add_initializer, constant
+from bert14.optimize.passes import PassResult
 
 # Ops that treat each (batch, token) row on its own: constants they read are at most 1-D (bias,
 # gamma, beta), except MatMul's weight, which must be a constant 2-D matrix.
@@ -91,11 +92,11 @@ def _tokenwise_reason(node: ir.Node) -> str | None:
     return None
 
 
-def fuse_first_token_tail(model: ir.Model) -> tuple[int, list[str]]:
-    """Move the tail before the head's token-0 Gather onto one token; returns (nodes moved, reasons)."""
+def fuse_first_token_tail(model: ir.Model) -> PassResult:
+    """Move the tail before the head's token-0 Gather onto one token; count: nodes moved."""
     gather = _head_gather(model)
     if gather is None:
-        return 0, ["no Gather of token 0 (axis 1, constant index 0) on a rank-3 value"]
+        return PassResult(0, ("no Gather of token 0 (axis 1, constant index 0) on a rank-3 value",))
     order = list(model.graph)
     position = {id(node): i for i, node in enumerate(order)}
     tail: set[int] = set()
@@ -114,7 +115,7 @@ def fuse_first_token_tail(model: ir.Model) -> tuple[int, list[str]]:
         tail.add(id(node))
         pending += [value.producer() for value in node.inputs if value is not None and constant(value) is None]
     if not tail:
-        return 0, ["nothing between the last attention and the head works token by token"]
+        return PassResult(0, ("nothing between the last attention and the head works token by token",))
     members = sorted((node for node in order if id(node) in tail), key=lambda node: position[id(node)])
     frontier = {
         id(value): value
@@ -126,7 +127,7 @@ def fuse_first_token_tail(model: ir.Model) -> tuple[int, list[str]]:
     }
     for value in frontier.values():
         if value.shape is None or len(value.shape) != 3:
-            return 0, [f"{value.name} enters the tail without a known (batch, token, hidden) shape"]
+            return PassResult(0, (f"{value.name} enters the tail without a known (batch, token, hidden) shape",))
 
     starts = add_initializer(model, "first_token_starts", np.array([0], np.int64))
     ends = add_initializer(model, "first_token_ends", np.array([1], np.int64))
@@ -145,4 +146,4 @@ def fuse_first_token_tail(model: ir.Model) -> tuple[int, list[str]]:
                 model.graph.insert_before(members[0], slice_node)
                 sliced[id(value)] = slice_node.outputs[0]
             node.replace_input_with(index, sliced[id(value)])
-    return len(members), []
+    return PassResult(len(members))

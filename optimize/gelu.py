@@ -29,12 +29,13 @@ import math
 
 import numpy as np
 import onnx_ir as ir
-from onnxscript.rewriter import _fusion_utils, _ir_utils, pattern
-from onnxscript.rewriter.ort_fusions.bias_gelu import fuse_bias_gelu
-from onnxscript.rewriter.ort_fusions.erfgelu import fuse_erfgelu
-from onnxscript.rewriter.ort_fusions.gelu import fuse_gelu as fuse_erf_gelu_other_order
+from onnxscript.rewriter import _ir_utils, pattern
+from onnxscript.rewriter.ort_fusions.bias_gelu import bias_gelu_rules
+from onnxscript.rewriter.ort_fusions.erfgelu import rules as erf_gelu_dynamo_order_rules
+from onnxscript.rewriter.ort_fusions.gelu import gelu_rules as gelu_torchscript_order_rules
 
 from bert14.optimize.graph import MS_DOMAIN, constant, replace_value
+from bert14.optimize.passes import PassResult, apply_rules
 
 # The grid covers where GELU's two forms differ (|x| < 6); fp32 constants in the graph put the
 # evaluated subgraph within ~1e-6 of the exact form there, while the erf and tanh forms differ by
@@ -62,14 +63,16 @@ GELU_OPS = ("BiasGelu", "FastGelu")
 MAX_GELU_STEPS = 6
 
 
-def fuse_gelu(model: ir.Model, debug: bool = False) -> tuple[int, list[str]]:
-    """(bias-fused GELU nodes made, reasons for refused GELU-shaped candidates)."""
-    # Two rules for the two erf orders most exports write: 0.5 * x * (1 + erf(x / sqrt 2))
-    # (dynamo) and x * (1 + erf(x / sqrt 2)) * 0.5 (TorchScript); the second set also has a tanh rule.
-    fuse_erfgelu(model, debug=debug)
-    fuse_erf_gelu_other_order(model, debug=debug)
-    reasons = fuse_gelu_by_evaluation(model)
-    return fuse_bias_gelu(model, debug=debug) + fuse_fast_gelu_bias(model, debug=debug), reasons
+def fuse_gelu(model: ir.Model, debug: bool = False) -> PassResult:
+    """Count: bias-fused GELU nodes made; refused: GELU-shaped candidates that were not GELU."""
+    # Two rule sets for the two erf orders most exports write: 0.5 * x * (1 + erf(x / sqrt 2))
+    # (dynamo) and x * (1 + erf(x / sqrt 2)) * 0.5 (TorchScript); the second also has a tanh rule.
+    # Their count is of Gelu nodes, an intermediate: what counts is the biased op made below.
+    unbiased = apply_rules(model, erf_gelu_dynamo_order_rules, debug)
+    unbiased += apply_rules(model, gelu_torchscript_order_rules, debug)
+    by_evaluation = PassResult(0, tuple(fuse_gelu_by_evaluation(model)))
+    biased = apply_rules(model, bias_gelu_rules, debug) + apply_rules(model, FAST_GELU_BIAS_RULES, debug)
+    return PassResult(biased.count, unbiased.refused + by_evaluation.refused + biased.refused)
 
 
 def gelu_counts(model: ir.Model) -> dict[str, int]:
@@ -234,4 +237,4 @@ class FastGeluBiasFusion(pattern.RewriteRuleClassBase):
         return op.FastGelu(input, bias, _domain=MS_DOMAIN)
 
 
-fuse_fast_gelu_bias = _fusion_utils.apply_fusion_rules(pattern.RewriteRuleSet([*FastGeluBiasFusion.rule().commute()]))
+FAST_GELU_BIAS_RULES = pattern.RewriteRuleSet([*FastGeluBiasFusion.rule().commute()])

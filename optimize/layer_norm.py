@@ -15,14 +15,15 @@ the last, a non-constant epsilon, non-float inputs.
 from __future__ import annotations
 
 import onnx_ir as ir
-from onnxscript.rewriter.rules.fusion._layer_norm import fuse_layer_normalization
+from onnxscript.rewriter.rules.fusion._layer_norm import layer_normalization_ruleset
 
 from bert14.optimize.graph import count_ops
+from bert14.optimize.passes import PassResult, apply_rules
 
 
-def fuse_decomposed_layer_norm(model: ir.Model, debug: bool = False) -> int:
-    """Number of LayerNormalization nodes made (the rule set rewrites twice per LayerNorm: once
+def fuse_decomposed_layer_norm(model: ir.Model, debug: bool = False) -> PassResult:
+    """Count: LayerNormalization nodes made (the rule set rewrites twice per LayerNorm: once
     without beta, once folding the beta Add in)."""
     before = count_ops(model).get("LayerNormalization", 0)
-    fuse_layer_normalization(model, debug=debug)
-    return count_ops(model).get("LayerNormalization", 0) - before
+    applied = apply_rules(model, layer_normalization_ruleset, debug)
+    return PassResult(count_ops(model).get("LayerNormalization", 0) - before, applied.refused)

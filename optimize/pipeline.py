@@ -11,6 +11,12 @@
     first_token       the last layer's work after attention runs on the head's token 0 only
     cleanup           the same once more at the end: no dead nodes, every value typed
 
+Every pass returns a PassResult (passes.py): what it rewrote and, one line each, why it refused
+the candidates it did not. The fusion passes in SKIPPABLE can be switched off by name
+(`OptimizeOptions(skip=...)`, `bert14 optimize --skip NAME`); the gate then expects what the
+others make. To add a fusion: a family module with a `fuse_*(model) -> PassResult`, one line in
+PASSES, its op in the gate's expectations, a positive and a near-miss rule test.
+
 The order matters: the LayerNorm rule runs before constant folding, which drops the tiny
 `Add(variance, 1e-12)` of a decomposed LayerNorm and so breaks its pattern;
 EmbedLayerNormalization must claim the embedding LayerNorm before the skip rule mistakes it for a
@@ -22,8 +28,6 @@ LayerNormalization or ReduceMean left over; anything short fails with the reason
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import time
 from collections.abc import Callable
@@ -46,6 +50,7 @@ from bert14.optimize.first_token import fuse_first_token_tail
 from bert14.optimize.gelu import fuse_gelu, gelu_counts
 from bert14.optimize.graph import MS_DOMAIN, count_ops
 from bert14.optimize.layer_norm import fuse_decomposed_layer_norm
+from bert14.optimize.passes import PassResult
 from bert14.optimize.shapes import propagate_shapes
 from bert14.optimize.skip_layer_norm import fuse_skip_layer_norm
 
@@ -58,8 +63,9 @@ LEFTOVER_OPS = ("Softmax", "LayerNormalization", "ReduceMean", "Erf")
 class OptimizeOptions:
     num_layers: int | None = None  # expected L; None: the number of Softmax nodes before fusion
     num_heads: int | None = None  # only needed when the graph's shapes do not show the head size
-    debug: bool = False  # collect onnxscript's match tracing for rules that did not fire
+    debug: bool = False  # also collect why onnxscript's rules refused their closest candidates
     gate: bool = True  # raise FusionError when the counts fall short
+    skip: frozenset[str] = frozenset()  # fusion passes to switch off (SKIPPABLE); the gate expects the rest
 
 
 @dataclass
@@ -67,9 +73,9 @@ class FusionReport:
     counts: dict[str, int]
     expected: dict[str, int]
     leftovers: dict[str, int]
-    reasons: dict[str, list[str]] = field(default_factory=dict)
+    reasons: dict[str, list[str]] = field(default_factory=dict)  # pass -> its refusals (PassResult.refused)
     seconds: dict[str, float] = field(default_factory=dict)
-    trace: str = ""
+    skipped: list[str] = field(default_factory=list)
 
     def shortfalls(self) -> list[str]:
         problems = [
@@ -82,7 +88,8 @@ class FusionReport:
 
     def to_manifest(self) -> dict[str, object]:
         data = asdict(self)
-        data.pop("trace")
+        if not data["skipped"]:
+            data.pop("skipped")  # a full run's manifest reads as before
         return data
 
     def explain(self) -> str:
@@ -120,73 +127,102 @@ def reinfer(model: ir.Model) -> None:
     propagate_shapes(model)
 
 
-# A pass takes the model and the options and returns the reasons it refused candidates, if any.
-Pass = Callable[[ir.Model, OptimizeOptions], list[str]]
+# A pass changes the model in place and says what it did (passes.py).
+Pass = Callable[[ir.Model, "OptimizeOptions"], PassResult]
 
 
-def _quiet(run: Callable[[ir.Model, OptimizeOptions], object]) -> Pass:
-    """A pass that refuses nothing by name (its rules' misses show in the counts and the trace)."""
+def _run_upgrade(model: ir.Model, options: OptimizeOptions) -> PassResult:
+    upgrade(model)
+    return PassResult()
 
-    def quiet(model: ir.Model, options: OptimizeOptions) -> list[str]:
-        run(model, options)
-        return []
 
-    return quiet
+def _run_canonicalize(model: ir.Model, options: OptimizeOptions) -> PassResult:
+    canonicalize(model)
+    return PassResult()
+
+
+def _run_reinfer(model: ir.Model, options: OptimizeOptions) -> PassResult:
+    reinfer(model)
+    return PassResult()
 
 
 PASSES: list[tuple[str, Pass]] = [
-    ("upgrade", _quiet(lambda model, options: upgrade(model))),
-    ("layer_norm", _quiet(lambda model, options: fuse_decomposed_layer_norm(model, options.debug))),
-    ("canonicalize", _quiet(lambda model, options: canonicalize(model))),
-    ("embed_layer_norm", lambda model, options: fuse_embed_layer_norm(model)[1]),
-    ("attention", lambda model, options: fuse_attention(model, options.num_heads)[1]),
-    ("reinfer", _quiet(lambda model, options: reinfer(model))),
-    ("skip_layer_norm", _quiet(lambda model, options: fuse_skip_layer_norm(model, options.debug))),
-    ("gelu", lambda model, options: fuse_gelu(model, options.debug)[1]),
-    ("first_token", lambda model, options: fuse_first_token_tail(model)[1]),
-    ("cleanup", _quiet(lambda model, options: reinfer(model))),
+    ("upgrade", _run_upgrade),
+    ("layer_norm", lambda model, options: fuse_decomposed_layer_norm(model, options.debug)),
+    ("canonicalize", _run_canonicalize),
+    ("embed_layer_norm", lambda model, options: fuse_embed_layer_norm(model)),
+    ("attention", lambda model, options: fuse_attention(model, options.num_heads)),
+    ("reinfer", _run_reinfer),
+    ("skip_layer_norm", lambda model, options: fuse_skip_layer_norm(model, options.debug)),
+    ("gelu", lambda model, options: fuse_gelu(model, options.debug)),
+    ("first_token", lambda model, options: fuse_first_token_tail(model)),
+    ("cleanup", _run_reinfer),
 ]
+# A fusion pass a user may switch off, and what the gate stops expecting when it is off: the ops
+# it (or a pass that needs its output) makes, and the leftovers it would have consumed. The
+# other passes keep the graph valid and the later fusions possible, so they always run.
+SKIPPABLE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "layer_norm": (("EmbedLayerNormalization", "SkipLayerNormalization"), ("ReduceMean", "LayerNormalization")),
+    "embed_layer_norm": (("EmbedLayerNormalization", "SkipLayerNormalization"), ("LayerNormalization",)),
+    # The residual Add after an unfused attention block is not the skip rule's pattern.
+    "attention": (("Attention", "SkipLayerNormalization"), ("Softmax", "LayerNormalization")),
+    "skip_layer_norm": (("SkipLayerNormalization",), ("LayerNormalization",)),
+    "gelu": (("BiasGelu", "FastGelu"), ("Erf",)),
+    "first_token": ((), ()),
+}
+
+
+def check_skip(skip: frozenset[str]) -> None:
+    names = [name for name, _ in PASSES]
+    for name in sorted(skip):
+        if name not in names:
+            raise InputError(f"--skip {name}: expected a pass name, one of {sorted(SKIPPABLE)}")
+        if name not in SKIPPABLE:
+            raise InputError(
+                f"--skip {name}: this pass keeps the graph valid for the fusions after it and always runs; "
+                f"passes that can be skipped: {sorted(SKIPPABLE)}"
+            )
 
 
 def optimize_model(model: ir.Model, options: OptimizeOptions | None = None) -> tuple[ir.Model, FusionReport]:
     """Fuse `model` in place; returns it with the report. Raises FusionError on a shortfall."""
     options = options or OptimizeOptions()
+    check_skip(options.skip)
     seconds: dict[str, float] = {}
     reasons: dict[str, list[str]] = {}
-    trace = io.StringIO()
     layers = options.num_layers
     for name, run in PASSES:
         if name == "embed_layer_norm" and layers is None:
             layers = count_ops(model).get("Softmax", 0)  # one attention softmax per encoder layer
+        if name in options.skip:
+            continue
         started = time.perf_counter()
-        with contextlib.redirect_stdout(trace) if options.debug else contextlib.nullcontext():
-            refused = run(model, options)
+        result = run(model, options)
         seconds[name] = round(time.perf_counter() - started, 3)
-        if refused:
-            reasons[name] = refused
+        if result.refused:
+            reasons[name] = list(result.refused)
     layers = layers or 0
 
     ops = count_ops(model)
     gelu = gelu_counts(model)  # BiasGelu, or FastGelu for a tanh-GELU model
+    unchecked_ops = {op for name in options.skip for op in SKIPPABLE[name][0]}
+    unchecked_leftovers = {op for name in options.skip for op in SKIPPABLE[name][1]}
+    expected = {
+        "EmbedLayerNormalization": 1,
+        "Attention": layers,
+        "SkipLayerNormalization": 2 * layers,
+        **{op: layers for op in gelu},
+    }
     report = FusionReport(
         counts={op: ops.get(op, 0) for op in FUSED_OPS} | gelu,
-        expected={
-            "EmbedLayerNormalization": 1,
-            "Attention": layers,
-            "SkipLayerNormalization": 2 * layers,
-            **{op: layers for op in gelu},
-        },
-        leftovers={op: ops.get(op, 0) for op in LEFTOVER_OPS},
+        expected={op: n for op, n in expected.items() if op not in unchecked_ops},
+        leftovers={op: ops.get(op, 0) for op in LEFTOVER_OPS if op not in unchecked_leftovers},
         reasons=reasons,
         seconds=seconds,
-        trace=trace.getvalue(),
+        skipped=sorted(options.skip),
     )
     if options.gate and (layers == 0 or report.shortfalls()):
-        hint = (
-            f"\nrewriter trace:\n{report.trace}"
-            if options.debug
-            else "\n(`bert14 optimize --debug` adds the rewriter's match trace)"
-        )
+        hint = "" if options.debug else "\n(`bert14 optimize --debug` adds every pass's refusals, onnxscript's too)"
         detail = report.explain()
         if layers == 0:
             detail = "the graph has no Softmax: it does not look like a BERT encoder\n" + detail

@@ -15,8 +15,10 @@ gamma/beta/bias, a LayerNorm not over the last axis.
 from __future__ import annotations
 
 import onnx_ir as ir
-from onnxscript.rewriter.ort_fusions.skip_normalization import fuse_skip_layer_normalization
+from onnxscript.rewriter.ort_fusions.skip_normalization import skip_layer_normalization_ruleset
+
+from bert14.optimize.passes import PassResult, apply_rules
 
 
-def fuse_skip_layer_norm(model: ir.Model, debug: bool = False) -> int:
-    return fuse_skip_layer_normalization(model, debug=debug)
+def fuse_skip_layer_norm(model: ir.Model, debug: bool = False) -> PassResult:
+    return apply_rules(model, skip_layer_normalization_ruleset, debug)

@@ -206,3 +206,44 @@ def test_every_gelu_form_fuses_with_its_bias_and_matches_pytorch(tmp_path: Path,
     assert len(slices) == 2 and op not in {producers.get(n.input[0]) for n in slices}, "the FFN runs on token 0"
     results = validate_onnx(model, fused, _parity_cases())
     assert all(r.passed for r in results) and max(r.max_abs_diff for r in results) <= FP32_LOGIT_ATOL
+
+
+@pytest.mark.parametrize(
+    ("skip", "absent", "left"),
+    [
+        ("attention", "Attention", "Softmax"),
+        ("gelu", "BiasGelu", "Erf"),
+        ("skip_layer_norm", "SkipLayerNormalization", "LayerNormalization"),
+    ],
+)
+def test_a_skipped_pass_is_off_and_the_gate_expects_what_is_left(tmp_path: Path, skip, absent, left) -> None:
+    source, path = _export(tmp_path, "dynamo", "sdpa", 18)
+    fused = tmp_path / "fused.onnx"
+    report = optimize_file(path, fused, OptimizeOptions(skip=frozenset({skip})))
+    nodes = [n.op_type for n in onnx.load(str(fused)).graph.node]
+    assert absent not in nodes and left in nodes and report.skipped == [skip]
+    assert absent not in report.expected and skip not in report.seconds
+    others = {op: n for op, n in GOLDEN.items() if op in report.expected}
+    assert {op: report.counts[op] for op in others} == others, "the other passes still fuse fully"
+    results = validate_onnx(source.model, fused, _parity_cases())
+    assert all(r.passed for r in results), "a graph with a pass skipped is still the same model"
+
+
+def test_skip_names_are_checked(tmp_path: Path) -> None:
+    from bert14.errors import InputError
+
+    _, path = _export(tmp_path, "dynamo", "sdpa", 18)
+    with pytest.raises(InputError, match="expected a pass name"):
+        optimize_file(path, tmp_path / "o.onnx", OptimizeOptions(skip=frozenset({"atention"})))
+    with pytest.raises(InputError, match="always runs"):
+        optimize_file(path, tmp_path / "o.onnx", OptimizeOptions(skip=frozenset({"upgrade"})))
+
+
+def test_cli_skip_and_debug_print_each_pass_refusals(tmp_path: Path, capsys) -> None:
+    from bert14.cli import main
+
+    _, path = _export(tmp_path, "torchscript", "eager", 14)
+    assert main(["optimize", str(path), str(tmp_path / "o.onnx"), "--skip", "first_token", "--debug"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped: first_token" in out and f"BiasGelu                      {LAYERS}" in out.replace("   (", "(")
+    assert "  gelu: onnxscript" in out or "  skip_layer_norm: onnxscript" in out or "  layer_norm: onnxscript" in out
