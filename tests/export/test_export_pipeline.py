@@ -16,6 +16,7 @@ from bert14.check.reference import validate_onnx
 from bert14.cli import main
 from bert14.errors import ParityError
 from bert14.export.model import build_default
+from bert14.quantize.isa import choose_weight_format
 
 BASE_FILES = {"model.onnx", "config.json", "vocab.txt", "tokenizer_config.json", "tokenizer.json", "manifest.json"}
 ARTIFACT_FILES = BASE_FILES | {"model.opt.onnx", "model.fp16.onnx", "model.fp16.seqlen.onnx", "model.int8.onnx"}
@@ -69,9 +70,7 @@ def test_manifest_records_what_the_issue_asks(tiny_artifact: Path) -> None:
     assert all(case["case"].endswith("-right") for case in seqlen["validation_cpu"]["cases"])
     int8 = manifest["artifacts"]["int8"]
     assert int8["recipe"]["method"] == "dynamic" and int8["kept_fp32"] == ["head (pooler, classifier)"]
-    assert int8["recipe"]["reduce_range"] is (
-        not any(manifest["cpu_flags"].get(f) for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
-    )
+    assert int8["recipe"]["reduce_range"] is choose_weight_format(manifest["cpu_flags"]).reduce_range
     assert 0 < int8["size_vs_fp32"] < 1 and int8["validation"]["passed"]
     for key in ("argmax_agreement", "max_abs_prob_diff", "mean_abs_prob_diff"):
         assert key in int8["validation"]

@@ -26,3 +26,20 @@ def test_sequence_length_mask_equals_the_2d_mask_for_right_padding_only(tiny_art
     assert np.abs(_run(original, right) - _run(variant, right)).max() < 1e-5
     left = right[:, ::-1].copy()
     assert np.abs(_run(original, left) - _run(variant, left)).max() > 1e-4, "left padding is what it cannot express"
+
+
+def test_near_misses_are_refused_with_the_reason(tiny_artifact: Path) -> None:
+    import pytest
+
+    from bert14.errors import FusionError
+
+    unfused = ir.load(str(tiny_artifact / "model.onnx"))
+    with pytest.raises(FusionError, match="expected one EmbedLayerNormalization and fused Attention"):
+        use_sequence_lengths(unfused)
+    fused = ir.load(str(tiny_artifact / "model.opt.onnx"))
+    attention = [node for node in fused.graph if node.op_type == "Attention"]
+    copy = ir.node("Identity", [attention[-1].inputs[3]], name="another_mask")
+    fused.graph.insert_before(attention[-1], copy)
+    attention[-1].replace_input_with(3, copy.outputs[0])  # the last layer reads a mask of its own
+    with pytest.raises(FusionError, match="do not share one 2-D mask"):
+        use_sequence_lengths(fused)

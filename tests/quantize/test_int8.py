@@ -207,3 +207,19 @@ def test_a_tanh_gelu_model_splits_fast_gelu_the_same_way(tmp_path: Path) -> None
     got = np.concatenate([session.run(["logits"], feeds)[0] for feeds in batches])
     want = np.concatenate([reference_session.run(["logits"], feeds)[0] for feeds in batches])
     assert np.abs(got - want).max() < 1e-6
+
+
+@pytest.mark.parametrize(
+    ("flags", "reduce_range"),
+    [
+        ({"avx2": True, "avx512_vnni": True}, False),  # VNNI accumulates in 32 bits: full range is exact
+        ({"avx2": True, "amx_int8": True}, False),
+        ({"avx2": True}, True),  # AVX2 alone: vpmaddubsw's 16-bit pair sums saturate
+        ({}, False),  # not x86, or flags unknown: no u8s8 AVX2 kernel to protect
+    ],
+)
+def test_weight_format_follows_the_instruction_set(flags, reduce_range) -> None:
+    from bert14.quantize.isa import choose_weight_format
+
+    chosen = choose_weight_format(flags)
+    assert chosen.reduce_range is reduce_range and chosen.reason

@@ -56,9 +56,17 @@ def test_matches_pytorch_through_the_tokenizer(tiny_artifact: Path) -> None:
 
 
 def test_sentence_pairs_fill_token_type_ids(clf: Classifier) -> None:
+    """The same ids with and without segment B marked: only token_type_ids differ, so a runtime
+    that ignored them would give the same logits."""
+    from bert14.encode import buckets
+
+    (encoded,) = clf.encode(["北京"], ["上海"])
+    assert encoded.type_ids == [0, 0, 0, 0, 1, 1, 1], "[CLS] 北 京 [SEP] | 上 海 [SEP]"
+    (batch,) = buckets([encoded], max_batch=1, max_tokens=64)
+    unmarked = type(batch)(batch.indices, batch.input_ids, batch.attention_mask, np.zeros_like(batch.token_type_ids))
     pair = clf.logits(["北京"], ["上海"])
-    joined = clf.logits(["北京上海"])
-    assert not np.allclose(pair, joined), "the second segment must be marked token_type 1"
+    assert np.allclose(pair, clf._forward(batch), atol=1e-6)
+    assert not np.allclose(pair, clf._forward(unmarked), atol=1e-4), "token_type_ids must reach the model"
 
 
 def test_long_text_is_truncated_and_reported(clf: Classifier) -> None:
