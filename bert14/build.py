@@ -129,13 +129,13 @@ def export_artifact(options: ExportOptions) -> ExportReport:
         results = checks.gate(stage / MODEL_FILE, suite, FP32_LOGIT_ATOL, f"{MODEL_FILE} ({options.exporter} export)")
         checks.artifacts["fp32"] = {"file": MODEL_FILE, "validation": summarize(results, FP32_LOGIT_ATOL)}
         if options.optimize:
-            extra = _optimized(source, stage, suite, checks, options)
+            extra = _fused_variants(source, stage, suite, checks, options)
         progress.stage(f"publishing into {options.out_dir}")
         manifest = write_manifest(stage, _manifest(source, options, export_info, checks.artifacts) | extra)
     return ExportReport(options.out_dir, manifest, checks.validation, checks.tolerances, time.perf_counter() - started)
 
 
-def _optimized(
+def _fused_variants(
     source: SourceModel, stage: Path, suite: list[Case], checks: _Checks, options: ExportOptions
 ) -> dict[str, Any]:
     """model.opt.onnx (fp32 tolerance), model.fp16.onnx and model.int8.onnx (their own tolerances)."""

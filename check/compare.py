@@ -18,7 +18,7 @@ from bert14.check.cases import Case
 from bert14.errors import ParityError
 from bert14.head import SOFTMAX, disagreements, scores
 
-# Issue #2: an fp32 export must reproduce PyTorch fp32 to 1e-4 in every logit. Seen here for
+# An fp32 export must reproduce PyTorch fp32 to 1e-4 in every logit: it is the same arithmetic. Seen for
 # BERT-14 size: ~1e-6; a real export bug (mask, positions, segment) moves logits by >1e-2.
 FP32_LOGIT_ATOL = 1e-4
 # The fp16 artifact run on the CPU provider (the export machine): weights rounded to fp16 move

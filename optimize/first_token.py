@@ -92,7 +92,7 @@ def _tokenwise_reason(node: ir.Node) -> str | None:
     return None
 
 
-def fuse_first_token_tail(model: ir.Model) -> PassResult:
+def run_tail_on_first_token(model: ir.Model) -> PassResult:
     """Move the tail before the head's token-0 Gather onto one token; count: nodes moved."""
     gather = _head_gather(model)
     if gather is None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
 import onnx_ir as ir
 
@@ -28,13 +26,6 @@ def constant(value: ir.Value | None) -> np.ndarray | None:
         return None
     tensor = ir.convenience.get_const_tensor(value)
     return None if tensor is None else tensor.numpy()
-
-
-def scalar(value: ir.Value | None) -> float | None:
-    array = constant(value)
-    if array is None or array.size != 1:
-        return None
-    return float(array.reshape(()))
 
 
 def ints(node: ir.Node, name: str) -> tuple[int, ...] | None:
@@ -89,7 +80,3 @@ def remove_unused(model: ir.Model) -> None:
     from onnx_ir.passes.common import RemoveUnusedNodesPass
 
     RemoveUnusedNodesPass()(model)
-
-
-def first(nodes: Iterable[ir.Node]) -> ir.Node | None:
-    return next(iter(nodes), None)

@@ -5,11 +5,11 @@
     canonicalize      Gemm -> MatMul + Add, constant folding, shape simplification
     embed_layer_norm  word + type + position Gathers + LayerNorm -> EmbedLayerNormalization
     attention         Q/K/V projections ... Softmax ... context -> Attention (packed QKV)
-    reinfer           drop replaced nodes, propagate shapes through the fused ops (shapes.py)
+    retype            drop replaced nodes, propagate shapes through the fused ops (shapes.py)
     skip_layer_norm   bias + residual Add + LayerNorm -> SkipLayerNormalization
     gelu              bias Add + GELU -> BiasGelu (erf form) or FastGelu (tanh form)
     first_token       the last layer's work after attention runs on the head's token 0 only
-    cleanup           the same once more at the end: no dead nodes, every value typed
+    retype_final      the same once more at the end: no dead nodes, every value typed
 
 Every pass returns a PassResult (passes.py): what it rewrote and, one line each, why it refused
 the candidates it did not. The fusion passes in SKIPPABLE can be switched off by name
@@ -46,7 +46,7 @@ from onnxscript.version_converter import convert_version
 from bert14.errors import FusionError, InputError
 from bert14.optimize.attention import fuse_attention
 from bert14.optimize.embed_layer_norm import fuse_embed_layer_norm
-from bert14.optimize.first_token import fuse_first_token_tail
+from bert14.optimize.first_token import run_tail_on_first_token
 from bert14.optimize.gelu import fuse_gelu, gelu_counts
 from bert14.optimize.graph import MS_DOMAIN, count_ops
 from bert14.optimize.layer_norm import fuse_decomposed_layer_norm
@@ -118,7 +118,7 @@ def canonicalize(model: ir.Model) -> None:
     onnxscript.optimizer.optimize(model)
 
 
-def reinfer(model: ir.Model) -> None:
+def retype(model: ir.Model) -> None:
     """Drop the replaced nodes (they still declare the fused outputs' names) and give every value
     its dims and type again: rules compare symbolic dims, and tools that read the result
     (quantize_dynamic among them) run ONNX's shape inference, which cannot type contrib ops."""
@@ -141,8 +141,8 @@ def _run_canonicalize(model: ir.Model, options: OptimizeOptions) -> PassResult:
     return PassResult()
 
 
-def _run_reinfer(model: ir.Model, options: OptimizeOptions) -> PassResult:
-    reinfer(model)
+def _run_retype(model: ir.Model, options: OptimizeOptions) -> PassResult:
+    retype(model)
     return PassResult()
 
 
@@ -152,11 +152,11 @@ PASSES: list[tuple[str, Pass]] = [
     ("canonicalize", _run_canonicalize),
     ("embed_layer_norm", lambda model, options: fuse_embed_layer_norm(model)),
     ("attention", lambda model, options: fuse_attention(model, options.num_heads)),
-    ("reinfer", _run_reinfer),
+    ("retype", _run_retype),
     ("skip_layer_norm", lambda model, options: fuse_skip_layer_norm(model, options.debug)),
     ("gelu", lambda model, options: fuse_gelu(model, options.debug)),
-    ("first_token", lambda model, options: fuse_first_token_tail(model)),
-    ("cleanup", _run_reinfer),
+    ("first_token", lambda model, options: run_tail_on_first_token(model)),
+    ("retype_final", _run_retype),
 ]
 # A fusion pass a user may switch off, and what the gate stops expecting when it is off: the ops
 # it (or a pass that needs its output) makes, and the leftovers it would have consumed. The

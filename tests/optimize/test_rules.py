@@ -22,7 +22,7 @@ from subgraphs import (
 
 from bert14.optimize.attention import fuse_attention
 from bert14.optimize.embed_layer_norm import fuse_embed_layer_norm
-from bert14.optimize.first_token import fuse_first_token_tail
+from bert14.optimize.first_token import run_tail_on_first_token
 from bert14.optimize.gelu import fuse_gelu
 from bert14.optimize.graph import MS_DOMAIN, remove_unused
 from bert14.optimize.layer_norm import fuse_decomposed_layer_norm
@@ -147,7 +147,7 @@ def test_a_tanh_subgraph_with_other_constants_is_no_gelu() -> None:
 
 def test_first_token_tail_runs_the_classifier_path_on_token_zero() -> None:
     model = classifier_tail()
-    (moved, refused), before, feeds = _fused(model, fuse_first_token_tail)
+    (moved, refused), before, feeds = _fused(model, run_tail_on_first_token)
     assert moved == 7 and refused == (), "dense, bias, residual, LayerNorm, FFN, ReLU, residual"
     slices = [node for node in model.graph if node.op_type == "Slice"]
     assert sorted(node.inputs[0].name for node in slices) == ["hidden", "mixed"], "the frontier is sliced once each"
@@ -163,7 +163,7 @@ def test_first_token_tail_runs_the_classifier_path_on_token_zero() -> None:
 )
 def test_first_token_tail_near_misses_are_left_alone(variant, reason) -> None:
     model = classifier_tail(**variant)
-    moved, refused = astuple(fuse_first_token_tail(model))
+    moved, refused = astuple(run_tail_on_first_token(model))
     assert moved == 0 and "Slice" not in ops(model)
     assert any(reason in r for r in refused), refused
 
