@@ -68,6 +68,19 @@ class ExportOptions:
     int8_calibration_texts: Path | None = None  # UTF-8, one text a line
     shape_overrides: dict[str, Any] = field(default_factory=dict)  # default model only (tests use tiny shapes)
 
+    def __post_init__(self) -> None:
+        """The rules between options, for the API and the CLI alike."""
+        if self.int8_static is not None and self.int8_fallback is not None:
+            raise InputError("int8: the accuracy-driven fallback works with dynamic INT8 only, not with static")
+        if self.int8_static is not None and self.int8_calibration_texts is None:
+            raise InputError("int8: static INT8 needs calibration texts (--int8-calibration FILE, one text a line)")
+        if self.int8_fallback is not None and self.int8_eval_texts is None:
+            raise InputError(
+                "int8: the accuracy-driven fallback needs evaluation texts to measure on (--int8-eval-texts FILE)"
+            )
+        if self.model_dir is not None and self.shape_overrides:
+            raise InputError("shape overrides apply to the default model only, not to a checkpoint")
+
 
 @dataclass
 class ExportReport:
@@ -104,8 +117,6 @@ class _Checks:
 
 def load_source(options: ExportOptions) -> SourceModel:
     if options.model_dir is not None:
-        if options.shape_overrides:
-            raise InputError("shape overrides apply to the default model only, not to a checkpoint")
         return load_checkpoint(options.model_dir, options.attn)
     return build_default(options.seed, options.attn, **options.shape_overrides)
 

@@ -19,13 +19,6 @@ def _export(args: argparse.Namespace) -> int:
     from bert14.quantize.fallback import FallbackOptions
     from bert14.quantize.static import StaticOptions
 
-    if args.int8_method == "static" and not args.int8_calibration:
-        raise InputError("--int8-method static needs --int8-calibration FILE (real texts, one a line)")
-    if args.int8_method == "static" and args.int8_target_agreement is not None:
-        raise InputError("the accuracy-driven fallback works with --int8-method dynamic only")
-    if (args.int8_target_agreement is not None or args.int8_max_prob_diff is not None) and not args.int8_eval_texts:
-        raise InputError("--int8-target-agreement/--int8-max-prob-diff need --int8-eval-texts FILE to measure on")
-
     options = ExportOptions(
         model_dir=Path(args.model) if args.model else None,
         out_dir=Path(args.out),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -113,14 +113,15 @@ class Classifier:
     _cuda: object | None = field(default=None, repr=False)  # CudaRunner on the CUDA provider
 
     @classmethod
-    def load(cls, directory: str | Path, **kwargs: object) -> Classifier:
-        """Load an artifact; keyword arguments are LoadOptions' fields (precision, provider, ...)."""
+    def load(cls, directory: str | Path, options: LoadOptions | None = None, **kwargs: object) -> Classifier:
+        """Load an artifact with `options` (typed), or with LoadOptions' fields as keywords
+        (precision=, provider=, threads=, ...), which override the given options' fields."""
         unknown = sorted(set(kwargs) - set(LoadOptions.__dataclass_fields__))
         if unknown:
             raise InputError(
                 f"Classifier.load: unknown option(s) {unknown}; expected {sorted(LoadOptions.__dataclass_fields__)}"
             )
-        options = LoadOptions(**kwargs)  # type: ignore[arg-type]
+        options = replace(options or LoadOptions(), **kwargs)  # type: ignore[arg-type]
         _check_threshold("threshold", options.threshold)
         directory = Path(directory)
         manifest = read_manifest(directory)

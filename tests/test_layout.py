@@ -89,3 +89,42 @@ def test_runners_and_comparator_need_no_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_the_cli_offers_the_library_choices_and_defaults() -> None:
+    """The CLI keeps its own copies (importing the build side would load torch for `--help`):
+    they must not drift from the library's."""
+    import dataclasses
+
+    from bert14.build import ExportOptions
+    from bert14.cli import build_parser
+    from bert14.export.model import ATTN_IMPLEMENTATIONS
+    from bert14.export.onnx_export import EXPORTERS
+    from bert14.quantize.static import CALIBRATORS
+    from bert14.runtime.classifier import LoadOptions
+    from bert14.runtime.server import ServerOptions
+    from bert14.runtime.session import PRECISIONS, PROVIDERS
+
+    commands = build_parser()._bert14_commands
+
+    def action(command: str, dest: str):
+        return next(a for a in commands[command]._actions if a.dest == dest)
+
+    assert set(action("export", "exporter").choices) == set(EXPORTERS)
+    assert set(action("export", "attn").choices) == set(ATTN_IMPLEMENTATIONS)
+    assert set(action("export", "int8_calibrate").choices) == set(CALIBRATORS)
+    assert set(action("predict", "precision").choices) == set(PRECISIONS)
+    assert set(action("predict", "provider").choices) == set(PROVIDERS)
+    export_defaults = {f.name: f.default for f in dataclasses.fields(ExportOptions)}
+    for dest in ("exporter", "attn", "opset", "seed"):
+        assert action("export", dest).default == export_defaults[dest], dest
+    assert action("predict", "batch_size").default == LoadOptions().max_batch
+    assert action("predict", "threshold").default == LoadOptions().threshold
+    server = ServerOptions()
+    for dest, field in [
+        ("host", "host"), ("port", "port"), ("max_texts", "max_texts"), ("max_body_bytes", "max_body_bytes"),
+        ("max_request_tokens", "max_request_tokens"), ("window_ms", "window_ms"),
+        ("max_pending_texts", "max_pending_texts"), ("body_timeout", "body_timeout_s"),
+        ("header_timeout", "header_timeout_s"), ("max_connections", "max_connections"),
+    ]:  # fmt: skip
+        assert action("serve", dest).default == getattr(server, field), dest

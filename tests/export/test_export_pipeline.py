@@ -174,3 +174,21 @@ def test_validation_runs_seq_one_and_full_length(tiny_artifact: Path) -> None:
     source = build_default(**TINY_SHAPE)
     results = validate_onnx(source.model, tiny_artifact / "model.onnx", [cases[0], cases[-1]])
     assert all(r.passed for r in results) and np.isfinite([r.max_abs_diff for r in results]).all()
+
+
+def test_option_rules_hold_for_the_api_as_for_the_cli(tmp_path: Path) -> None:
+    from bert14.errors import InputError
+    from bert14.quantize.fallback import FallbackOptions
+    from bert14.quantize.static import StaticOptions
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("央行宣布降准\n", encoding="utf-8")
+    with pytest.raises(InputError, match="fallback works with dynamic INT8 only"):
+        static = {"int8_static": StaticOptions(), "int8_calibration_texts": texts}
+        ExportOptions(**static, int8_fallback=FallbackOptions(), int8_eval_texts=texts)
+    with pytest.raises(InputError, match="static INT8 needs calibration texts"):
+        ExportOptions(int8_static=StaticOptions())
+    with pytest.raises(InputError, match="needs evaluation texts"):
+        ExportOptions(int8_fallback=FallbackOptions())
+    assert main(["export", "--int8-method", "static", "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()

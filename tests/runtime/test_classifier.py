@@ -189,3 +189,11 @@ def test_cuda_graph_buffers_are_not_shared_between_threads(tiny_artifact: Path) 
     for thread in threads:
         thread.join()
     assert wrong == [], f"{len(wrong)} of 320 calls got another text's logits"
+
+
+def test_load_takes_typed_options_and_keyword_overrides(tiny_artifact: Path) -> None:
+    from bert14.runtime import LoadOptions
+
+    options = LoadOptions(precision="fp32", provider="cpu", threads=1, warmup=False)
+    assert Classifier.load(tiny_artifact, options).precision == "fp32"
+    assert Classifier.load(tiny_artifact, options, precision="int8").precision == "int8"
