@@ -1,4 +1,4 @@
-"""The runtime on real text and under load (issue targets in the README's Numbers section).
+"""The runtime on real text and under load (figures in docs/numbers.md).
 
 1. `import bert14.runtime` time, and load + first prediction time for the artifact's INT8 model
    (fresh interpreters, medians of 5).

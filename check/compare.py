@@ -26,7 +26,7 @@ FP32_LOGIT_ATOL = 1e-4
 # a broken conversion (a wrong cast moves them by O(1)). On CUDA it is checked by `make gpu-check`.
 FP16_CPU_LOGIT_ATOL = 1e-2
 # INT8 (dynamic, int8 weights): measured on the default BERT-14 and on the trained fixture
-# (see README Numbers); a wrong scale or a dropped dequantization moves logits by O(1).
+# (docs/numbers.md); a wrong scale or a dropped dequantization moves logits by O(1).
 INT8_LOGIT_ATOL = 0.25
 
 

@@ -36,7 +36,7 @@ QUANTIZED_OP_TYPES = ["Attention", "MatMul", "EmbedLayerNormalization", "Gather"
 
 @dataclass
 class DynamicOptions:
-    per_channel: bool = True  # one scale per output channel: max |dprob| 0.029 vs 0.032 per tensor (README)
+    per_channel: bool = True  # one scale per output channel: max |dprob| 0.029 vs 0.032 per tensor (docs/numbers.md)
     reduce_range: bool | None = None  # None: decided from the CPU flags (isa.py)
     keep_fp32_layers: list[int] = field(default_factory=list)
     keep_embedding_fp32: bool = False

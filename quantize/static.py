@@ -7,7 +7,7 @@ tensor or per channel; the head stays fp32 as in the dynamic recipe.
 
 What it cannot do on the fused graph: ONNX Runtime's static quantizer has no rule for the fused
 Attention op, so attention stays fp32 (QDQ only around the MatMuls), which is why it measured
-slower than dynamic quantization (whose Attention becomes QAttention); see the README. The
+slower than dynamic quantization (whose Attention becomes QAttention); see docs/numbers.md. The
 calibration batches are padded to one length: the Percentile and Entropy calibrators stack every
 batch's activations and need equal shapes.
 """

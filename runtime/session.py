@@ -92,7 +92,7 @@ def create(path: Path, provider: str, settings: SessionSettings) -> tuple[ort.In
         options.intra_op_num_threads = settings.threads
     if settings.spinning:
         # ONNX Runtime's default keeps spinning after Run() returns: 81% of a core burnt at 20
-        # requests/s against 30% with this, for the same latency (README, Numbers).
+        # requests/s against 30% with this, for the same latency (docs/numbers.md).
         options.add_session_config_entry("session.force_spinning_stop", "1")
     else:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
