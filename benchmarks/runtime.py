@@ -25,6 +25,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -116,26 +118,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def load_test(artifact: Path, microbatch: bool, seconds: float, clients: int, window_ms: float) -> dict[str, object]:
+@contextmanager
+def running_server(artifact: Path, *flags: str) -> Iterator[str]:
+    """`bert14 serve` (INT8, CPU, 2 threads) in a process of its own; yields its base URL once
+    /healthz answers, and stops it afterwards."""
     import httpx
 
     port = _free_port()
-    command = [
-        PYTHON,
-        "-m",
-        "bert14.cli",
-        "serve",
-        str(artifact),
-        "--precision",
-        "int8",
-        "--provider",
-        "cpu",
-        "--threads",
-        "2",
-        "--port",
-        str(port),
-    ]
-    command += ["--window-ms", str(window_ms)] if microbatch else ["--no-microbatch"]
+    command = [PYTHON, "-m", "bert14.cli", "serve", str(artifact), "--precision", "int8", "--provider", "cpu"]
+    command += ["--threads", "2", "--port", str(port), *flags]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -146,12 +137,19 @@ def load_test(artifact: Path, microbatch: bool, seconds: float, clients: int, wi
                     break
             except httpx.HTTPError:
                 time.sleep(0.5)
-        generator = [PYTHON, str(Path(__file__).with_name("loadgen.py")), "--port", str(port)]
-        generator += ["--seconds", str(seconds), "--clients", str(clients)]
-        result = json.loads(subprocess.run(generator, check=True, capture_output=True, text=True).stdout)
+        yield base
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def load_test(artifact: Path, microbatch: bool, seconds: float, clients: int, window_ms: float) -> dict[str, object]:
+    flags = ["--window-ms", str(window_ms)] if microbatch else ["--no-microbatch"]
+    with running_server(artifact, *flags) as base:
+        port = base.rsplit(":", 1)[1]
+        generator = [PYTHON, str(Path(__file__).with_name("loadgen.py")), "--port", port]
+        generator += ["--seconds", str(seconds), "--clients", str(clients)]
+        result = json.loads(subprocess.run(generator, check=True, capture_output=True, text=True).stdout)
     return {"microbatch": microbatch, **result}
 
 
@@ -163,14 +161,9 @@ def fairness(artifact: Path, long_texts: int) -> dict[str, object]:
 
     import httpx
 
-    port = _free_port()
-    command = [PYTHON, "-m", "bert14.cli", "serve", str(artifact), "--precision", "int8", "--provider", "cpu"]
-    command += ["--threads", "2", "--port", str(port)]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-
-    async def scenario() -> dict[str, object]:
+    async def scenario(base: str) -> dict[str, object]:
         async with httpx.AsyncClient(base_url=base, timeout=600) as client:
+
             async def timed(body: dict) -> float:
                 started = time.perf_counter()
                 response = await client.post("/v1/classify", json=body)
@@ -185,18 +178,8 @@ def fairness(artifact: Path, long_texts: int) -> dict[str, object]:
             title_s = await timed({"texts": ["湖人主场险胜勇士"]})
             return {"long_texts": long_texts, "large_request_s": round(await big, 3), "title_s": round(title_s, 3)}
 
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        return asyncio.run(scenario())
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with running_server(artifact) as base:
+        return asyncio.run(scenario(base))
 
 
 def main() -> int:

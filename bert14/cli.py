@@ -333,6 +333,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+IO_ERROR = 10  # a file could not be read or written (disk full, permissions): README's exit codes
+
+
 def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated()
 
@@ -357,6 +360,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    except OSError as exc:  # the disk is full, a file vanished, a permission: the machine, not a bug
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"bert14 {args.command}: error: {where}{exc.strerror or exc}; nothing was written", file=sys.stderr)
+        return IO_ERROR
     except Exception as exc:  # a bug, not the user's input: still one line, and how to see more
         if os.environ.get("BERT14_TRACEBACK"):
             raise

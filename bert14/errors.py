@@ -2,7 +2,8 @@
 
 Each class carries the exit code the `bert14` command ends with; README's "Errors and exit codes"
 lists them all, with the codes that are not exceptions (usage 2, interrupted 130, SIGTERM 143,
-closed output pipe 141, an unexpected internal error 1).
+closed output pipe 141, a file that could not be read or written 10, an unexpected internal
+error 1).
 """
 
 from __future__ import annotations

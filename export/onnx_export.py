@@ -77,6 +77,8 @@ def export_onnx(model: torch.nn.Module, path: Path, settings: ExportSettings, ma
                 _export_torchscript(wrapper, example, path, settings.opset)
             else:
                 _export_dynamo(wrapper, example, path, settings.opset, max_positions)
+    except OSError:
+        raise  # the disk, not the exporter: the CLI reports it as such (exit 10)
     except Exception as exc:  # the exporters raise many unrelated types; keep the first line
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"{settings.exporter} export to {path.name} failed: {detail}") from exc

@@ -132,9 +132,9 @@ def test_a_second_export_to_the_same_out_is_refused_while_one_runs(tmp_path: Pat
 
 
 @contextmanager
-def _tmpfs(path: Path, read_only: bool) -> Iterator[Path]:
+def _tmpfs(path: Path, read_only: bool, size: str = "64m") -> Iterator[Path]:
     path.mkdir()
-    options = "ro,size=1m" if read_only else "size=64m"
+    options = "ro,size=1m" if read_only else f"size={size}"
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.decode().strip()}); needs root in a mount namespace")
@@ -214,3 +214,18 @@ def test_a_stage_left_beside_out_by_earlier_versions_is_removed(tmp_path: Path) 
     _fake_export(tmp_path / "art")
     assert not legacy.exists()
     assert (other / "thesis.tex").is_file()
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    with _tmpfs(tmp_path / "small", read_only=False, size="1m") as small:
+        options = f"out_dir={str(small / 'art')!r}, shape_overrides={dict(TINY_SHAPE)!r}"
+        code = (
+            "import sys\nfrom bert14 import cli\nfrom bert14.build import export_artifact, ExportOptions\n"
+            f"def tiny(args):\n    export_artifact(ExportOptions({options}))\n"
+            "cli._export = tiny\n"
+            "sys.exit(cli.main(['export']))\n"
+        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 10, result.stderr
+        assert result.stderr.strip().count("\n") == 0 and "No space left on device" in result.stderr
+        assert list(small.iterdir()) == [], "the stage and the OUT export created are gone"
