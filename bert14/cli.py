@@ -104,12 +104,16 @@ def _load_classifier(args: argparse.Namespace):
     )
 
 
+STDIN = "-"
+
+
 def _read_lines(path: Path, chunk: int):
-    """Lines of a UTF-8 file in chunks; invalid UTF-8 is an error that names the line."""
-    if not path.is_file():
+    """Lines of a UTF-8 file (or standard input, for "-") in chunks; invalid UTF-8 is an error that
+    names the line."""
+    if str(path) != STDIN and not path.is_file():
         raise InputError(f"{path}: expected a text file with one text a line, found none")
     lines: list[str] = []
-    with path.open("rb") as handle:
+    with sys.stdin.buffer if str(path) == STDIN else path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
                 lines.append(raw.rstrip(b"\r\n").decode("utf-8"))
@@ -134,11 +138,11 @@ def _predict(args: argparse.Namespace) -> int:
             out.write(json.dumps({"text": text, **p.to_dict()}, ensure_ascii=False) + "\n")
     if args.file:
         path = Path(args.file)
-        total = sum(1 for _ in path.open("rb")) if path.is_file() else 0
+        total = sum(1 for _ in path.open("rb")) if args.file != STDIN and path.is_file() else 0
         done = 0
         report = progress.for_terminal(args.quiet)
         with progress.reporting(report):
-            progress.stage(f"classifying {total} lines of {path}")
+            progress.stage(f"classifying {total or 'the'} lines of {'standard input' if args.file == STDIN else path}")
             for lines in _read_lines(path, 1024):
                 for text, p in zip(lines, clf.predict(lines), strict=True):
                     out.write(json.dumps({"text": text, **p.to_dict()}, ensure_ascii=False) + "\n")
@@ -291,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _runtime_flags(predict)
     predict.add_argument("texts", nargs="*", help="texts to classify")
-    predict.add_argument("--file", help="UTF-8 file, one text a line")
+    predict.add_argument("--file", help="UTF-8 file, one text a line ('-': standard input)")
     predict.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     predict.set_defaults(func=_predict)
 

@@ -56,7 +56,17 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def _guarded_protocol(header_timeout_s: float):
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    """uvicorn's httptools protocol with a header deadline; without httptools (uvicorn installed on
+    its own), uvicorn's default protocol and a warning that the deadline is not enforced."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        print(
+            "warning: httptools is not installed (pip install 'bert14[serve]'), so --header-timeout is not "
+            "enforced: a client that never finishes its headers keeps its connection",
+            file=sys.stderr,
+        )
+        return "auto"
 
     class HeaderDeadline(HttpToolsProtocol):
         """Closes the connection when a request's headers take longer than the deadline."""

@@ -75,3 +75,21 @@ def test_example_application_runs(tiny_artifact: Path) -> None:
     result = subprocess.run([sys.executable, str(example), str(tiny_artifact)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "loaded" in result.stdout and "央行宣布降准0.5个百分点" in result.stdout
+
+
+def test_predict_reads_standard_input_with_dash(tiny_artifact: Path) -> None:
+    import subprocess
+    import sys
+
+    cli = str(Path(sys.executable).parent / "bert14")
+    result = subprocess.run(
+        [cli, "predict", str(tiny_artifact), "--file", "-", "--provider", "cpu"],
+        input="央行宣布降准\n湖人队获胜\n".encode(),
+        capture_output=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["text"] for line in result.stdout.decode().splitlines()] == ["央行宣布降准", "湖人队获胜"]
+    argv = [cli, "predict", str(tiny_artifact), "--file", "-", "--provider", "cpu"]
+    bad = subprocess.run(argv, input=b"ok\n\xff\n", capture_output=True, timeout=120)
+    assert bad.returncode == 2 and b"-:2: expected UTF-8 text" in bad.stderr
