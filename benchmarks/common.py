@@ -101,20 +101,29 @@ def public_recipe_int8(source: Path, target: Path) -> None:
     )
 
 
+def ort_transformers_optimizer(source: Path, target: Path, num_heads: int, hidden_size: int, gpu: bool = False) -> Path:
+    """ONNX Runtime's transformer optimizer as its documentation runs it for BERT (opt_level 0: its
+    fusions, not the session's); `gpu`: use_gpu and then fp16 with fp32 inputs and outputs, its
+    documented CUDA recipe. The one place the benchmarks call it."""
+    from onnxruntime.transformers import optimizer
+
+    model = optimizer.optimize_model(
+        str(source), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=0, use_gpu=gpu
+    )
+    if gpu:
+        model.convert_float_to_float16(keep_io_types=True)
+    model.save_model_to_file(str(target))
+    return target
+
+
 def public_recipe(model, workdir: Path, num_heads: int, hidden_size: int) -> tuple[Path, Path]:
     """The public CPU recipe from a PyTorch model: TorchScript export of the eager attention,
     ONNX Runtime's transformer optimizer, quantize_dynamic. Returns (optimized fp32, int8)."""
-    from onnxruntime.transformers import optimizer
-
     from bert14.export.onnx_export import ExportSettings, export_onnx
 
     exported = workdir / "recipe.onnx"
     export_onnx(model, exported, ExportSettings("torchscript", 17), model.config.max_position_embeddings)
-    optimized = optimizer.optimize_model(
-        str(exported), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=0
-    )
-    fp32 = workdir / "recipe.opt.onnx"
-    optimized.save_model_to_file(str(fp32))
+    fp32 = ort_transformers_optimizer(exported, workdir / "recipe.opt.onnx", num_heads, hidden_size)
     int8 = workdir / "recipe.int8.onnx"
     public_recipe_int8(fp32, int8)
     return fp32, int8

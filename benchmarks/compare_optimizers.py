@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from common import bert_feeds, interleaved, public_recipe_int8, session
+from common import bert_feeds, interleaved, ort_transformers_optimizer, public_recipe_int8, session
 
 VARIANTS = [("torchscript", "eager"), ("torchscript", "sdpa"), ("dynamo", "eager"), ("dynamo", "sdpa")]
 COUNTED = ("EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "BiasGelu", "FastGelu", "Gelu")
@@ -32,10 +32,7 @@ def counts(path: Path) -> dict[str, int]:
 
 
 def ort_optimizer(source: Path, target: Path) -> None:
-    from onnxruntime.transformers import optimizer
-
-    model = optimizer.optimize_model(str(source), model_type="bert", num_heads=12, hidden_size=768, opt_level=0)
-    model.save_model_to_file(str(target))
+    ort_transformers_optimizer(source, target, num_heads=12, hidden_size=768)
 
 
 def onnxscript_optimizer(source: Path, target: Path) -> None:

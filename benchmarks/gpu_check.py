@@ -101,25 +101,15 @@ def _interleaved(runners: dict[str, Callable[[], object]], rounds: int, sync: Ca
 
 def _public_fp16(workdir: Path, eager_source) -> Path:
     """ONNX Runtime's documented GPU recipe: TorchScript/eager export, its optimizer, fp16."""
-    from onnxruntime.transformers import optimizer
+    from common import ort_transformers_optimizer
 
     from bert14.export.onnx_export import ExportSettings, export_onnx
 
     config = eager_source.config
     exported = workdir / "public.onnx"
     export_onnx(eager_source.model, exported, ExportSettings("torchscript", 17), config.max_position_embeddings)
-    optimized = optimizer.optimize_model(
-        str(exported),
-        model_type="bert",
-        num_heads=config.num_attention_heads,
-        hidden_size=config.hidden_size,
-        opt_level=0,
-        use_gpu=True,
-    )
-    optimized.convert_float_to_float16(keep_io_types=True)
     target = workdir / "public.fp16.onnx"
-    optimized.save_model_to_file(str(target))
-    return target
+    return ort_transformers_optimizer(exported, target, config.num_attention_heads, config.hidden_size, gpu=True)
 
 
 def _seqlen_fp16(workdir: Path, artifact: Path) -> Path:

@@ -1,4 +1,4 @@
-"""INT8 on the CPU: accuracy against PyTorch fp32 on real text, and latency side by side.
+"""INT8 on the CPU: how often its labels agree with PyTorch fp32 on real text (speed is `make bench`).
 
 Accuracy (the trained fixture ../shared/models/bert14-small-thucnews; random weights have
 near-tied logits that say nothing about INT8): top-1 agreement of each INT8 model with the PyTorch
@@ -6,10 +6,10 @@ fp32 labels on the 1,000 THUCNews test titles and the 70 articles (cut to 512 to
 and mean |probability difference|. Compared: bert14's model.int8.onnx (from `bert14 export`) and
 the public recipe (TorchScript/eager export + ONNX Runtime's optimizer + quantize_dynamic).
 
-Latency (full-size BERT-14, 2 threads, interleaved rounds, medians): PyTorch eager fp32, the
-public recipe's INT8, bert14's INT8, at batch 1 x seq 128, 1 x 512 and 8 x 128; file sizes.
+Latency is not timed here: `make bench` (benchmarks/bench.py) times the same INT8 files beside
+PyTorch and the recipe at the same shapes, in one interleaved run.
 
-    .venv/bin/python benchmarks/int8.py [--skip-accuracy] [--skip-latency] [--rounds 20] [--json F]
+    .venv/bin/python benchmarks/int8.py [--per-tensor | --target-agreement A | --static M] [--json F]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import bert_feeds, beside_pytorch, interleaved, public_recipe, session
+from common import bert_feeds, interleaved, public_recipe, session
 from data import TRAINED_MODEL, articles, require, titles
 
 from bert14.artifact import read_manifest
@@ -133,45 +133,8 @@ def accuracy(workdir: Path, args: argparse.Namespace) -> dict[str, object]:
     return result
 
 
-def latency(workdir: Path, rounds: int) -> dict[str, object]:
-    import torch
-
-    from bert14.artifact import cpu_flags
-    from bert14.export.model import build_default
-    from bert14.export.onnx_export import ExportSettings, export_onnx
-    from bert14.optimize.pipeline import OptimizeOptions, optimize_file
-    from bert14.quantize.dynamic import DynamicOptions, quantize_dynamic_int8
-
-    torch.set_num_threads(2)
-    source = build_default(attn="sdpa")
-    unfused = workdir / "bert14.onnx"
-    export_onnx(source.model, unfused, ExportSettings("dynamo", 18), 512)
-    fused = workdir / "bert14.opt.onnx"
-    optimize_file(unfused, fused, OptimizeOptions(num_layers=12, num_heads=12))
-    ours = workdir / "bert14.int8.onnx"
-    quantize_dynamic_int8(fused, ours, DynamicOptions(), cpu_flags())
-    eager = build_default(attn="eager")
-    _, recipe = public_recipe(eager.model, workdir, 12, 768)
-    sizes = {
-        "fp32_model_onnx_mb": unfused.stat().st_size / 1e6,
-        "bert14_int8_mb": ours.stat().st_size / 1e6,
-        "recipe_int8_mb": recipe.stat().st_size / 1e6,
-    }
-    sessions = {"recipe int8": session(str(recipe)), "bert14 int8": session(str(ours))}
-    model = source.model
-    table: dict[str, dict[str, float]] = {}
-    for batch, sequence in ((1, 128), (1, 512), (8, 128)):
-        timings = beside_pytorch(model, "pytorch fp32", sessions, batch, sequence, rounds)
-        table[f"{batch}x{sequence}"] = {name: round(t.median_ms, 2) for name, t in timings.items()}
-        table[f"{batch}x{sequence}"].update({f"{name} p95": round(t.p95_ms, 2) for name, t in timings.items()})
-    return {"latency_ms": table, "sizes": sizes}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--skip-accuracy", action="store_true")
-    parser.add_argument("--skip-latency", action="store_true")
-    parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--per-tensor", action="store_true", help="bert14 INT8 with per-tensor weight scales")
     parser.add_argument("--target-agreement", type=float, help="bert14 INT8 with the accuracy-driven fallback")
@@ -181,12 +144,8 @@ def main() -> int:
     args = parser.parse_args()
     report: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        if not args.skip_accuracy:
-            print("accuracy: exporting the trained fixture and the public recipe ...", file=sys.stderr, flush=True)
-            report["accuracy"] = accuracy(Path(tmp), args)
-        if not args.skip_latency:
-            print("latency: full-size BERT-14 ...", file=sys.stderr, flush=True)
-            report["latency"] = latency(Path(tmp), args.rounds)
+        print("accuracy: exporting the trained fixture and the public recipe ...", file=sys.stderr, flush=True)
+        report["accuracy"] = accuracy(Path(tmp), args)
     if "accuracy" in report:
         print(
             f"{'text set':<10} {'model':<12} {'top-1 agree':>11} {'flips':>5} {'max |dp|':>9} {'mean |dp|':>10}"
@@ -203,12 +162,6 @@ def main() -> int:
         acc = report["accuracy"]
         print(f"bert14 int8: fp32 kept {acc['bert14_kept_fp32']}, size {acc['bert14_size_vs_fp32']:.1%} of fp32")  # type: ignore[index]
         print(f"fixture latency 1x128: {acc['fixture_latency_ms_1x128']}")  # type: ignore[index]
-    if "latency" in report:
-        lat = report["latency"]["latency_ms"]  # type: ignore[index]
-        print(f"{'ms (median)':<14}" + "".join(f"{shape:>10}" for shape in lat))
-        for name in ("pytorch fp32", "recipe int8", "bert14 int8"):
-            print(f"{name:<14}" + "".join(f"{lat[shape][name]:>10.1f}" for shape in lat))
-        print({k: round(v, 1) for k, v in report["latency"]["sizes"].items()})  # type: ignore[index]
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0
