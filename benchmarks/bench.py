@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import THREADS, beside_pytorch, interleaved, public_recipe, session
+from common import THREADS, beside_pytorch, interleaved, measured, public_recipe, session
 
 SHAPES = ((1, 16), (1, 128), (1, 512), (8, 128))
 
@@ -84,7 +84,13 @@ def main() -> int:
             progress.step(f"{batch} x {sequence}")
         throughput = real_text(args.artifact, model, sessions)
         progress.step("real text")
-    report = {"threads": THREADS, "rounds": args.rounds, "latency": table, "titles_per_second": throughput}
+    report = {
+        "measured": measured(),
+        "threads": THREADS,
+        "rounds": args.rounds,
+        "latency": table,
+        "titles_per_second": throughput,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(report, indent=2))
     print_table(report)

@@ -29,6 +29,22 @@ def session(path: str, level: ort.GraphOptimizationLevel = ort.GraphOptimization
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
+def measured() -> dict[str, object]:
+    """When and where a benchmark ran: every JSON report carries it (docs/numbers.md shows it)."""
+    import datetime
+    import platform
+
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if "model name" in line), platform.processor())
+    return {
+        "date": datetime.date.today().isoformat(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "onnxruntime": ort.__version__,
+    }
+
+
 def bert_feeds(batch: int, sequence: int, vocab: int = 21128, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import bert_feeds, interleaved, public_recipe, session
+from common import bert_feeds, interleaved, measured, public_recipe, session
 from data import TRAINED_MODEL, articles, require, titles
 
 from bert14.artifact import read_manifest
@@ -142,7 +142,7 @@ def main() -> int:
     parser.add_argument("--eval-rows", type=int, default=2000, help="training titles the fallback measures on")
     parser.add_argument("--static", choices=("minmax", "percentile", "entropy"), help="bert14 INT8 as static QDQ")
     args = parser.parse_args()
-    report: dict[str, object] = {}
+    report: dict[str, object] = {"measured": measured()}
     with tempfile.TemporaryDirectory() as tmp:
         print("accuracy: exporting the trained fixture and the public recipe ...", file=sys.stderr, flush=True)
         report["accuracy"] = accuracy(Path(tmp), args)

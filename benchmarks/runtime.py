@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from common import measured
 from data import titles
 
 PYTHON = sys.executable
@@ -199,11 +200,11 @@ def main() -> int:
         result = fairness(args.artifact, args.fairness)
         print(json.dumps(result))
         if args.json:
-            args.json.write_text(json.dumps({"fairness": result}, indent=2))
+            args.json.write_text(json.dumps({"measured": measured(), "fairness": result}, indent=2))
         return 0
-    report: dict[str, object] = {}
+    report: dict[str, object] = {"measured": measured()}
     if not args.server_only:
-        report = {"startup": startup(args.artifact), "throughput": throughput(args.artifact)}
+        report |= {"startup": startup(args.artifact), "throughput": throughput(args.artifact)}
         print(json.dumps(report["startup"]))
         print(json.dumps(report["throughput"], ensure_ascii=False))
         if args.labels_artifact is not None:

@@ -1,0 +1,227 @@
+"""docs/numbers.md's measured sections and README's headline table, written from the benchmarks'
+JSON so that prose and numbers cannot drift apart.
+
+Each generated section of docs/numbers.md sits between `<!-- BEGIN generated:NAME -->` and
+`<!-- END generated:NAME -->` and is rewritten from docs/results/NAME.json, which the benchmark
+named in the section writes (`--json` / `--out docs/results`). Everything between the markers is
+this script's: tables, ratios, and the sentences that quote a figure. Run it after re-running a
+benchmark; `--check` fails when the page does not match the JSON (for a test or a review).
+
+    .venv/bin/python benchmarks/numbers_page.py [--check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / "docs" / "numbers.md"
+RESULTS = ROOT / "docs" / "results"
+SHAPE_NAMES = {"1x16": "1 x 16", "1x128": "1 x 128", "1x512": "1 x 512", "8x128": "8 x 128"}
+
+
+def _stamp(report: dict) -> str:
+    m = report.get("measured") or {}
+    if not m:
+        return "Run date and machine not recorded in the JSON."
+    return f"Measured {m['date']} on {m['cores']} cores of an {m['cpu']}, ONNX Runtime {m['onnxruntime']}."
+
+
+def bench(report: dict) -> str:
+    latency, titles = report["latency"], report["titles_per_second"]
+    shapes = list(latency)
+    names = list(next(iter(latency.values())))
+    lines = [
+        f"`make bench` (`benchmarks/bench.py artifacts/bert14 --out docs/results`): one process, interleaved, "
+        f"{report['threads']} threads, {report['rounds']} rounds; titles/s over the 1,000 THUCNews test titles in "
+        f"the same length-bucketed batches for every row. {_stamp(report)}",
+        "",
+        "| ms, median (p95) | " + " | ".join(SHAPE_NAMES.get(s, s) for s in shapes) + " | titles/s |",
+        "| --- |" + " --- |" * (len(shapes) + 1),
+    ]
+    for name in names:
+        cells = [f"{latency[s][name]['median_ms']:.1f} ({latency[s][name]['p95_ms']:.1f})" for s in shapes]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {titles[name]:.1f} |")
+    ours, recipe, torch = "bert14 int8", "public recipe int8", "pytorch eager fp32"
+    over_recipe = [latency[s][recipe]["median_ms"] / latency[s][ours]["median_ms"] for s in shapes]
+    over_torch = latency["1x128"][torch]["median_ms"] / latency["1x128"][ours]["median_ms"]
+    lines += [
+        "",
+        f"bert14's INT8 is {' / '.join(f'{r:.2f}x' for r in over_recipe)} faster than the public recipe at "
+        f"{' / '.join(SHAPE_NAMES.get(s, s) for s in shapes)}, {titles[ours] / titles[recipe]:.2f}x its titles per "
+        f"second, and {over_torch:.1f}x faster than PyTorch at 1 x 128. The chart is docs/results/bench.png.",
+    ]
+    return "\n".join(lines)
+
+
+def int8(report: dict) -> str:
+    acc = report["accuracy"]
+    lines = [
+        "`benchmarks/int8.py --json docs/results/int8.json`: the trained fixture exported with the defaults; "
+        f"agreement of each INT8 model with the PyTorch fp32 labels. {_stamp(report)}",
+        "",
+        "| text set | model | top-1 agreement | flips | max \\|dprob\\| | mean \\|dprob\\| | max \\|dlogit\\| |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    labels = {"bert14_int8": "**bert14 default**", "recipe_int8": "public recipe", "static_int8": "bert14 static"}
+    for part in ("titles", "articles"):
+        rows = acc[part]
+        first = True
+        for model in [m for m in rows if m.endswith("_int8")]:
+            a = rows[model]
+            head = f"{rows['texts']:,} {part}" if first else ""
+            first = False
+            lines.append(
+                f"| {head} | {labels.get(model, model)} | {a['top1_agreement']:.2%} | {a['flips']} | "
+                f"{a['max_abs_prob_diff']:.3f} | {a['mean_abs_prob_diff']:.5f} | {a['max_abs_logit_diff']:.3f} |"
+            )
+    lines += [
+        "",
+        f"bert14's INT8 keeps {', '.join(acc['bert14_kept_fp32']) or 'nothing'} in fp32 and is "
+        f"{acc['bert14_size_vs_fp32']:.1%} of the fp32 file's size.",
+    ]
+    return "\n".join(lines)
+
+
+def runtime(report: dict) -> str:
+    start = report["startup"]
+    command = "benchmarks/runtime.py artifacts/bert14 --labels-artifact artifacts/fixture"
+    command += " --json docs/results/runtime.json"
+    lines = [
+        f"`{command}`: INT8, 2 threads. {_stamp(report)}",
+        "",
+        f"- `import bert14.runtime`: {start['import_s']:.2f} s; import + load + first prediction: "
+        f"{start['import_load_first_prediction_s']:.2f} s (medians of 5 fresh interpreters).",
+    ]
+    for key, what in (("throughput", "default model"), ("throughput_trained", "trained fixture")):
+        if key in report:
+            t = report[key]
+            rate = t["texts_per_second"]
+            lines.append(
+                f"- The {t['texts']:,} test titles, {what}: {rate['bucketed']:.0f} titles/s in length buckets "
+                f"against {rate['padded to 128']:.0f} for batches of 32 padded to 128 tokens ({t['speedup']:.1f}x); "
+                f"labels identical in {t['identical_labels']:,} of {t['texts']:,}."
+            )
+    gain = report.get("batching_gain_titles_per_second")
+    if gain:
+        lines.append(
+            "- Titles per second by titles per `predict()` call, "
+            + " / ".join(gain)
+            + ": "
+            + " / ".join(f"{v:.0f}" for v in gain.values())
+            + "."
+        )
+    server = report.get("server")
+    if server:
+        lines += [
+            "",
+            "Server, 16 concurrent clients on loopback, one title per request (`benchmarks/loadgen.py`):",
+            "",
+            "| server | requests/s | p50 ms | p99 ms | errors |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for row in server:
+            name = "micro-batching" if row["microbatch"] else "one request at a time"
+            lines.append(
+                f"| {name} | {row['requests_per_second']:.1f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
+                f"{row['errors']} |"
+            )
+        with_mb, without = server
+        if without["requests_per_second"]:
+            ratio = with_mb["requests_per_second"] / without["requests_per_second"]
+            lines += ["", f"Micro-batching: {ratio:.2f}x the requests per second."]
+    return "\n".join(lines)
+
+
+def fairness(report: dict) -> str:
+    f = report["fairness"]
+    return (
+        f"`benchmarks/runtime.py artifacts/bert14 --fairness {f['long_texts']} --json docs/results/fairness.json`: "
+        f"one request of {f['long_texts']} texts of 512 tokens, and a one-title request sent once the server has "
+        f"accepted it. The title took {f['title_s']:.2f} s while the large request took {f['large_request_s']:.1f} s. "
+        f"{_stamp(report)}"
+    )
+
+
+def headline(results: dict[str, dict]) -> str:
+    """The README's short table, from the same JSON as the numbers page."""
+    latency, titles = results["bench"]["latency"], results["bench"]["titles_per_second"]
+    ours, recipe, torch = "bert14 int8", "public recipe int8", "pytorch eager fp32"
+    shapes = ("1x128", "1x512", "8x128")
+    over = " / ".join(f"{latency[s][recipe]['median_ms'] / latency[s][ours]['median_ms']:.2f}x" for s in shapes)
+    titles_acc = results["int8"]["accuracy"]["titles"]["bert14_int8"]
+    fair = results["fairness"]["fairness"]
+    rows = [
+        ("BERT-14 INT8 vs ONNX Runtime's public INT8 recipe, 1 x 128 / 1 x 512 / 8 x 128", f"{over} faster",
+         "`make bench`"),
+        ("BERT-14 INT8 vs PyTorch fp32, 1 x 128",
+         f"{latency['1x128'][torch]['median_ms'] / latency['1x128'][ours]['median_ms']:.1f}x faster", "`make bench`"),
+        ("1,000 THUCNews titles, INT8", f"{titles[ours]:.0f} titles/s (recipe {titles[recipe]:.0f})", "`make bench`"),
+        ("INT8 top-1 agreement with PyTorch, trained fixture, 1,000 titles",
+         f"{titles_acc['top1_agreement']:.2%} (max \\|dprob\\| {titles_acc['max_abs_prob_diff']:.3f})",
+         "`benchmarks/int8.py`"),
+        (f"a title sent behind one request of {fair['long_texts']} texts of 512 tokens (server)",
+         f"{fair['title_s']:.2f} s (the large request {fair['large_request_s']:.1f} s)",
+         f"`benchmarks/runtime.py --fairness {fair['long_texts']}`"),
+    ]  # fmt: skip
+    date = results["bench"].get("measured", {}).get("date", "?")
+    lines = [f"Measured {date}; every figure with its command and machine: [docs/numbers.md](docs/numbers.md).", ""]
+    lines += ["| | figure | command |", "| --- | --- | --- |"]
+    lines += [f"| {what} | {figure} | {command} |" for what, figure, command in rows]
+    return "\n".join(lines)
+
+
+SECTIONS: dict[str, Callable[[dict], str]] = {"bench": bench, "int8": int8, "runtime": runtime, "fairness": fairness}
+README = ROOT / "README.md"
+
+
+def _replace(page: str, name: str, body: str, where: Path) -> str:
+    pattern = re.compile(rf"(<!-- BEGIN generated:{name} -->\n)(?:.*?\n)?(<!-- END generated:{name} -->)", re.S)
+    if not pattern.search(page):
+        raise SystemExit(f"numbers: {where} has no generated:{name} section")
+    return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), page)
+
+
+def load_results() -> dict[str, dict]:
+    results = {}
+    for name in SECTIONS:
+        path = RESULTS / f"{name}.json"
+        if not path.is_file():
+            raise SystemExit(f"numbers: {path} is missing; run the benchmark its section names")
+        results[name] = json.loads(path.read_text(encoding="utf-8"))
+    return results
+
+
+def render(page: str, readme: str) -> tuple[str, str]:
+    """(numbers page, README) with every generated section rewritten from docs/results/*.json."""
+    results = load_results()
+    for name, make in SECTIONS.items():
+        page = _replace(page, name, make(results[name]), PAGE)
+    return page, _replace(readme, "headline", headline(results), README)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="exit 1 if the pages differ from the JSON")
+    args = parser.parse_args()
+    page, readme = PAGE.read_text(encoding="utf-8"), README.read_text(encoding="utf-8")
+    new_page, new_readme = render(page, readme)
+    if args.check:
+        if (new_page, new_readme) != (page, readme):
+            print("numbers: docs/numbers.md or README.md differ from docs/results/*.json; run numbers_page.py",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        return 0
+    PAGE.write_text(new_page, encoding="utf-8")
+    README.write_text(new_readme, encoding="utf-8")
+    print(f"wrote {PAGE} and {README}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
