@@ -61,16 +61,24 @@ class Timing:
     runs: int
 
 
-def interleaved(runners: dict[str, Callable[[], object]], rounds: int, warmup: int = 2) -> dict[str, Timing]:
-    """Run every runner once per round, in turn, so drift on a shared machine hits all alike."""
+def interleaved(
+    runners: dict[str, Callable[[], object]],
+    rounds: int,
+    warmup: int = 2,
+    sync: Callable[[], None] = lambda: None,
+) -> dict[str, Timing]:
+    """Run every runner once per round, in turn, so drift on a shared machine hits all alike.
+    `sync`: waits for queued device work (CUDA) before and after each timed run."""
     for _ in range(warmup):
         for run in runners.values():
             run()
     samples: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(rounds):
         for name, run in runners.items():
+            sync()
             started = time.perf_counter()
             run()
+            sync()
             samples[name].append((time.perf_counter() - started) * 1000)
     return {
         name: Timing(statistics.median(values), float(np.percentile(values, 95)), len(values))

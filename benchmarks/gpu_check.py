@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -85,18 +83,10 @@ class Runner:
 
 
 def _interleaved(runners: dict[str, Callable[[], object]], rounds: int, sync: Callable[[], None]) -> dict:
-    for _ in range(3):
-        for run in runners.values():
-            run()
-    samples: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            sync()
-            started = time.perf_counter()
-            run()
-            sync()
-            samples[name].append((time.perf_counter() - started) * 1000)
-    return {name: round(statistics.median(v), 3) for name, v in samples.items()}
+    from common import interleaved
+
+    timings = interleaved(runners, rounds, warmup=3, sync=sync)
+    return {name: round(t.median_ms, 3) for name, t in timings.items()}
 
 
 def _public_fp16(workdir: Path, eager_source) -> Path:

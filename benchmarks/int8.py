@@ -25,7 +25,7 @@ from common import bert_feeds, interleaved, measured, public_recipe, session
 from data import TRAINED_MODEL, articles, require, titles
 
 from bert14.artifact import read_manifest
-from bert14.head import SOFTMAX, scores
+from bert14.head import SOFTMAX
 
 MAX_LENGTH = 512
 
@@ -37,33 +37,34 @@ def _batches(tokenizer, texts: list[str]):
 
 
 def _torch_logits(model, batches, count: int, labels: int) -> np.ndarray:
-    import torch
+    from bert14.check.reference import torch_logits
 
-    out = np.zeros((count, labels), dtype=np.float32)
-    with torch.inference_mode():
-        for batch in batches:
-            feeds = {k: torch.from_numpy(v) for k, v in batch.feeds().items()}
-            out[batch.indices] = model(**feeds).logits.float().numpy()
+    out = np.zeros((count, labels), dtype=np.float32)  # (N, C) in the texts' order
+    for batch in batches:
+        out[batch.indices] = torch_logits(model, batch)
     return out
 
 
 def _onnx_logits(path: Path, batches, count: int, labels: int) -> np.ndarray:
-    sess = session(str(path))
-    out = np.zeros((count, labels), dtype=np.float32)
+    from bert14.check.runners import OrtRunner
+
+    runner = OrtRunner(path, optimized=True, threads=2)  # as the runtime serves it
+    out = np.zeros((count, labels), dtype=np.float32)  # (N, C)
     for batch in batches:
-        out[batch.indices] = sess.run(["logits"], batch.feeds())[0]
+        out[batch.indices] = runner(batch)
     return out
 
 
 def _agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    diff = np.abs(scores(reference, SOFTMAX) - scores(candidate, SOFTMAX))  # the fixture is single-label
-    flips = int((reference.argmax(-1) != candidate.argmax(-1)).sum())
+    from bert14.check.compare import agreement
+
+    measured = agreement(reference, candidate, SOFTMAX)  # the fixture is single-label
     return {
-        "top1_agreement": float((reference.argmax(-1) == candidate.argmax(-1)).mean()),
-        "max_abs_logit_diff": float(np.abs(reference - candidate).max()),
-        "flips": flips,
-        "max_abs_prob_diff": float(diff.max()),
-        "mean_abs_prob_diff": float(diff.mean()),
+        "top1_agreement": measured.agreement,
+        "max_abs_logit_diff": measured.max_abs_logit_diff,
+        "flips": measured.flips,
+        "max_abs_prob_diff": measured.max_prob_diff,
+        "mean_abs_prob_diff": measured.mean_prob_diff,
     }
 
 

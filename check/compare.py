@@ -130,12 +130,15 @@ class Agreement:
     agreement: float  # share of rows whose answer is identical (no near-tie allowance)
     max_prob_diff: float
     mean_prob_diff: float
+    flips: int  # rows whose answer changed
+    max_abs_logit_diff: float
 
 
 def agreement(reference: np.ndarray, candidate: np.ndarray, function: str = SOFTMAX) -> Agreement:
     diff = np.abs(scores(reference, function) - scores(candidate, function))  # (N, C)
     flipped, _ = disagreements(reference, candidate, function, atol=0.0)  # (N,)
-    return Agreement(float((~flipped).mean()), float(diff.max()), float(diff.mean()))
+    logit = float(np.abs(reference.astype(np.float64) - candidate.astype(np.float64)).max())
+    return Agreement(float((~flipped).mean()), float(diff.max()), float(diff.mean()), int(flipped.sum()), logit)
 
 
 def format_table(results: list[CaseResult], atol: float) -> str:

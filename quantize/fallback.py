@@ -82,7 +82,8 @@ class FallbackReport:
 def score(model: Path, batches: list[dict[str, np.ndarray]], reference: np.ndarray, function: str = SOFTMAX) -> Score:
     runner = OrtRunner(model, optimized=True)  # measured as it will be served
     logits = np.concatenate([runner.feeds(feeds) for feeds in batches])  # (N, C)
-    return Score(**asdict(agreement(reference, logits, function)))
+    measured = agreement(reference, logits, function)
+    return Score(measured.agreement, measured.max_prob_diff, measured.mean_prob_diff)
 
 
 def _unit_megabytes(model: onnx.ModelProto, units: dict[str, list[str]]) -> dict[str, float]:
