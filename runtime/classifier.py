@@ -185,12 +185,15 @@ class Classifier:
         """Checked and tokenized texts, cut to the model's positions: what predict_encoded() runs.
         Split from predict() so that a server can tokenize, budget and schedule rows itself."""
         checked, checked_pairs = check_texts(texts, text_pairs)
-        if checked_pairs is not None and self.manifest.model.type_vocab_size < 2:
+        return self._encode_checked(checked, checked_pairs)
+
+    def _encode_checked(self, texts: list[str], pairs: list[str] | None) -> list[Encoded]:
+        if pairs is not None and self.manifest.model.type_vocab_size < 2:
             raise InputError(
                 "text_pairs: this model has one token type (type_vocab_size 1), so it cannot tell a second "
                 "segment from the first; expected texts without pairs"
             )
-        return encode(self._tokenizer, checked, checked_pairs, self.max_length)  # type: ignore[arg-type]
+        return encode(self._tokenizer, texts, pairs, self.max_length)  # type: ignore[arg-type]
 
     def predict_encoded(self, encoded: Sequence[Encoded]) -> list[Prediction]:
         """predict() on rows from encode(), in their order (bucketed by length inside)."""
@@ -232,7 +235,7 @@ class Classifier:
         for start in range(0, len(checked), CHUNK):
             chunk = checked[start : start + CHUNK]
             chunk_pairs = checked_pairs[start : start + CHUNK] if checked_pairs is not None else None
-            encoded = self.encode(chunk, chunk_pairs)
+            encoded = self._encode_checked(chunk, chunk_pairs)  # checked once, above
             yield self._logits(encoded), encoded
 
     def _logits(self, encoded: list[Encoded]) -> np.ndarray:
