@@ -17,12 +17,9 @@ import onnxruntime as ort
 from bert14.artifact import OUTPUT_NAME
 from bert14.encode import ModelInputs
 from bert14.errors import InputError
+from bert14.providers import cuda_in_onnxruntime, load_error, missing_cuda_provider
 
 PROVIDERS = ("cpu", "cuda")
-
-
-def cuda_in_onnxruntime() -> bool:
-    return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
 class OrtRunner:
@@ -32,10 +29,7 @@ class OrtRunner:
         if provider not in PROVIDERS:
             raise InputError(f"provider: expected one of {PROVIDERS}, got {provider!r}")
         if provider == "cuda" and not cuda_in_onnxruntime():
-            raise InputError(
-                "provider 'cuda': this onnxruntime has no CUDA provider; install onnxruntime-gpu "
-                "(requirements/runtime-gpu.txt) on a machine with an NVIDIA GPU"
-            )
+            raise missing_cuda_provider()
         options = ort.SessionOptions()
         if not optimized:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -44,7 +38,10 @@ class OrtRunner:
         providers = ["CUDAExecutionProvider"] if provider == "cuda" else ["CPUExecutionProvider"]
         self.path = Path(path)
         self.provider = provider
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types for bad files
+            raise load_error(self.path, exc) from exc
 
     def __call__(self, inputs: ModelInputs) -> np.ndarray:
         return self.session.run([OUTPUT_NAME], inputs.feeds())[0]

@@ -19,6 +19,7 @@ import onnxruntime as ort
 
 from bert14.artifact import FP16_FILE, FP16_SEQLEN_FILE, FUSED_FILE, INT8_FILE, MODEL_FILE
 from bert14.errors import ArtifactError, InputError
+from bert14.providers import cuda_in_onnxruntime, load_error, missing_cuda_provider
 
 log = logging.getLogger("bert14.runtime")
 
@@ -48,7 +49,7 @@ class SessionSettings:
 
 
 def cuda_present() -> bool:
-    return "CUDAExecutionProvider" in ort.get_available_providers()
+    return cuda_in_onnxruntime()
 
 
 def resolve(directory: Path, precision: str, provider: str, available: set[str]) -> tuple[str, str, Path]:
@@ -58,10 +59,7 @@ def resolve(directory: Path, precision: str, provider: str, available: set[str])
     if provider not in PROVIDERS:
         raise InputError(f"provider: expected one of {PROVIDERS}, got {provider!r}")
     if provider == "cuda" and not cuda_present():
-        raise InputError(
-            "provider 'cuda': this onnxruntime has no CUDA provider; install onnxruntime-gpu "
-            "(requirements/runtime-gpu.txt) instead of onnxruntime"
-        )
+        raise missing_cuda_provider()
     if provider == "auto":
         provider = "cuda" if cuda_present() else "cpu"
     if precision == "int8" and provider == "cuda":
@@ -105,8 +103,7 @@ def create(path: Path, provider: str, settings: SessionSettings) -> tuple[ort.In
     try:
         session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types for bad files
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ArtifactError(f"{path}: ONNX Runtime could not load it ({detail}); re-run `bert14 export`") from exc
+        raise load_error(path, exc) from exc
     actual = "cuda" if "CUDAExecutionProvider" in session.get_providers() else "cpu"
     if provider == "cuda" and actual != "cuda":
         log.warning("CUDA provider did not start (no usable GPU?); running %s on the CPU", path.name)

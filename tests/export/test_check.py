@@ -98,3 +98,13 @@ def test_a_moved_checkpoint_is_named_and_found_with_model_and_must_be_the_same(
     assert "config.json: not the file this artifact was exported from" in error and error.count("\n") == 1
     assert main(["check", str(tiny_artifact), "--model", str(moved)]) == 2
     assert "exported from the default model" in capsys.readouterr().err
+
+
+def test_a_truncated_model_file_is_one_line_naming_it(tiny_artifact: Path, tmp_path: Path, capsys) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_artifact, copy)
+    data = (copy / "model.int8.onnx").read_bytes()
+    (copy / "model.int8.onnx").write_bytes(data[: len(data) // 2])  # a copy cut short
+    assert main(["check", str(copy)]) == 6
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "model.int8.onnx: ONNX Runtime could not load it" in error
