@@ -181,6 +181,34 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch(args: argparse.Namespace) -> int:
+    try:
+        import ray  # noqa: F401
+    except ImportError as exc:
+        raise InputError("batch: classifying on Ray Data needs the ray extra (pip install 'bert14[ray]')") from exc
+    from bert14.scale import BatchOptions, run_batch
+
+    options = BatchOptions(
+        artifact=Path(args.artifact),
+        input=args.input,
+        output=Path(args.output),
+        format=args.format,
+        text_column=args.text_column,
+        pair_column=args.pair_column,
+        id_column=args.id_column,
+        output_format=args.output_format,
+        precision=args.precision,
+        workers=args.workers,
+        threads_per_worker=args.threads_per_worker,
+        batch_size=args.batch_size,
+        probs=args.probs,
+        address=args.address,
+        progress=not args.quiet,
+    )
+    print(run_batch(options).summary())
+    return 0
+
+
 def _runtime_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("artifact", help="artifact directory written by `bert14 export`")
     parser.add_argument("--precision", choices=("auto", "int8", "fp16", "fp32"), default="auto")
@@ -298,6 +326,36 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--file", help="UTF-8 file, one text a line ('-': standard input)")
     predict.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     predict.set_defaults(func=_predict)
+
+    batch = commands.add_parser(
+        "batch",
+        help="classify a corpus of files on Ray Data (needs the ray extra), every row exactly once",
+        description="Exit codes: 0 done, 2 bad input or options, 6 artifact missing or corrupt, 9 the job failed "
+        "(nothing published), 10 a file could not be read or written.",
+    )
+    batch.add_argument("artifact", help="artifact directory written by `bert14 export`")
+    batch.add_argument("--input", required=True, help="a file, a directory of files, or a glob ('news/*.jsonl')")
+    batch.add_argument(
+        "--output", required=True, help="directory for the part files (absent, empty or an earlier output)"
+    )
+    batch.add_argument(
+        "--format", choices=("txt", "jsonl", "csv", "parquet"), help="input format (default: from the suffix)"
+    )
+    batch.add_argument("--text-column", default="text", help="column of texts (jsonl, csv, parquet)")
+    batch.add_argument("--pair-column", help="column of second segments, for sentence-pair models")
+    batch.add_argument("--id-column", help="column of unique row ids (default: 'id' if present, else row numbers)")
+    batch.add_argument("--output-format", choices=("parquet", "jsonl"), default="parquet")
+    batch.add_argument("--precision", choices=("auto", "int8", "fp32"), default="auto")
+    batch.add_argument("--workers", type=int, help="Ray actors, each loading the model once (default: see README)")
+    batch.add_argument("--threads-per-worker", type=int, help="CPUs each actor reserves = ONNX Runtime threads")
+    batch.add_argument("--batch-size", type=int, default=32, help="rows per model run, bucketed by length")
+    batch.add_argument("--probs", action="store_true", help="add every label's score (a probs column)")
+    batch.add_argument(
+        "--address",
+        help="an existing Ray cluster: 'auto' or ray://HOST:PORT (default: a local cluster on this machine)",
+    )
+    batch.add_argument("--quiet", action="store_true", help="no progress bars")
+    batch.set_defaults(func=_batch)
 
     serve = commands.add_parser("serve", help="serve the classifier over HTTP (needs the serve extra)")
     _runtime_flags(serve)

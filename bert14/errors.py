@@ -57,6 +57,13 @@ class ServeError(Bert14Error):
     exit_code = 8
 
 
+class BatchError(Bert14Error):
+    """A batch job failed as a whole (a worker died beyond Ray's retries, the cluster went away), or
+    its output would not hold every input row exactly once; nothing was published."""
+
+    exit_code = 9
+
+
 class Terminated(BaseException):
     """SIGTERM arrived (the CLI turns the signal into this). A BaseException, like KeyboardInterrupt,
     so that no `except Exception` swallows it and every cleanup on the way out runs."""

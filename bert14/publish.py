@@ -1,4 +1,5 @@
-"""Where `bert14 export` writes: a staging directory inside OUT, published file by file.
+"""Where `bert14 export` (and `bert14 batch`) write: a staging directory inside OUT, published file
+by file. A `Layout` says what OUT holds: the artifact (`ARTIFACT`) or a batch job's output files.
 
     OUT/                              a directory the user owns (it may be a mount point)
       notes.txt, eval/                the user's: never touched
@@ -30,8 +31,9 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from bert14.artifact import ARTIFACT_FILE_NAMES, MANIFEST_NAME, is_bert14_manifest
@@ -40,6 +42,21 @@ from bert14.errors import InputError
 STAGE_PREFIX = ".bert14-stage-"
 STAGE_MARKER = ".bert14-stage"
 JOURNAL_NAME = ".bert14-publish.json"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a directory bert14 publishes into holds."""
+
+    what: str  # "artifact": for messages
+    job: str  # "export": for messages
+    option: str  # "--out": the option that names the directory
+    manifest: str  # the file, moved in last, that lists the others
+    is_ours: Callable[[object], bool]  # recognises a manifest this product wrote
+    writes: Callable[[str], bool]  # names this product writes (and only these it may replace)
+
+
+ARTIFACT = Layout("artifact", "export", "--out", MANIFEST_NAME, is_bert14_manifest, ARTIFACT_FILE_NAMES.__contains__)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -85,7 +102,7 @@ def _legacy_stages(out_dir: Path) -> list[Path]:
     return found
 
 
-def _journal(out_dir: Path) -> set[str]:
+def _journal(out_dir: Path, layout: Layout) -> set[str]:
     path = out_dir / JOURNAL_NAME
     if not path.is_file():
         return set()
@@ -93,101 +110,105 @@ def _journal(out_dir: Path) -> set[str]:
         names = json.loads(path.read_text(encoding="utf-8")).get("files", [])
     except (OSError, ValueError, AttributeError):
         return set()
-    return {name for name in names if name in ARTIFACT_FILE_NAMES}
+    return {name for name in names if isinstance(name, str) and layout.writes(name)}
 
 
-def owned_files(out_dir: Path) -> set[str] | None:
-    """Names in OUT that an earlier bert14 export wrote; None when OUT holds no bert14 artifact."""
-    path = out_dir / MANIFEST_NAME
-    journal = _journal(out_dir)
+def owned_files(out_dir: Path, layout: Layout = ARTIFACT) -> set[str] | None:
+    """Names in OUT that an earlier bert14 run wrote; None when OUT holds nothing of bert14's."""
+    path = out_dir / layout.manifest
+    journal = _journal(out_dir, layout)
     manifest = None
     if path.is_file():
         try:
             manifest = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             manifest = None
-    if not is_bert14_manifest(manifest):
+    if not layout.is_ours(manifest):
         return journal | {JOURNAL_NAME} if journal else None
-    listed = {name for name in manifest["files"] if name in ARTIFACT_FILE_NAMES}  # type: ignore[index]
-    return listed | journal | {MANIFEST_NAME, JOURNAL_NAME}
+    listed = {name for name in manifest["files"] if layout.writes(name)}  # type: ignore[index]
+    return listed | journal | {layout.manifest, JOURNAL_NAME}
 
 
-def _foreign(out_dir: Path, owned: set[str], stale: list[Path]) -> list[str]:
-    """Entries of OUT that are not ours but carry a name the artifact writes (they would be overwritten)."""
+def _foreign(out_dir: Path, owned: set[str], stale: list[Path], layout: Layout) -> list[str]:
+    """Entries of OUT that are not ours but carry a name we write (they would be overwritten)."""
     skip = owned | {p.name for p in stale}
-    return sorted(e.name for e in out_dir.iterdir() if e.name in ARTIFACT_FILE_NAMES and e.name not in skip)
+    return sorted(e.name for e in out_dir.iterdir() if layout.writes(e.name) and e.name not in skip)
 
 
-def preflight(out_dir: Path) -> None:
-    """Refuse, before any work, an OUT that export could only fill by overwriting what is not its own."""
+def preflight(out_dir: Path, layout: Layout = ARTIFACT) -> None:
+    """Refuse, before any work, an OUT that we could only fill by overwriting what is not our own."""
     out_dir = Path(out_dir)
+    what, option = layout.what, layout.option
     if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"{out_dir}: expected a directory for the artifact, found a file; choose another --out")
+        raise InputError(f"{out_dir}: expected a directory for the {what}, found a file; choose another {option}")
     if not out_dir.is_dir():
         return
     stale = _stale_stages(out_dir)
     entries = [e for e in out_dir.iterdir() if e not in stale]
     if not entries:
         return
-    owned = owned_files(out_dir)
+    owned = owned_files(out_dir, layout)
     if owned is None:
         shown = ", ".join(sorted(e.name for e in entries)[:5])
         raise InputError(
-            f"{out_dir}: expected an empty directory or an earlier bert14 artifact, found other files ({shown}) "
-            "and no bert14 manifest; choose another --out (export never deletes what it did not write)"
+            f"{out_dir}: expected an empty directory or an earlier bert14 {what}, found other files ({shown}) "
+            f"and no bert14 {layout.manifest}; choose another {option} "
+            f"({layout.job} never deletes what it did not write)"
         )
-    clash = _foreign(out_dir, owned, stale)
+    clash = _foreign(out_dir, owned, stale, layout)
     if clash:
         raise InputError(
-            f"{out_dir}: {', '.join(clash)} would be overwritten, but the artifact's manifest does not list "
-            "them (they are not bert14's); move them away or choose another --out"
+            f"{out_dir}: {', '.join(clash)} would be overwritten, but the {what}'s {layout.manifest} does not list "
+            f"them (they are not bert14's); move them away or choose another {option}"
         )
 
 
 @contextmanager
-def _locked(out_dir: Path) -> Iterator[None]:
+def _locked(out_dir: Path, layout: Layout) -> Iterator[None]:
     fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise InputError(
-                f"{out_dir}: another bert14 export is writing this directory; wait for it or choose another --out"
+                f"{out_dir}: another bert14 {layout.job} is writing this directory; wait for it or choose "
+                f"another {layout.option}"
             ) from None
         yield
     finally:
         os.close(fd)  # releases the lock
 
 
-def _writable_error(out_dir: Path, exc: OSError) -> InputError:
+def _writable_error(out_dir: Path, exc: OSError, layout: Layout) -> InputError:
     reason = os.strerror(exc.errno) if exc.errno else str(exc)
-    return InputError(f"{out_dir}: cannot write the artifact there ({reason}); choose a writable --out")
+    return InputError(f"{out_dir}: cannot write the {layout.what} there ({reason}); choose a writable {layout.option}")
 
 
 @contextmanager
-def staging(out_dir: Path) -> Iterator[Path]:
+def staging(out_dir: Path, layout: Layout = ARTIFACT) -> Iterator[Path]:
     """A fresh stage inside `out_dir`; on success its files are published into `out_dir`, on any
     failure (an exception, Ctrl-C, SIGTERM turned into an exception by the CLI) it vanishes."""
     out_dir = Path(out_dir)
-    preflight(out_dir)
+    preflight(out_dir, layout)
     created = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _writable_error(out_dir, exc) from exc
+        raise _writable_error(out_dir, exc, layout) from exc
     try:
-        with _locked(out_dir):
-            for stale in _stale_stages(out_dir) + _legacy_stages(out_dir):
+        with _locked(out_dir, layout):
+            stale_legacy = _legacy_stages(out_dir) if layout is ARTIFACT else []
+            for stale in _stale_stages(out_dir) + stale_legacy:
                 shutil.rmtree(stale, ignore_errors=True)
             try:
                 stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-", dir=out_dir))
-                (stage / STAGE_MARKER).write_text("a bert14 export in progress\n", encoding="utf-8")
+                (stage / STAGE_MARKER).write_text(f"a bert14 {layout.job} in progress\n", encoding="utf-8")
             except OSError as exc:
-                raise _writable_error(out_dir, exc) from exc
+                raise _writable_error(out_dir, exc, layout) from exc
             try:
                 yield stage
                 (stage / STAGE_MARKER).unlink()
-                _publish(stage, out_dir)
+                _publish(stage, out_dir, layout)
             finally:
                 shutil.rmtree(stage, ignore_errors=True)
     except BaseException:
@@ -204,27 +225,27 @@ def _remove_if_empty(path: Path) -> None:
             raise
 
 
-def _publish(stage: Path, out_dir: Path) -> None:
-    """Move the stage's files into OUT: artifact files first, the manifest last, then remove what the
-    old artifact had and the new one does not."""
+def _publish(stage: Path, out_dir: Path, layout: Layout) -> None:
+    """Move the stage's files into OUT: data files first, the manifest last, then remove what the
+    old manifest listed and the new one does not."""
     new = sorted(p.name for p in stage.iterdir())
-    unknown = sorted(set(new) - ARTIFACT_FILE_NAMES)
-    if unknown:  # a programming error, not a user's: every name export writes is in the contract
-        raise RuntimeError(f"export staged files outside the artifact's names: {unknown}")
-    owned = owned_files(out_dir) or set()
-    clash = _foreign(out_dir, owned, [])
-    clash = [name for name in clash if name in new]
-    if clash:  # appeared while the export ran
+    unknown = sorted(name for name in new if not layout.writes(name))
+    if unknown:  # a programming error, not a user's: every name we write is in the contract
+        raise RuntimeError(f"{layout.job} staged files outside the {layout.what}'s names: {unknown}")
+    owned = owned_files(out_dir, layout) or set()
+    ours = {name for name in owned if layout.writes(name)}
+    clash = [name for name in _foreign(out_dir, owned, [], layout) if name in new]
+    if clash:  # appeared while the job ran
         raise InputError(
-            f"{out_dir}: {', '.join(clash)} appeared there during the export and are not bert14's; "
+            f"{out_dir}: {', '.join(clash)} appeared there during the {layout.job} and are not bert14's; "
             "nothing was replaced"
         )
     journal = out_dir / JOURNAL_NAME
-    journal.write_text(json.dumps({"files": sorted(set(new) | (owned & ARTIFACT_FILE_NAMES))}) + "\n", "utf-8")
+    journal.write_text(json.dumps({"files": sorted(set(new) | ours)}) + "\n", "utf-8")
     for name in new:
-        if name != MANIFEST_NAME:
+        if name != layout.manifest:
             os.replace(stage / name, out_dir / name)
-    os.replace(stage / MANIFEST_NAME, out_dir / MANIFEST_NAME)
-    for name in sorted((owned & ARTIFACT_FILE_NAMES) - set(new)):
+    os.replace(stage / layout.manifest, out_dir / layout.manifest)
+    for name in sorted(ours - set(new)):
         (out_dir / name).unlink(missing_ok=True)
     journal.unlink()

@@ -169,6 +169,15 @@ class Classifier:
             clf.logits(["warm up"])
         return clf
 
+    @staticmethod
+    def files(directory: str | Path, precision: str = "auto", provider: str = "cpu") -> list[str]:
+        """Names of the artifact's files that load() reads for `precision` on `provider`: what to copy
+        to a machine that runs it (the manifest first)."""
+        directory = Path(directory)
+        manifest = read_manifest(directory)
+        _, _, path = resolve(directory, precision, provider, set(manifest.files))
+        return [MANIFEST_NAME, path.name, *(name for name in SUPPORT_FILES if name in manifest.files)]
+
     def logits(self, texts: Sequence[str] | str, text_pairs: Sequence[str] | None = None) -> np.ndarray:
         """Raw logits, (N, num_labels) float32, in the caller's order."""
         rows = [logits for logits, _ in self._run(texts, text_pairs)]

@@ -3,6 +3,7 @@
     bert14/ (core: artifact contract, head, tokenizer, encode, errors)  <- every stage imports it
     export/ -> optimize/ -> quantize/      the build side; bert14/build.py chains them
     runtime/                               numpy + onnxruntime + tokenizers, nothing of the build
+    scale/                                 Ray on top of the runtime's public API, nothing of the build
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ FORBIDDEN = {
     "optimize": ("bert14.runtime", "bert14.export", "bert14.quantize", "bert14.build"),
     "quantize": ("bert14.runtime", "bert14.export", "bert14.build", "bert14.check.reference", "bert14.check.artifact"),
     "check": ("bert14.runtime", "bert14.build", "bert14.optimize", "bert14.quantize"),
+    # Scale-out adds no model logic: the runtime's public API only (its session and engines are not).
+    "scale": BUILD_SIDE + HEAVY + ("bert14.runtime.session", "bert14.runtime.cuda", "bert14.runtime.server"),
 }
 # the core package: everything but the two modules that orchestrate the stages
 CORE_ALLOWED_TO_CHAIN = {"build.py", "cli.py"}
@@ -56,7 +59,7 @@ def test_dependencies_point_one_way(folder: str) -> None:
 
 def test_the_core_package_imports_no_stage() -> None:
     files = [p for p in sorted((ROOT / "bert14").glob("*.py")) if p.name not in CORE_ALLOWED_TO_CHAIN]
-    assert _violations(files, BUILD_SIDE + HEAVY + ("bert14.runtime",)) == []
+    assert _violations(files, BUILD_SIDE + HEAVY + ("bert14.runtime", "bert14.scale", "ray")) == []
 
 
 def test_the_layout_check_sees_a_violation(tmp_path: Path) -> None:
@@ -128,3 +131,20 @@ def test_the_cli_offers_the_library_choices_and_defaults() -> None:
         ("header_timeout", "header_timeout_s"), ("max_connections", "max_connections"),
     ]:  # fmt: skip
         assert action("serve", dest).default == getattr(server, field), dest
+
+
+def test_the_batch_command_offers_the_scale_librarys_choices() -> None:
+    pytest.importorskip("ray", reason="the batch command's library needs the ray extra")
+    from bert14.cli import build_parser
+    from bert14.runtime.session import PRECISIONS
+    from bert14.scale.job import OUTPUT_FORMATS, BatchOptions
+    from bert14.scale.sources import FORMATS
+    from bert14.scale.workers import WorkerOptions
+
+    batch = build_parser()._bert14_commands["batch"]
+    action = {a.dest: a for a in batch._actions}
+    assert action["batch_size"].default == BatchOptions.batch_size == WorkerOptions.max_batch
+    assert tuple(action["output_format"].choices) == OUTPUT_FORMATS
+    assert action["output_format"].default == BatchOptions.output_format
+    assert set(action["format"].choices) == set(FORMATS)
+    assert set(action["precision"].choices) <= set(PRECISIONS)

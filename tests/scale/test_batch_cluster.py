@@ -1,0 +1,32 @@
+"""`bert14 batch` on a simulated two-node Ray cluster (a head and a worker node on this machine):
+the artifact travels through the object store and rows are classified on both nodes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from bert14.scale import BatchOptions, run_batch
+
+
+def test_rows_are_classified_on_both_nodes_exactly_once(tiny_artifact: Path, tmp_path: Path) -> None:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, logging_level="WARNING")
+        texts = [f"第{i}条新闻标题" for i in range(4000)]
+        (tmp_path / "in.txt").write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+        report = run_batch(BatchOptions(tiny_artifact, str(tmp_path / "in.txt"), tmp_path / "out", progress=False))
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert (report.workers, report.threads) == (2, 1), "by default one worker per node, with all its CPUs"
+    assert len(report.rows_by_node) == 2 and min(report.rows_by_node.values()) > 0, report.rows_by_node
+    assert sum(report.rows_by_node.values()) == 4000
+    ids = pq.read_table(tmp_path / "out" / "part-00000.parquet").column("id").to_pylist()
+    assert sorted(ids) == list(range(1, 4001))
