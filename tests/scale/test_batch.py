@@ -14,13 +14,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from bert14.errors import ArtifactError, InputError
 from bert14.runtime import Classifier
-from bert14.scale import BatchOptions, run_batch
+
+pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'bert14[ray]')")
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+from bert14.scale import BatchOptions, run_batch  # noqa: E402
 
 TEXTS = ["湖人队击败勇士", "央行宣布降准", "新款手机发布", "", "股市今日大涨" * 40, "高考作文题目公布", "A [SEP] b"]
 

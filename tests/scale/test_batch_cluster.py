@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow.parquet as pq
+import pytest
 
-from bert14.scale import BatchOptions, run_batch
+pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'bert14[ray]')")
+pq = pytest.importorskip("pyarrow.parquet")
+
+from bert14.scale import BatchOptions, run_batch  # noqa: E402
 
 
 def test_rows_are_classified_on_both_nodes_exactly_once(tiny_artifact: Path, tmp_path: Path) -> None:
