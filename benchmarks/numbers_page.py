@@ -148,6 +148,47 @@ def fairness(report: dict) -> str:
     )
 
 
+def batch(report: dict) -> str:
+    labels, tp, scale = report["labels"], report["throughput"], report["scale"]
+    runs = tp["runs"]
+    base = next(name for name in runs if name.startswith("predict"))
+    lines = [
+        "`benchmarks/batch.py artifacts/bert14 --fixture artifacts/fixture --json docs/results`: each command from "
+        f"start to exit (model load and Ray start-up included), {tp['rounds']} interleaved rounds, medians; peak "
+        f"memory is the largest RSS summed over the command's process tree. {_stamp(report)}",
+        "",
+        f"Throughput, BERT-14 INT8, {tp['rows']:,} THUCNews training titles:",
+        "",
+        "| command | s | rows/s | vs predict | peak MB |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, run in runs.items():
+        ratio = runs[base]["seconds"] / run["seconds"]
+        lines.append(
+            f"| {name} | {run['seconds']:.1f} | {run['rows_per_s']:.1f} | {ratio:.2f}x | {run['peak_rss_mb']:.0f} |"
+        )
+    lines += ["", f"Labels, trained fixture, {labels['rows']:,} test titles, `bert14 batch --probs` against "
+              "`Classifier.predict` in one process:", "",
+              "| precision | label agreement | flips that are not near ties | max \\|dprob\\| | ids exactly once |",
+              "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    for precision in ("fp32", "int8"):
+        r = labels[precision]
+        lines.append(
+            f"| {precision} | {r['label_agreement']:.2%} | {r['flips_not_near_ties']} | {r['max_abs_prob_diff']:.2e} "
+            f"| {'yes' if r['ids_exactly_once'] else 'NO'} |"
+        )
+    lines += ["", "Scale, trained fixture, THUCNews titles repeated under distinct string ids (jsonl), "
+              "2 workers x 1 thread:", "",
+              "| rows | s | rows/s | peak MB | input in memory, MB | exactly once |",
+              "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for n, r in scale.items():
+        lines.append(
+            f"| {int(n):,} | {r['seconds']:.1f} | {r['rows_per_s']:.0f} | {r['peak_rss_mb']:.0f} | "
+            f"{r['input_mb_in_memory']:.1f} | {'yes' if r['exactly_once'] else 'NO'} |"
+        )
+    return "\n".join(lines)
+
+
 def headline(results: dict[str, dict]) -> str:
     """The README's short table, from the same JSON as the numbers page."""
     latency, titles = results["bench"]["latency"], results["bench"]["titles_per_second"]
@@ -176,7 +217,13 @@ def headline(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-SECTIONS: dict[str, Callable[[dict], str]] = {"bench": bench, "int8": int8, "runtime": runtime, "fairness": fairness}
+SECTIONS: dict[str, Callable[[dict], str]] = {
+    "bench": bench,
+    "int8": int8,
+    "runtime": runtime,
+    "fairness": fairness,
+    "batch": batch,
+}
 README = ROOT / "README.md"
 
 

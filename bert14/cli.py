@@ -175,6 +175,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
         docs=args.docs,
+        model_name=args.model_name,
     )
     clf = _load_classifier(args)
     serve(clf, options, announce=lambda line: print(line, flush=True))
@@ -206,6 +207,23 @@ def _batch(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     print(run_batch(options).summary())
+    return 0
+
+
+def _triton_repo(args: argparse.Namespace) -> int:
+    from bert14.scale.triton import RepoOptions, write_repo
+
+    options = RepoOptions(
+        device=args.device,
+        max_batch=args.max_batch,
+        queue_delay_us=args.queue_delay_us,
+        instances=args.instances,
+        threads=args.threads,
+        name=args.name,
+    )
+    files = write_repo(Path(args.artifact), Path(args.out), options)
+    print(f"wrote {args.out}/ ({len(files)} files): ensemble {options.name!r} = tokenize -> model -> postprocess")
+    print(f"run it: tritonserver --model-repository {Path(args.out).resolve()}  (NVIDIA's container; see README)")
     return 0
 
 
@@ -357,6 +375,21 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--quiet", action="store_true", help="no progress bars")
     batch.set_defaults(func=_batch)
 
+    triton = commands.add_parser(
+        "triton-repo",
+        help="write a Triton Inference Server model repository for the artifact",
+        description="Exit codes: 0 done, 2 bad input (OUT not bert14's, options), 6 artifact missing or corrupt.",
+    )
+    triton.add_argument("artifact", help="artifact directory written by `bert14 export`")
+    triton.add_argument("out", help="repository directory (absent, empty, or an earlier bert14 repository)")
+    triton.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="cpu: INT8 model; gpu: fp16 model")
+    triton.add_argument("--max-batch", type=int, default=64, help="Triton's max_batch_size")
+    triton.add_argument("--queue-delay-us", type=int, default=2000, help="dynamic batching queue delay")
+    triton.add_argument("--instances", type=int, default=1, help="model instances per device")
+    triton.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads per CPU instance")
+    triton.add_argument("--name", default="bert14", help="the ensemble's name: what clients call")
+    triton.set_defaults(func=_triton_repo)
+
     serve = commands.add_parser("serve", help="serve the classifier over HTTP (needs the serve extra)")
     _runtime_flags(serve)
     serve.add_argument("--host", default="127.0.0.1", help="bind address (anything but loopback: set --api-key)")
@@ -376,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-key", help="require Authorization: Bearer KEY on every route but /healthz (or set BERT14_API_KEY)"
     )
     serve.add_argument("--docs", action="store_true", help="serve /docs and /openapi.json (off by default)")
+    serve.add_argument(
+        "--model-name", default="bert14", help="the model's name in the Open Inference Protocol's /v2/models/NAME"
+    )
     serve.set_defaults(func=_serve)
     parser._bert14_commands = dict(commands.choices)  # type: ignore[attr-defined]
     return parser

@@ -64,7 +64,7 @@ class Metrics:
     def render(self, pending: int) -> str:
         labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(self.info.items()))
         lines = [
-            "# HELP bert14_requests_total Responses to POST /v1/classify by HTTP status.",
+            "# HELP bert14_requests_total Responses to POST /v1/classify and /v2/models/NAME/infer by HTTP status.",
             "# TYPE bert14_requests_total counter",
             *(f'bert14_requests_total{{code="{code}"}} {n}' for code, n in sorted(self.requests.items())),
             "# HELP bert14_texts_total Texts classified.",

@@ -8,6 +8,7 @@ embedding the classifier needs neither.
     GET  /v1/model      -> labels, precision, provider, model shape and version digest
     GET  /metrics       -> Prometheus text: requests by status, texts, latency and batch-size
                            histograms, pending texts (runtime/metrics.py)
+    /v2/...             -> the Open Inference Protocol (KServe v2 REST): runtime/open_inference.py
 
 Every request is checked whole before it joins a batch, so one client's bad input never fails
 another's: invalid JSON or nesting too deep (400), a body over the byte limit (413), a body that
@@ -26,6 +27,7 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +35,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from bert14.encode import Encoded, check_text
 from bert14.errors import InputError
@@ -46,6 +48,9 @@ log = logging.getLogger("bert14.server")
 # Requests up to this many characters are tokenized on the event loop (a few titles: tens of
 # microseconds); larger ones in a thread of their own, so they hold up neither the loop nor the model.
 INLINE_TOKENIZE_CHARS = 4096
+MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+# Routes that answer without the API key: liveness and readiness probes (Kubernetes, load balancers).
+OPEN_ROUTES = frozenset({"/healthz", "/v2/health/live", "/v2/health/ready"})
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,7 @@ class ServerOptions:
     max_connections: int = 512  # open connections; beyond it uvicorn answers 503
     api_key: str | None = None  # when set: Authorization: Bearer KEY on every route but /healthz
     docs: bool = False  # FastAPI's /docs and /openapi.json
+    model_name: str = "bert14"  # the model's name in the Open Inference Protocol's /v2/models/{name}
 
     def __post_init__(self) -> None:
         positive_int("port", self.port, 65535)
@@ -77,11 +83,15 @@ class ServerOptions:
             low_ok = value >= 0 if name == "window_ms" else value > 0
             if isinstance(value, bool) or not isinstance(value, int | float) or not (low_ok and value <= top):
                 raise InputError(f"{name}: expected a number from {0 if name == 'window_ms' else '>0'} to {top:g}")
+        if not MODEL_NAME.fullmatch(self.model_name):
+            raise InputError(f"model_name: expected letters, digits, '-', '_' or '.', got {self.model_name!r}")
         if self.api_key is not None and len(self.api_key) < 16:
             raise InputError("api_key: expected at least 16 characters (a random token, e.g. `openssl rand -hex 32`)")
 
 
-class _HTTP(Exception):
+class HTTPFailure(Exception):
+    """A request answered with a 4xx/503 and this message (either API)."""
+
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
@@ -92,27 +102,27 @@ def _parse(body: bytes, options: ServerOptions) -> tuple[list[str], list[str] | 
     try:
         payload = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _HTTP(400, f"expected a JSON body, could not parse it ({exc})") from exc
+        raise HTTPFailure(400, f"expected a JSON body, could not parse it ({exc})") from exc
     except RecursionError:
-        raise _HTTP(400, "expected a JSON body, found nesting too deep to parse") from None
+        raise HTTPFailure(400, "expected a JSON body, found nesting too deep to parse") from None
     if not isinstance(payload, dict) or "texts" not in payload:
-        raise _HTTP(422, 'expected a JSON object {"texts": ["...", ...]}')
+        raise HTTPFailure(422, 'expected a JSON object {"texts": ["...", ...]}')
     texts, pairs = payload["texts"], payload.get("text_pairs")
     if not isinstance(texts, list):
-        raise _HTTP(422, f"texts: expected a list of strings, got {type(texts).__name__}")
+        raise HTTPFailure(422, f"texts: expected a list of strings, got {type(texts).__name__}")
     if not texts:
-        raise _HTTP(422, "texts: expected at least one text, got an empty list")
+        raise HTTPFailure(422, "texts: expected at least one text, got an empty list")
     if len(texts) > options.max_texts:
-        raise _HTTP(413, f"texts: at most {options.max_texts} per request, got {len(texts)}; split the request")
+        raise HTTPFailure(413, f"texts: at most {options.max_texts} per request, got {len(texts)}; split the request")
     if pairs is not None and (not isinstance(pairs, list) or len(pairs) != len(texts)):
-        raise _HTTP(422, f"text_pairs: expected a list of {len(texts)} strings, one per text")
+        raise HTTPFailure(422, f"text_pairs: expected a list of {len(texts)} strings, one per text")
     try:
         for index, text in enumerate(texts):
             check_text(f"texts[{index}]", text)
         for index, text in enumerate(pairs or []):
             check_text(f"text_pairs[{index}]", text)
     except InputError as exc:
-        raise _HTTP(422, str(exc)) from None
+        raise HTTPFailure(422, str(exc)) from None
     return texts, pairs
 
 
@@ -133,9 +143,11 @@ class _Service:
     async def classify(self, texts: list[str], pairs: list[str] | None) -> list:
         limit = self.options.max_pending_texts
         if len(texts) > limit:
-            raise _HTTP(413, f"texts: {len(texts)} is more than the server ever holds at once ({limit}); split it")
+            raise HTTPFailure(
+                413, f"texts: {len(texts)} is more than the server ever holds at once ({limit}); split it"
+            )
         if self.pending + len(texts) > limit:
-            raise _HTTP(503, f"busy: {self.pending} texts are waiting (limit {limit}); retry shortly")
+            raise HTTPFailure(503, f"busy: {self.pending} texts are waiting (limit {limit}); retry shortly")
         self.pending += len(texts)
         try:
             if sum(len(t) for t in texts) + sum(len(t) for t in pairs or []) <= INLINE_TOKENIZE_CHARS:
@@ -145,7 +157,7 @@ class _Service:
                 rows = await loop.run_in_executor(self.tokenizer, self.clf.encode, texts, pairs)
             tokens = sum(len(row.ids) for row in rows)
             if tokens > self.options.max_request_tokens:
-                raise _HTTP(
+                raise HTTPFailure(
                     413,
                     f"request holds {tokens} tokens, over the limit of {self.options.max_request_tokens} "
                     "per request; split it",
@@ -154,26 +166,41 @@ class _Service:
         finally:
             self.pending -= len(texts)
 
+    async def answer(self, respond, input_status: int = 422) -> tuple[Response, int]:  # noqa: ANN001
+        """`await respond()` -> (response, texts answered); a refused request becomes its 4xx/503, a
+        failure a 500 whose body holds an incident id to find in the log, never the exception."""
+        try:
+            return await respond()
+        except HTTPFailure as exc:
+            return error_response(exc.status, str(exc)), 0
+        except InputError as exc:
+            return error_response(input_status, str(exc)), 0
+        except Exception:  # the request fails, the server stays up; the details stay in the log
+            incident = uuid.uuid4().hex[:12]
+            log.exception("classification failed (incident %s)", incident)
+            return error_response(500, f"inference failed (incident {incident}; see the server log)"), 0
+
     async def read_body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.options.max_body_bytes:
-            raise _HTTP(413, f"body of {declared} bytes is over the limit of {self.options.max_body_bytes}")
+            raise HTTPFailure(413, f"body of {declared} bytes is over the limit of {self.options.max_body_bytes}")
         body = bytearray()
 
         async def read() -> None:
             async for chunk in request.stream():
                 body.extend(chunk)
                 if len(body) > self.options.max_body_bytes:
-                    raise _HTTP(413, f"body is over the limit of {self.options.max_body_bytes} bytes")
+                    raise HTTPFailure(413, f"body is over the limit of {self.options.max_body_bytes} bytes")
 
         try:
             await asyncio.wait_for(read(), self.options.body_timeout_s)
         except asyncio.TimeoutError:
-            raise _HTTP(408, f"the body did not arrive within {self.options.body_timeout_s:g} s") from None
+            raise HTTPFailure(408, f"the body did not arrive within {self.options.body_timeout_s:g} s") from None
         return bytes(body)
 
 
-def _error(status: int, message: str) -> JSONResponse:
+def error_response(status: int, message: str) -> JSONResponse:
+    """Both APIs' error body: {"error": message} (the Open Inference Protocol's form too)."""
     headers = {"Retry-After": "1"} if status == 503 else {}
     if status in (408, 413):  # the rest of the body may never be read: this connection is done
         headers["Connection"] = "close"
@@ -181,18 +208,19 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 class _RequireKey:
-    """ASGI middleware: every HTTP route but /healthz needs `Authorization: Bearer KEY`. Plain ASGI
-    rather than FastAPI's @middleware, which wraps every request and response in extra tasks."""
+    """ASGI middleware: every HTTP route but the health probes (OPEN_ROUTES) needs `Authorization:
+    Bearer KEY`. Plain ASGI rather than FastAPI's @middleware, which wraps every request and response
+    in extra tasks."""
 
     def __init__(self, app, key: str) -> None:  # noqa: ANN001
         self.app = app
         self.key = key.encode("utf-8")
 
     async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
-        if scope["type"] != "http" or scope["path"] == "/healthz" or self._authorized(scope):
+        if scope["type"] != "http" or scope["path"] in OPEN_ROUTES or self._authorized(scope):
             await self.app(scope, receive, send)
             return
-        response = _error(401, "expected Authorization: Bearer <API key>")
+        response = error_response(401, "expected Authorization: Bearer <API key>")
         response.headers["WWW-Authenticate"] = "Bearer"
         await response(scope, receive, send)
 
@@ -242,22 +270,21 @@ def create_app(clf: Classifier, options: ServerOptions | None = None) -> FastAPI
 
     async def _classify(request: Request) -> tuple[JSONResponse, int]:
         """The response and the number of texts it answers."""
-        try:
+
+        async def respond() -> tuple[JSONResponse, int]:
             texts, pairs = _parse(await service.read_body(request), options)
             predictions = await service.classify(texts, pairs)
-        except _HTTP as exc:
-            return _error(exc.status, str(exc)), 0
-        except InputError as exc:
-            return _error(422, str(exc)), 0
-        except Exception:  # the request fails, the server stays up; the details stay in the log
-            incident = uuid.uuid4().hex[:12]
-            log.exception("classification failed (incident %s)", incident)
-            return _error(500, f"inference failed (incident {incident}; see the server log)"), 0
-        payload = {
-            "predictions": [p.to_dict() for p in predictions],
-            "precision": clf.precision,
-            "provider": clf.provider,
-        }
-        return JSONResponse(payload), len(predictions)
+            payload = {
+                "predictions": [p.to_dict() for p in predictions],
+                "precision": clf.precision,
+                "provider": clf.provider,
+            }
+            return JSONResponse(payload), len(predictions)
+
+        return await service.answer(respond)
+
+    from bert14.runtime.open_inference import add_routes
+
+    add_routes(app, service, options.model_name)
 
     return app

@@ -1,0 +1,274 @@
+"""The Open Inference Protocol (KServe v2 REST) on `bert14 serve`, beside its own /v1 routes.
+
+One client then works against bert14, Triton, KServe and Seldon MLServer alike (tritonclient.http is
+the one the tests use). The model takes text and answers labels:
+
+    GET  /v2                                   server metadata
+    GET  /v2/health/live, /v2/health/ready     200 when live / ready (never need the API key)
+    GET  /v2/models/{name}[/versions/{v}]      model metadata: inputs and outputs below
+    GET  /v2/models/{name}[/versions/{v}]/ready
+    POST /v2/models/{name}[/versions/{v}]/infer
+         inputs   text       BYTES [N] (or [N, 1])   UTF-8 texts
+                  text_pair  BYTES [N], optional      second segments (sentence-pair models)
+         outputs  label      BYTES [N]                the top label
+                  score      FP32  [N]                its score
+                  probs      FP32  [N, C]             every label's score, in /v2/models/{name}'s label order
+
+Requests and responses may carry tensors in JSON or in the binary tensor extension (the body is the
+JSON header, `Inference-Header-Content-Length` bytes long, then each binary tensor in order; BYTES
+elements as a 4-byte little-endian length and the bytes). Errors are the protocol's `{"error": msg}`
+with 400 for a malformed request, 404 for an unknown model, and the /v1 statuses for the limits the
+two APIs share (413, 408, 503). Both APIs feed the same micro-batcher, limits and metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from bert14.encode import check_text
+from bert14.errors import InputError
+from bert14.runtime.server import HTTPFailure, error_response
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+INPUTS = ("text", "text_pair")
+OUTPUTS = ("label", "score", "probs")
+EXTENSIONS = ("binary_tensor_data",)
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    texts: list[str]
+    pairs: list[str] | None
+    id: str | None
+    outputs: dict[str, bool]  # requested output -> as binary data
+
+
+def _split_body(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
+    """(the JSON header, the binary tensors that follow it)."""
+    if header_length is None:
+        head, rest = body, b""
+    else:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise HTTPFailure(400, f"{HEADER_LENGTH}: expected the JSON header's length, at most {len(body)}")
+        head, rest = body[: int(header_length)], body[int(header_length) :]
+    try:
+        payload = json.loads(head.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise HTTPFailure(400, f"expected a JSON inference request, could not parse it ({exc})") from None
+    if not isinstance(payload, dict):
+        raise HTTPFailure(400, 'expected a JSON object {"inputs": [...]}')
+    return payload, rest
+
+
+def _bytes_elements(raw: bytes, name: str) -> list[bytes]:
+    """BYTES tensor elements from the binary extension: each a 4-byte little-endian length, then bytes."""
+    out, at = [], 0
+    while at < len(raw):
+        if at + 4 > len(raw):
+            raise HTTPFailure(400, f"{name}: binary BYTES data ends inside an element's length")
+        (size,) = struct.unpack_from("<I", raw, at)
+        if at + 4 + size > len(raw):
+            raise HTTPFailure(400, f"{name}: binary BYTES element of {size} bytes runs past the data")
+        out.append(raw[at + 4 : at + 4 + size])
+        at += 4 + size
+    return out
+
+
+def _texts(tensor: object, binary: bytes, at: int) -> tuple[list[str], int]:
+    """One input tensor's texts, checked, and where the next binary tensor starts."""
+    if not isinstance(tensor, dict) or tensor.get("name") not in INPUTS:
+        found = tensor.get("name") if isinstance(tensor, dict) else tensor
+        raise HTTPFailure(400, f"expected inputs named {' and '.join(map(repr, INPUTS))}, got {found!r}")
+    name = tensor["name"]
+    if tensor.get("datatype") != "BYTES":
+        raise HTTPFailure(400, f"{name}: expected datatype BYTES, got {tensor.get('datatype')!r}")
+    shape = tensor.get("shape")
+    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape) and 1 <= len(shape) <= 2
+            and (len(shape) == 1 or shape[1] == 1)):  # fmt: skip
+        raise HTTPFailure(400, f"{name}: expected shape [N] or [N, 1], got {shape!r}")
+    count = shape[0]
+    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or size < 0 or at + size > len(binary):
+            raise HTTPFailure(400, f"{name}: binary_data_size {size!r} runs past the request's binary data")
+        values: list = _bytes_elements(binary[at : at + size], name)
+        at += size
+    else:
+        values = tensor.get("data")
+        if not isinstance(values, list):
+            raise HTTPFailure(400, f"{name}: expected 'data' (a list of strings) or binary data")
+        if values and isinstance(values[0], list):  # [N, 1] written nested
+            values = [v[0] if isinstance(v, list) and len(v) == 1 else v for v in values]
+    if len(values) != count:
+        raise HTTPFailure(400, f"{name}: shape says {count} elements, the data holds {len(values)}")
+    texts = []
+    for index, value in enumerate(values):
+        try:
+            text = value.decode("utf-8") if isinstance(value, bytes) else value
+            texts.append(check_text(f"{name}[{index}]", text))
+        except UnicodeDecodeError as exc:
+            raise HTTPFailure(
+                400, f"{name}[{index}]: expected UTF-8 text, found invalid bytes ({exc.reason})"
+            ) from None
+        except InputError as exc:
+            raise HTTPFailure(400, str(exc)) from None
+    return texts, at
+
+
+def parse_infer(body: bytes, header_length: str | None, max_texts: int) -> InferRequest:
+    """A v2 inference request's texts and requested outputs, every one checked, or the 4xx."""
+    payload, binary = _split_body(body, header_length)
+    inputs = payload.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise HTTPFailure(400, "inputs: expected a list holding the input 'text'")
+    found: dict[str, list[str]] = {}
+    at = 0
+    for tensor in inputs:
+        texts, at = _texts(tensor, binary, at)
+        if tensor["name"] in found:
+            raise HTTPFailure(400, f"{tensor['name']}: given twice")
+        found[tensor["name"]] = texts
+    if "text" not in found:
+        raise HTTPFailure(400, "inputs: expected the input 'text'")
+    texts, pairs = found["text"], found.get("text_pair")
+    if not texts:
+        raise HTTPFailure(400, "text: expected at least one text, got none")
+    if len(texts) > max_texts:
+        raise HTTPFailure(413, f"text: at most {max_texts} per request, got {len(texts)}; split the request")
+    if pairs is not None and len(pairs) != len(texts):
+        raise HTTPFailure(400, f"text_pair: expected {len(texts)} elements, one per text, got {len(pairs)}")
+    parameters = payload.get("parameters") or {}
+    binary_default = bool(parameters.get("binary_data_output", False)) if isinstance(parameters, dict) else False
+    requested = payload.get("outputs")
+    outputs: dict[str, bool] = {}
+    if requested is None:
+        outputs = dict.fromkeys(OUTPUTS, binary_default)
+    elif not isinstance(requested, list):
+        raise HTTPFailure(400, 'outputs: expected a list of {"name": ...}')
+    for item in requested or []:
+        name = item.get("name") if isinstance(item, dict) else None
+        if name not in OUTPUTS:
+            raise HTTPFailure(400, f"outputs: expected names among {list(OUTPUTS)}, got {name!r}")
+        options = item.get("parameters") or {}
+        outputs[name] = bool(options.get("binary_data", binary_default)) if isinstance(options, dict) else False
+    request_id = payload.get("id")
+    return InferRequest(texts, pairs, str(request_id) if request_id is not None else None, outputs)
+
+
+def _tensor(name: str, values: object, binary: bool) -> tuple[dict, bytes]:
+    """(the output's JSON entry, its binary data or b"")."""
+    if name == "label":
+        labels: list[str] = values  # type: ignore[assignment]
+        entry = {"name": name, "datatype": "BYTES", "shape": [len(labels)]}
+        if not binary:
+            return entry | {"data": labels}, b""
+        raw = b"".join(struct.pack("<I", len(b)) + b for b in (label.encode("utf-8") for label in labels))
+    else:
+        array = np.ascontiguousarray(values, dtype="<f4")
+        entry = {"name": name, "datatype": "FP32", "shape": list(array.shape)}
+        if not binary:
+            return entry | {"data": array.ravel().tolist()}, b""
+        raw = array.tobytes()
+    return entry | {"parameters": {"binary_data_size": len(raw)}}, raw
+
+
+def infer_response(request: InferRequest, predictions: list, labels: list[str], model: str, version: str) -> Response:
+    values = {
+        "label": [p.label for p in predictions],
+        "score": [p.score for p in predictions],
+        "probs": [[p.probs[label] for label in labels] for p in predictions],
+    }
+    head: dict[str, object] = {"model_name": model, "model_version": version, "outputs": []}
+    if request.id is not None:
+        head["id"] = request.id
+    blobs = []
+    for name, binary in request.outputs.items():
+        entry, raw = _tensor(name, values[name], binary)
+        head["outputs"].append(entry)  # type: ignore[attr-defined]
+        blobs.append(raw)
+    header = json.dumps(head, ensure_ascii=False).encode("utf-8")
+    if not any(blobs):
+        return Response(header, media_type="application/json")
+    return Response(header + b"".join(blobs), media_type="application/octet-stream",
+                    headers={HEADER_LENGTH: str(len(header))})  # fmt: skip
+
+
+def add_routes(app: FastAPI, service: object, model: str) -> None:
+    """The v2 routes on `app`, answered by the server's shared `service` (runtime/server.py)."""
+    from bert14 import __version__
+
+    clf = service.clf  # type: ignore[attr-defined]
+    version = clf.describe()["version"]
+    metadata = {
+        "name": model,
+        "versions": [version],
+        "platform": "bert14_onnxruntime",
+        "inputs": [
+            {"name": "text", "datatype": "BYTES", "shape": [-1]},
+            {"name": "text_pair", "datatype": "BYTES", "shape": [-1], "optional": True},
+        ],
+        "outputs": [
+            {"name": "label", "datatype": "BYTES", "shape": [-1]},
+            {"name": "score", "datatype": "FP32", "shape": [-1]},
+            {"name": "probs", "datatype": "FP32", "shape": [-1, len(clf.labels)]},
+        ],
+        "parameters": {"labels": clf.labels, "score_function": clf.score_function, "precision": clf.precision},
+    }
+
+    def known(name: str, ver: str | None = None) -> None:
+        if name != model or ver not in (None, version):
+            what = f"model {name!r}" + (f" version {ver!r}" if ver is not None else "")
+            raise HTTPFailure(404, f"unknown {what}; this server serves {model!r} version {version!r}")
+
+    @app.get("/v2")
+    async def server_metadata() -> dict:
+        return {"name": "bert14", "version": __version__, "extensions": list(EXTENSIONS)}
+
+    @app.get("/v2/health/live")
+    async def live() -> Response:
+        return Response(status_code=200)
+
+    @app.get("/v2/health/ready")
+    async def ready() -> Response:
+        return Response(status_code=200)
+
+    @app.get("/v2/models/{name}")
+    @app.get("/v2/models/{name}/versions/{ver}")
+    async def model_metadata(name: str, ver: str | None = None) -> Response:
+        try:
+            known(name, ver)
+        except HTTPFailure as exc:
+            return error_response(exc.status, str(exc))
+        return JSONResponse(metadata)
+
+    @app.get("/v2/models/{name}/ready")
+    @app.get("/v2/models/{name}/versions/{ver}/ready")
+    async def model_ready(name: str, ver: str | None = None) -> Response:
+        try:
+            known(name, ver)
+        except HTTPFailure as exc:
+            return error_response(exc.status, str(exc))
+        return Response(status_code=200)
+
+    @app.post("/v2/models/{name}/infer")
+    @app.post("/v2/models/{name}/versions/{ver}/infer")
+    async def infer(name: str, request: Request, ver: str | None = None) -> Response:
+        started = time.perf_counter()
+
+        async def answer() -> tuple[Response, int]:
+            known(name, ver)
+            body = await service.read_body(request)  # type: ignore[attr-defined]
+            parsed = parse_infer(body, request.headers.get(HEADER_LENGTH), service.options.max_texts)  # type: ignore[attr-defined]
+            predictions = await service.classify(parsed.texts, parsed.pairs)  # type: ignore[attr-defined]
+            return infer_response(parsed, predictions, clf.labels, model, version), len(predictions)
+
+        response, texts = await service.answer(answer, input_status=400)  # type: ignore[attr-defined]
+        service.metrics.request(response.status_code, time.perf_counter() - started, texts)  # type: ignore[attr-defined]
+        return response

@@ -1,0 +1,180 @@
+"""`bert14 triton-repo ARTIFACT OUT`: the artifact as a Triton Inference Server model repository.
+
+    OUT/
+      bert14/               ensemble: TEXT (and TEXT_PAIR) in, label, score, probs out
+        config.pbtxt, 1/
+      bert14_tokenize/      Python backend: bert14's tokenizer (scale/triton_models/tokenize.py)
+        config.pbtxt, 1/model.py, 1/tokenizer.json, 1/bert14_tokenize.json
+      bert14_model/         ONNX Runtime backend: model.int8.onnx (CPU) or model.fp16.onnx (GPU)
+        config.pbtxt, 1/model.onnx, labels.txt
+      bert14_postprocess/   Python backend: logits -> label, score, probs (scale/triton_models/postprocess.py)
+        config.pbtxt, 1/model.py, 1/bert14_head.json
+
+The ONNX model batches dynamically (preferred sizes, a queue delay); the tokenizer pads each request
+to a bucket length so that requests of similar length can share a batch. Every config.pbtxt parses
+with the ModelConfig protobuf that tritonclient ships (tested). tritonserver itself, with its ONNX
+Runtime and Python backends, comes in NVIDIA's containers (nvcr.io/nvidia/tritonserver:<tag>-py3),
+which the Python backend models need `pip install tokenizers numpy` in.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from bert14.artifact import read_manifest
+from bert14.errors import InputError
+from bert14.head import score_function
+from bert14.runtime import Classifier
+from bert14.runtime.classifier import positive_int
+from bert14.tokenizer import load_tokenizer
+
+ENSEMBLE, TOKENIZE, MODEL, POSTPROCESS = "bert14", "bert14_tokenize", "bert14_model", "bert14_postprocess"
+TEMPLATES = Path(__file__).parent / "triton_models"
+MARKER = ".bert14-triton-repo"  # says a repository is bert14's to replace
+
+
+@dataclass(frozen=True)
+class RepoOptions:
+    device: str = "cpu"  # cpu: INT8 on KIND_CPU; gpu: fp16 on KIND_GPU
+    max_batch: int = 64  # Triton's max_batch_size for every model
+    preferred_batch: tuple[int, ...] = (8, 16, 32)
+    queue_delay_us: int = 2000  # the dynamic batcher waits this long to fill a preferred batch
+    instances: int = 1  # model instances per device
+    threads: int = 2  # ONNX Runtime intra-op threads per instance (CPU)
+    name: str = ENSEMBLE  # the ensemble's name: what clients call
+
+    def __post_init__(self) -> None:
+        if self.device not in ("cpu", "gpu"):
+            raise InputError(f"--device: expected cpu or gpu, got {self.device!r}")
+        positive_int("max_batch", self.max_batch, 1 << 16)
+        positive_int("instances", self.instances, 1024)
+        positive_int("threads", self.threads, 1024)
+        positive_int("queue_delay_us", self.queue_delay_us, 10_000_000)
+        if any(not 1 <= b <= self.max_batch for b in self.preferred_batch):
+            raise InputError(f"preferred batch sizes {self.preferred_batch}: expected 1..{self.max_batch}")
+
+
+def _io(kind: str, name: str, dtype: str, dims: list[int], extra: str = "") -> str:
+    return f'{kind} {{\n  name: "{name}"\n  data_type: {dtype}\n  dims: {dims}{extra}\n}}'
+
+
+def _config(name: str, body: list[str], max_batch: int, backend: str | None = None, platform: str | None = None) -> str:
+    head = [f'name: "{name}"']
+    head += [f'backend: "{backend}"'] if backend else []
+    head += [f'platform: "{platform}"'] if platform else []
+    return "\n".join([*head, f"max_batch_size: {max_batch}", *body]) + "\n"
+
+
+def _text_inputs() -> list[str]:
+    return [
+        _io("input", "TEXT", "TYPE_STRING", [1]),
+        _io("input", "TEXT_PAIR", "TYPE_STRING", [1], "\n  optional: true"),
+    ]
+
+
+def _head_outputs(num_labels: int, labels_file: bool = False) -> list[str]:
+    return [
+        _io("output", "label", "TYPE_STRING", [1]),
+        _io("output", "score", "TYPE_FP32", [1]),
+        _io("output", "probs", "TYPE_FP32", [num_labels], '\n  label_filename: "labels.txt"' if labels_file else ""),
+    ]
+
+
+def _model_config(options: RepoOptions, num_labels: int) -> str:
+    kind = "KIND_GPU" if options.device == "gpu" else "KIND_CPU"
+    body = [
+        *(_io("input", n, "TYPE_INT64", [-1]) for n in ("input_ids", "attention_mask", "token_type_ids")),
+        _io("output", "logits", "TYPE_FP32", [num_labels], '\n  label_filename: "labels.txt"'),
+        "dynamic_batching {\n"
+        f"  preferred_batch_size: {list(options.preferred_batch)}\n"
+        f"  max_queue_delay_microseconds: {options.queue_delay_us}\n}}",
+        f"instance_group {{\n  count: {options.instances}\n  kind: {kind}\n}}",
+    ]
+    if options.device == "cpu":  # the onnxruntime backend's thread settings (CPU execution provider)
+        for key, value in (("intra_op_thread_count", options.threads), ("inter_op_thread_count", 1)):
+            body.append(f'parameters {{\n  key: "{key}"\n  value: {{ string_value: "{value}" }}\n}}')
+    return _config(MODEL, body, options.max_batch, backend="onnxruntime")
+
+
+def _python_config(name: str, inputs: list[str], outputs: list[str], options: RepoOptions) -> str:
+    kind = "KIND_CPU"  # tokenizing and the softmax run on the CPU whatever the model's device
+    body = [*inputs, *outputs, f"instance_group {{\n  count: {options.instances}\n  kind: {kind}\n}}"]
+    return _config(name, body, options.max_batch, backend="python")
+
+
+def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> str:
+    maps = [f'    input_map {{ key: "{k}" value: "{v}" }}' for k, v in inputs.items()]
+    maps += [f'    output_map {{ key: "{k}" value: "{v}" }}' for k, v in outputs.items()]
+    return f'  step {{\n    model_name: "{model}"\n    model_version: -1\n' + "\n".join(maps) + "\n  }"
+
+
+def _ensemble_config(options: RepoOptions, num_labels: int) -> str:
+    features = {n: f"_{n}" for n in ("input_ids", "attention_mask", "token_type_ids")}
+    steps = [
+        _step(TOKENIZE, {"TEXT": "TEXT", "TEXT_PAIR": "TEXT_PAIR"}, features),
+        _step(MODEL, {n: v for n, v in features.items()}, {"logits": "_logits"}),
+        _step(POSTPROCESS, {"logits": "_logits"}, {n: n for n in ("label", "score", "probs")}),
+    ]
+    body = [*_text_inputs(), *_head_outputs(num_labels), "ensemble_scheduling {\n" + "\n".join(steps) + "\n}"]
+    return _config(options.name, body, options.max_batch, platform="ensemble")
+
+
+def configs(options: RepoOptions, num_labels: int) -> dict[str, str]:
+    """Each model directory's config.pbtxt."""
+    return {
+        options.name: _ensemble_config(options, num_labels),
+        TOKENIZE: _python_config(
+            TOKENIZE, _text_inputs(), [_io("output", n, "TYPE_INT64", [-1]) for n in ("input_ids", "attention_mask",
+                                                                                      "token_type_ids")], options),
+        MODEL: _model_config(options, num_labels),
+        POSTPROCESS: _python_config(
+            POSTPROCESS, [_io("input", "logits", "TYPE_FP32", [num_labels])], _head_outputs(num_labels), options
+        ),
+    }  # fmt: skip
+
+
+def write_repo(artifact: Path, out: Path, options: RepoOptions | None = None) -> list[Path]:
+    """Write the repository (see the module's docstring) into `out`, which must be absent, empty or
+    an earlier bert14 Triton repository; returns the files written."""
+    options = options or RepoOptions()
+    if options.name in (TOKENIZE, MODEL, POSTPROCESS):
+        raise InputError(f"--name {options.name!r}: taken by one of the repository's own models; choose another")
+    artifact, out = Path(artifact), Path(out)
+    manifest = read_manifest(artifact)
+    precision = "fp16" if options.device == "gpu" else "int8"
+    model_file = Classifier.files(artifact, precision, "cpu")[1]  # which file, and that it is there
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).is_file())):
+        raise InputError(
+            f"{out}: expected an absent or empty directory, or an earlier bert14 Triton repository; "
+            "found other files (triton-repo never deletes what it did not write)"
+        )
+    tokenizer, settings = load_tokenizer(artifact)
+    labels = [str(label) for label in manifest.model.labels]
+    max_length = min(settings.model_max_length, manifest.model.max_position_embeddings)
+    stage = out.with_name(f".{out.name}.bert14-stage")
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        for name, text in configs(options, len(labels)).items():
+            (stage / name / "1").mkdir(parents=True)
+            (stage / name / "config.pbtxt").write_text(text, encoding="utf-8")
+        tok, post, model = stage / TOKENIZE / "1", stage / POSTPROCESS / "1", stage / MODEL / "1"
+        shutil.copyfile(TEMPLATES / "tokenize.py", tok / "model.py")
+        tokenizer.save(str(tok / "tokenizer.json"))
+        pad_id = tokenizer.token_to_id(settings.pad_token) or 0
+        (tok / "bert14_tokenize.json").write_text(json.dumps({"max_length": max_length, "pad_id": pad_id}) + "\n")
+        shutil.copyfile(TEMPLATES / "postprocess.py", post / "model.py")
+        head = {"labels": labels, "score_function": manifest.model.score_function or score_function(None, len(labels))}
+        (post / "bert14_head.json").write_text(json.dumps(head, ensure_ascii=False) + "\n", encoding="utf-8")
+        shutil.copyfile(artifact / model_file, model / "model.onnx")
+        (stage / MODEL / "labels.txt").write_text("".join(label + "\n" for label in labels), encoding="utf-8")
+        (stage / MARKER).write_text(json.dumps({"artifact_version": manifest.files[model_file][:16]}) + "\n")
+        if out.exists():
+            shutil.rmtree(out)  # an earlier bert14 repository (its marker says so)
+        stage.rename(out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return sorted(p for p in out.rglob("*") if p.is_file())

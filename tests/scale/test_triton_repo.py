@@ -1,0 +1,162 @@
+"""`bert14 triton-repo`: every config.pbtxt parses as Triton's ModelConfig, and the repository's
+Python models, run as Triton would run them (a stand-in for triton_python_backend_utils), give what
+bert14's runtime gives. tritonserver itself is not installable here (NVIDIA's containers only)."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bert14.errors import InputError
+from bert14.head import scores
+from bert14.runtime import Classifier
+from bert14.scale.triton import MODEL, POSTPROCESS, TOKENIZE, RepoOptions, write_repo
+
+TEXTS = ["湖人主场险胜勇士", "央行宣布降准0.5个百分点", "A [SEP] b", "", "高考作文题目公布" * 40]
+
+
+def _parse(path: Path):
+    pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] ships ModelConfig")
+    from google.protobuf import text_format
+
+    return text_format.Parse(path.read_text(encoding="utf-8"), pb2.ModelConfig())
+
+
+class _Tensor:
+    def __init__(self, name: str, array: np.ndarray) -> None:
+        self._name, self._array = name, array
+
+    def name(self) -> str:
+        return self._name
+
+    def as_numpy(self) -> np.ndarray:
+        return self._array
+
+
+class _Response:
+    def __init__(self, output_tensors: list | None = None, error: object = None) -> None:
+        self.outputs = {t.name(): t.as_numpy() for t in output_tensors or []}
+        self.error = error
+
+
+@pytest.fixture()
+def pb_utils(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """What Triton's Python backend gives a model.py: tensors, responses, input lookup."""
+    module = types.ModuleType("triton_python_backend_utils")
+    module.Tensor = _Tensor
+    module.InferenceResponse = _Response
+    module.TritonError = lambda message: message
+    module.get_input_tensor_by_name = lambda request, name: request.get(name)
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", module)
+    return module
+
+
+def _model(path: Path) -> object:
+    spec = importlib.util.spec_from_file_location(f"triton_model_{path.parent.parent.name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    model = module.TritonPythonModel()
+    model.initialize({})
+    return model
+
+
+def _texts(values: list[str]) -> _Tensor:
+    return _Tensor("TEXT", np.array([[v.encode("utf-8")] for v in values], dtype=object))  # (N, 1)
+
+
+def test_every_config_parses_as_tritons_model_config(tiny_artifact: Path, tmp_path: Path) -> None:
+    files = write_repo(tiny_artifact, tmp_path / "repo")
+    configs = {p.parent.name: _parse(p) for p in files if p.name == "config.pbtxt"}
+    assert set(configs) == {"bert14", TOKENIZE, MODEL, POSTPROCESS}
+    ensemble = configs["bert14"]
+    assert ensemble.platform == "ensemble"
+    assert [s.model_name for s in ensemble.ensemble_scheduling.step] == [TOKENIZE, MODEL, POSTPROCESS]
+    model = configs[MODEL]
+    assert model.backend == "onnxruntime" and model.max_batch_size == 64
+    assert list(model.dynamic_batching.preferred_batch_size) == [8, 16, 32]
+    assert model.instance_group[0].kind == model.instance_group[0].KIND_CPU
+    assert model.parameters["intra_op_thread_count"].string_value == "2"
+    manifest_labels = Classifier.load(tiny_artifact, precision="int8", provider="cpu", threads=1).labels
+    assert (tmp_path / "repo" / MODEL / "labels.txt").read_text(encoding="utf-8").split("\n")[:-1] == manifest_labels
+    assert (tmp_path / "repo" / MODEL / "1" / "model.onnx").read_bytes() == (
+        tiny_artifact / "model.int8.onnx"
+    ).read_bytes()
+    gpu = write_repo(tiny_artifact, tmp_path / "gpu", RepoOptions(device="gpu", instances=2))
+    gpu_model = _parse(next(p for p in gpu if p.parent.name == MODEL and p.name == "config.pbtxt"))
+    assert gpu_model.instance_group[0].kind == gpu_model.instance_group[0].KIND_GPU
+    assert gpu_model.instance_group[0].count == 2 and "intra_op_thread_count" not in gpu_model.parameters
+    onnx = tmp_path / "gpu" / MODEL / "1" / "model.onnx"
+    assert onnx.read_bytes() == (tiny_artifact / "model.fp16.onnx").read_bytes()
+
+
+def test_the_tokenize_model_gives_the_runtimes_ids(tiny_artifact: Path, tmp_path: Path, pb_utils) -> None:
+    write_repo(tiny_artifact, tmp_path / "repo")
+    model = _model(tmp_path / "repo" / TOKENIZE / "1" / "model.py")
+    clf = Classifier.load(tiny_artifact, precision="int8", provider="cpu", threads=1)
+    pairs = ["体育", "财经", "x", "y", "z"]
+    for request_pairs in (None, pairs):
+        request = {"TEXT": _texts(TEXTS)}
+        if request_pairs:
+            request["TEXT_PAIR"] = _Tensor("TEXT_PAIR", np.array([[p.encode()] for p in pairs], dtype=object))
+        (response,) = model.execute([request])
+        expected = clf.encode(TEXTS, request_pairs)
+        ids, mask, types_ = (response.outputs[n] for n in ("input_ids", "attention_mask", "token_type_ids"))
+        longest = max(len(e.ids) for e in expected)
+        width = min(b for b in (16, 32, 64, 128, 256, 512) if b >= longest)
+        assert ids.dtype == np.int64 and ids.shape == (5, width), "padded to the bucket of the longest row"
+        for row, e in enumerate(expected):
+            n = len(e.ids)
+            assert ids[row, :n].tolist() == list(e.ids) and mask[row].sum() == n
+            assert types_[row, :n].tolist() == list(e.type_ids) and not ids[row, n:].any()
+    (bad,) = model.execute([{"TEXT": _Tensor("TEXT", np.array([[b"\xff"]], dtype=object))}])
+    assert bad.error and "TEXT" in bad.error
+
+
+def test_the_ensemble_path_answers_what_the_runtime_answers(tiny_artifact: Path, tmp_path: Path, pb_utils) -> None:
+    import onnxruntime as ort
+
+    write_repo(tiny_artifact, tmp_path / "repo")
+    tokenize = _model(tmp_path / "repo" / TOKENIZE / "1" / "model.py")
+    post = _model(tmp_path / "repo" / POSTPROCESS / "1" / "model.py")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(tmp_path / "repo" / MODEL / "1" / "model.onnx"), options)
+    (features,) = tokenize.execute([{"TEXT": _texts(TEXTS)}])
+    (logits,) = session.run(["logits"], features.outputs)
+    (answer,) = post.execute([{"logits": _Tensor("logits", logits)}])
+    clf = Classifier.load(tiny_artifact, precision="fp32", provider="cpu", threads=1)
+    np.testing.assert_allclose(answer.outputs["probs"], scores(logits, clf.score_function), rtol=1e-6)
+    assert [v.decode() for v in answer.outputs["label"].reshape(-1)] == [
+        clf.labels[i] for i in scores(logits, clf.score_function).argmax(-1)
+    ]
+    int8 = Classifier.load(tiny_artifact, precision="int8", provider="cpu", threads=1, max_batch=8)
+    padded_alike = int8.logits(TEXTS)  # one batch, padded to its longest row: dynamic INT8 scales differ a little
+    assert np.abs(padded_alike - logits).max() < 0.25, "within the INT8 tolerance of the runtime's own answer"
+
+
+def test_someone_elses_directory_is_refused_and_an_earlier_repo_replaced(tiny_artifact: Path, tmp_path: Path) -> None:
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "model.plan").write_text("theirs")
+    with pytest.raises(InputError, match="triton-repo never deletes what it did not write"):
+        write_repo(tiny_artifact, tmp_path / "theirs")
+    assert [p.name for p in (tmp_path / "theirs").iterdir()] == ["model.plan"]
+    write_repo(tiny_artifact, tmp_path / "repo", RepoOptions(max_batch=8, preferred_batch=(4,)))
+    write_repo(tiny_artifact, tmp_path / "repo")
+    assert "max_batch_size: 64" in (tmp_path / "repo" / MODEL / "config.pbtxt").read_text()
+    with pytest.raises(InputError, match="preferred batch sizes"):
+        RepoOptions(max_batch=8)
+
+
+def test_cli_writes_the_repository(tiny_artifact: Path, tmp_path: Path) -> None:
+    cli = Path(sys.executable).parent / "bert14"
+    done = subprocess.run([str(cli), "triton-repo", str(tiny_artifact), str(tmp_path / "repo"), "--threads", "1"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "ensemble 'bert14'" in done.stdout
+    assert 'string_value: "1"' in (tmp_path / "repo" / MODEL / "config.pbtxt").read_text()
