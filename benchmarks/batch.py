@@ -10,8 +10,8 @@
 3. Scale (the fixture, 200,000 rows: the titles repeated under distinct ids): completes exactly once
    and its peak memory, against a 20,000-row run of the same: streaming means it does not grow.
 
-Peak memory is the largest sum of RSS over the command's whole process tree (the Ray processes it
-starts included), sampled every 100 ms.
+Peak memory is the largest sum of PSS over the command's whole process tree (the Ray processes it
+starts included; a page shared by k processes counts 1/k in each), sampled every 100 ms.
 """
 
 from __future__ import annotations
@@ -38,8 +38,20 @@ CLI = Path(sys.executable).parent / "bert14"
 THREADS = 2
 
 
-def _tree_rss(root: int) -> int:
-    """Bytes of RSS of `root` and all its descendants."""
+def _memory(pid: int, fallback_rss: int) -> int:
+    """Bytes of PSS (proportional set size: a page shared by k processes counts 1/k in each), so
+    that summing over Ray's processes does not count the shared libraries once per process."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return fallback_rss
+
+
+def _tree_memory(root: int) -> int:
+    """Bytes of memory (PSS) of `root` and all its descendants."""
     children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
@@ -54,20 +66,21 @@ def _tree_rss(root: int) -> int:
     total, todo = 0, [root]
     while todo:
         pid = todo.pop()
-        total += rss.get(pid, 0)
+        if pid in rss:
+            total += _memory(pid, rss[pid])
         todo += children.get(pid, [])
     return total
 
 
 def run(command: list[str]) -> dict[str, float]:
-    """Wall seconds and peak tree RSS of one command, which must succeed."""
+    """Wall seconds and peak memory (PSS over the process tree) of one command, which must succeed."""
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peak = [0]
 
     def sample() -> None:
         while process.poll() is None:
-            peak[0] = max(peak[0], _tree_rss(process.pid))
+            peak[0] = max(peak[0], _tree_memory(process.pid))
             time.sleep(0.1)
 
     sampler = threading.Thread(target=sample)
@@ -77,7 +90,7 @@ def run(command: list[str]) -> dict[str, float]:
     sampler.join()
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({process.returncode}): {stderr.strip()[-500:]}")
-    return {"seconds": seconds, "peak_rss_mb": peak[0] / 2**20}
+    return {"seconds": seconds, "peak_mb": peak[0] / 2**20}
 
 
 def predict_cmd(artifact: Path, path: Path) -> list[str]:
@@ -144,7 +157,7 @@ def throughput(artifact: Path, tmp: Path, rows: int, rounds: int) -> dict[str, o
         out[name] = {
             "seconds": seconds,
             "rows_per_s": rows / seconds,
-            "peak_rss_mb": max(r["peak_rss_mb"] for r in items),
+            "peak_mb": max(r["peak_mb"] for r in items),
             "all_seconds": [round(r["seconds"], 2) for r in items],
         }
     return {"rows": rows, "rounds": rounds, "runs": out}
@@ -169,7 +182,7 @@ def scale(fixture: Path, tmp: Path, rows: int) -> dict[str, object]:
             "input_mb_on_disk": path.stat().st_size / 2**20,
             "exactly_once": len(ids) == n and len(set(ids)) == n,
         }
-        print(f"  scale {n}: {result['seconds']:.1f} s, peak {result['peak_rss_mb']:.0f} MB", flush=True)
+        print(f"  scale {n}: {result['seconds']:.1f} s, peak {result['peak_mb']:.0f} MB", flush=True)
     return report
 
 

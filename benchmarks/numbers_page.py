@@ -165,7 +165,7 @@ def batch(report: dict) -> str:
     for name, run in runs.items():
         ratio = runs[base]["seconds"] / run["seconds"]
         lines.append(
-            f"| {name} | {run['seconds']:.1f} | {run['rows_per_s']:.1f} | {ratio:.2f}x | {run['peak_rss_mb']:.0f} |"
+            f"| {name} | {run['seconds']:.1f} | {run['rows_per_s']:.1f} | {ratio:.2f}x | {run['peak_mb']:.0f} |"
         )
     lines += ["", f"Labels, trained fixture, {labels['rows']:,} test titles, `bert14 batch --probs` against "
               "`Classifier.predict` in one process:", "",
@@ -183,9 +183,34 @@ def batch(report: dict) -> str:
               "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for n, r in scale.items():
         lines.append(
-            f"| {int(n):,} | {r['seconds']:.1f} | {r['rows_per_s']:.0f} | {r['peak_rss_mb']:.0f} | "
+            f"| {int(n):,} | {r['seconds']:.1f} | {r['rows_per_s']:.0f} | {r['peak_mb']:.0f} | "
             f"{r['input_mb_in_memory']:.1f} | {'yes' if r['exactly_once'] else 'NO'} |"
         )
+    return "\n".join(lines)
+
+
+def replicas(report: dict) -> str:
+    protocol, load = report["protocol"], report["load"]
+    lines = [
+        "`benchmarks/replicas.py artifacts/bert14 --fixture artifacts/fixture --json docs/results`: "
+        f"benchmarks/loadgen.py's {load['clients']} keep-alive clients, one THUCNews title a request, "
+        f"{load['seconds']:g} s a run, {load['rounds']} interleaved rounds, medians; INT8; start-up is from the "
+        f"command's start until /healthz answers. {_stamp(report)}",
+        "",
+        "| server | requests/s | p50 ms | p99 ms | errors | start-up s |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, r in load["layouts"].items():
+        lines.append(
+            f"| {name} | {r['requests_per_second']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['errors']} "
+            f"| {r['startup_s']:.1f} |"
+        )
+    lines += [
+        "",
+        f"Open Inference Protocol against /v1 on one server (trained fixture, fp32, {protocol['texts']} titles in "
+        f"one request each way): labels {'equal' if protocol['labels_equal'] else 'DIFFERENT'}, max \\|score "
+        f"diff\\| {protocol['max_abs_score_diff']:.1e}.",
+    ]
     return "\n".join(lines)
 
 
@@ -197,6 +222,10 @@ def headline(results: dict[str, dict]) -> str:
     over = " / ".join(f"{latency[s][recipe]['median_ms'] / latency[s][ours]['median_ms']:.2f}x" for s in shapes)
     titles_acc = results["int8"]["accuracy"]["titles"]["bert14_int8"]
     fair = results["fairness"]["fairness"]
+    runs = results["batch"]["throughput"]["runs"]
+    predict_s = next(r["seconds"] for name, r in runs.items() if name.startswith("predict"))
+    batch_s = min(r["seconds"] for name, r in runs.items() if name.startswith("batch"))
+    batch_rows = results["batch"]["throughput"]["rows"]
     rows = [
         ("BERT-14 INT8 vs ONNX Runtime's public INT8 recipe, 1 x 128 / 1 x 512 / 8 x 128", f"{over} faster",
          "`make bench`"),
@@ -209,6 +238,8 @@ def headline(results: dict[str, dict]) -> str:
         (f"a title sent behind one request of {fair['long_texts']} texts of 512 tokens (server)",
          f"{fair['title_s']:.2f} s (the large request {fair['large_request_s']:.1f} s)",
          f"`benchmarks/runtime.py --fairness {fair['long_texts']}`"),
+        (f"`bert14 batch` (Ray Data, local) vs `predict --file`, {batch_rows:,} titles, INT8",
+         f"{predict_s / batch_s:.0%} of its throughput, every row once", "`benchmarks/batch.py`"),
     ]  # fmt: skip
     date = results["bench"].get("measured", {}).get("date", "?")
     lines = [f"Measured {date}; every figure with its command and machine: [docs/numbers.md](docs/numbers.md).", ""]
@@ -223,6 +254,7 @@ SECTIONS: dict[str, Callable[[dict], str]] = {
     "runtime": runtime,
     "fairness": fairness,
     "batch": batch,
+    "replicas": replicas,
 }
 README = ROOT / "README.md"
 

@@ -177,8 +177,36 @@ def _serve(args: argparse.Namespace) -> int:
         docs=args.docs,
         model_name=args.model_name,
     )
+    if args.replicas is not None:
+        return _serve_replicas(args, options)
     clf = _load_classifier(args)
     serve(clf, options, announce=lambda line: print(line, flush=True))
+    return 0
+
+
+def _serve_replicas(args: argparse.Namespace, options) -> int:  # noqa: ANN001
+    try:
+        from ray import serve  # noqa: F401
+    except ImportError as exc:
+        raise InputError("serve --replicas: runs on Ray Serve, which needs the ray extra (pip install "
+                         "'bert14[ray]')") from exc  # fmt: skip
+    from bert14.runtime import LoadOptions
+    from bert14.scale.replicas import ReplicaOptions, serve_replicas
+
+    replicas = ReplicaOptions(
+        replicas=args.replicas,
+        threads_per_replica=args.threads_per_replica,
+        max_queued_requests=args.max_queued_requests,
+        address=args.address,
+    )
+    load = LoadOptions(
+        precision=args.precision,
+        provider=args.provider,
+        max_batch=args.batch_size,
+        threshold=args.threshold,
+        label_thresholds=_label_thresholds(args.label_threshold),
+    )
+    serve_replicas(Path(args.artifact), load, options, replicas, announce=lambda line: print(line, flush=True))
     return 0
 
 
@@ -412,6 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--model-name", default="bert14", help="the model's name in the Open Inference Protocol's /v2/models/NAME"
     )
+    serve.add_argument("--replicas", type=int, help="run N replicas on Ray Serve behind one port (needs the ray extra)")
+    serve.add_argument("--threads-per-replica", type=int, default=1, help="with --replicas: CPUs and threads each")
+    serve.add_argument(
+        "--max-queued-requests", type=int, default=512, help="with --replicas: requests waiting beyond it get 503"
+    )
+    serve.add_argument("--address", help="with --replicas: an existing Ray cluster ('auto', ray://HOST:PORT)")
     serve.set_defaults(func=_serve)
     parser._bert14_commands = dict(commands.choices)  # type: ignore[attr-defined]
     return parser

@@ -7,7 +7,9 @@
     bert14_pending_texts            gauge: texts accepted and not yet answered
     bert14_model_info{...} 1        precision, provider, score function
 
-Everything is updated from the server's event loop, one thread, so no lock is needed.
+Everything is updated from the server's event loop, one thread, so no lock is needed. With replicas
+(bert14/scale/replicas.py) every series also carries a `replica` label, and any replica's /metrics
+shows them all.
 """
 
 from __future__ import annotations
@@ -37,14 +39,27 @@ class Histogram:
             if value <= bound:
                 self.counts[index] += 1
 
-    def lines(self, name: str) -> list[str]:
-        out = [f'{name}_bucket{{le="{bound:g}"}} {n}' for bound, n in zip(self.bounds, self.counts, strict=True)]
+    def lines(self, name: str, labels: str = "") -> list[str]:
+        """The histogram's series; `labels` ('replica="a"') is added to every one."""
+        sep = "," if labels else ""
+        out = [f'{name}_bucket{{{labels}{sep}le="{b:g}"}} {n}' for b, n in zip(self.bounds, self.counts, strict=True)]
+        plain = f"{{{labels}}}" if labels else ""
         return [
             *out,
-            f'{name}_bucket{{le="+Inf"}} {self.count}',
-            f"{name}_sum {self.total:.6f}",
-            f"{name}_count {self.count}",
+            f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.count}',
+            f"{name}_sum{plain} {self.total:.6f}",
+            f"{name}_count{plain} {self.count}",
         ]
+
+
+HEADERS = {
+    "bert14_requests_total": ("counter", "Responses to POST /v1/classify and /v2/models/NAME/infer by HTTP status."),
+    "bert14_texts_total": ("counter", "Texts classified."),
+    "bert14_request_seconds": ("histogram", "Time from a request's arrival to its response."),
+    "bert14_batch_texts": ("histogram", "Texts per model call (micro-batch size)."),
+    "bert14_pending_texts": ("gauge", "Texts accepted and not yet answered."),
+    "bert14_model_info": ("gauge", "The artifact being served."),
+}
 
 
 @dataclass
@@ -61,29 +76,35 @@ class Metrics:
         if status == 200:
             self.texts += texts
 
+    def series(self, pending: int, labels: dict[str, str] | None = None) -> dict[str, list[str]]:
+        """Each metric's sample lines, every one carrying `labels` (e.g. the replica)."""
+        extra = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted((labels or {}).items()))
+        sep, plain = ("," if extra else ""), (f"{{{extra}}}" if extra else "")
+        info = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted({**self.info, **(labels or {})}.items()))
+        return {
+            "bert14_requests_total": [
+                f'bert14_requests_total{{{extra}{sep}code="{code}"}} {n}' for code, n in sorted(self.requests.items())
+            ],
+            "bert14_texts_total": [f"bert14_texts_total{plain} {self.texts}"],
+            "bert14_request_seconds": self.latency.lines("bert14_request_seconds", extra),
+            "bert14_batch_texts": self.batches.lines("bert14_batch_texts", extra),
+            "bert14_pending_texts": [f"bert14_pending_texts{plain} {pending}"],
+            "bert14_model_info": [f"bert14_model_info{{{info}}} 1"],
+        }
+
     def render(self, pending: int) -> str:
-        labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(self.info.items()))
-        lines = [
-            "# HELP bert14_requests_total Responses to POST /v1/classify and /v2/models/NAME/infer by HTTP status.",
-            "# TYPE bert14_requests_total counter",
-            *(f'bert14_requests_total{{code="{code}"}} {n}' for code, n in sorted(self.requests.items())),
-            "# HELP bert14_texts_total Texts classified.",
-            "# TYPE bert14_texts_total counter",
-            f"bert14_texts_total {self.texts}",
-            "# HELP bert14_request_seconds Time from a request's arrival to its response.",
-            "# TYPE bert14_request_seconds histogram",
-            *self.latency.lines("bert14_request_seconds"),
-            "# HELP bert14_batch_texts Texts per model call (micro-batch size).",
-            "# TYPE bert14_batch_texts histogram",
-            *self.batches.lines("bert14_batch_texts"),
-            "# HELP bert14_pending_texts Texts accepted and not yet answered.",
-            "# TYPE bert14_pending_texts gauge",
-            f"bert14_pending_texts {pending}",
-            "# HELP bert14_model_info The artifact being served.",
-            "# TYPE bert14_model_info gauge",
-            f"bert14_model_info{{{labels}}} 1",
-        ]
-        return "\n".join(lines) + "\n"
+        return render_all([self.series(pending)])
+
+
+def render_all(parts: list[dict[str, list[str]]]) -> str:
+    """Prometheus text for the series of one server or of several replicas: each metric's HELP and
+    TYPE once, then every part's samples."""
+    lines = []
+    for name, (kind, help_text) in HEADERS.items():
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+        for part in parts:
+            lines += part[name]
+    return "\n".join(lines) + "\n"
 
 
 def _escape(value: str) -> str:

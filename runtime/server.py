@@ -30,6 +30,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -231,14 +232,36 @@ class _RequireKey:
         return hmac.compare_digest(presented, self.key)  # constant time for a key of the right length
 
 
-def create_app(clf: Classifier, options: ServerOptions | None = None) -> FastAPI:
+@dataclass(frozen=True)
+class Hooks:
+    """What a host running several copies of the server (Ray Serve replicas) plugs in."""
+
+    # Called about once a second with this server's metrics and pending texts (to publish them).
+    publish: Callable[[Metrics, int], Awaitable[None]] | None = None
+    # GET /metrics answers this text instead of this server's own (every replica's series).
+    metrics_text: Callable[[], Awaitable[str]] | None = None
+
+
+def create_app(clf: Classifier, options: ServerOptions | None = None, hooks: Hooks | None = None) -> FastAPI:
     options = options or ServerOptions()
+    hooks = hooks or Hooks()
     service = _Service(clf, options)
+
+    async def publishing() -> None:
+        while True:
+            try:
+                await hooks.publish(service.metrics, service.pending)  # type: ignore[misc]
+            except Exception:  # a metrics sink that is down must not take the server with it
+                log.warning("publishing metrics failed", exc_info=True)
+            await asyncio.sleep(1.0)
 
     @asynccontextmanager
     async def lifespan(app):  # noqa: ANN001
         service.batcher.start()
+        publisher = asyncio.create_task(publishing()) if hooks.publish else None
         yield
+        if publisher is not None:
+            publisher.cancel()
         await service.batcher.stop()
         service.tokenizer.shutdown(wait=False, cancel_futures=True)
 
@@ -259,7 +282,8 @@ def create_app(clf: Classifier, options: ServerOptions | None = None) -> FastAPI
 
     @app.get("/metrics")
     async def prometheus() -> PlainTextResponse:
-        return PlainTextResponse(service.metrics.render(service.pending), media_type="text/plain; version=0.0.4")
+        text = await hooks.metrics_text() if hooks.metrics_text else service.metrics.render(service.pending)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     @app.post("/v1/classify")
     async def classify(request: Request) -> JSONResponse:

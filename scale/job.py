@@ -39,6 +39,7 @@ from bert14.errors import BatchError, Bert14Error, InputError
 from bert14.publish import Layout, preflight, staging
 from bert14.runtime import Classifier
 from bert14.runtime.classifier import positive_int
+from bert14.scale.signals import keep_sigterm
 from bert14.scale.sources import ID, PAIR, TEXT, InputSpec, hash_ids, id_hashes, ids_of, open_input, read_blocks
 from bert14.scale.workers import WorkerOptions, classify_dataset, ship
 
@@ -172,6 +173,11 @@ def _connect(address: str | None, progress: bool) -> bool:
     ray.data.DataContext.get_current().enable_progress_bars = progress
     if ray.is_initialized():
         return False
+    with keep_sigterm():
+        return _init(address)
+
+
+def _init(address: str | None) -> bool:
     try:
         if address is None:
             ray.init(

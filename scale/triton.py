@@ -1,7 +1,8 @@
 """`bert14 triton-repo ARTIFACT OUT`: the artifact as a Triton Inference Server model repository.
 
     OUT/
-      bert14/               ensemble: TEXT (and TEXT_PAIR) in, label, score, probs out
+      bert14/               ensemble: text (and text_pair) in, label, score, probs out: the names
+                            bert14 serve's Open Inference Protocol uses, so one client fits both
         config.pbtxt, 1/
       bert14_tokenize/      Python backend: bert14's tokenizer (scale/triton_models/tokenize.py)
         config.pbtxt, 1/model.py, 1/tokenizer.json, 1/bert14_tokenize.json
@@ -70,8 +71,8 @@ def _config(name: str, body: list[str], max_batch: int, backend: str | None = No
 
 def _text_inputs() -> list[str]:
     return [
-        _io("input", "TEXT", "TYPE_STRING", [1]),
-        _io("input", "TEXT_PAIR", "TYPE_STRING", [1], "\n  optional: true"),
+        _io("input", "text", "TYPE_STRING", [1]),
+        _io("input", "text_pair", "TYPE_STRING", [1], "\n  optional: true"),
     ]
 
 
@@ -114,7 +115,7 @@ def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> str:
 def _ensemble_config(options: RepoOptions, num_labels: int) -> str:
     features = {n: f"_{n}" for n in ("input_ids", "attention_mask", "token_type_ids")}
     steps = [
-        _step(TOKENIZE, {"TEXT": "TEXT", "TEXT_PAIR": "TEXT_PAIR"}, features),
+        _step(TOKENIZE, {"text": "text", "text_pair": "text_pair"}, features),
         _step(MODEL, {n: v for n, v in features.items()}, {"logits": "_logits"}),
         _step(POSTPROCESS, {"logits": "_logits"}, {n: n for n in ("label", "score", "probs")}),
     ]

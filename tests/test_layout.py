@@ -26,8 +26,8 @@ FORBIDDEN = {
     "optimize": ("bert14.runtime", "bert14.export", "bert14.quantize", "bert14.build"),
     "quantize": ("bert14.runtime", "bert14.export", "bert14.build", "bert14.check.reference", "bert14.check.artifact"),
     "check": ("bert14.runtime", "bert14.build", "bert14.optimize", "bert14.quantize"),
-    # Scale-out adds no model logic: the runtime's public API only (its session and engines are not).
-    "scale": BUILD_SIDE + HEAVY + ("bert14.runtime.session", "bert14.runtime.cuda", "bert14.runtime.server"),
+    # Scale-out adds no model logic: the runtime's public API (Classifier, the server app), not its engines.
+    "scale": BUILD_SIDE + HEAVY + ("bert14.runtime.session", "bert14.runtime.cuda"),
 }
 # the core package: everything but the two modules that orchestrate the stages
 CORE_ALLOWED_TO_CHAIN = {"build.py", "cli.py"}

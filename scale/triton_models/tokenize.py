@@ -1,6 +1,6 @@
 """Triton Python backend: texts -> input_ids, attention_mask, token_type_ids (bert14's tokenizer).
 
-    TEXT       BYTES [1] per batch item, UTF-8        TEXT_PAIR optional, the same
+    text       BYTES [1] per batch item, UTF-8        text_pair optional, the same
     input_ids, attention_mask, token_type_ids   INT64 [L]  padded to the batch's bucket length
 
 Rows are padded to the next bucket length of the longest row in the request (BUCKETS), not to each
@@ -44,12 +44,12 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             try:
-                texts = self._texts(request, "TEXT")
-                pairs = self._texts(request, "TEXT_PAIR")
+                texts = self._texts(request, "text")
+                pairs = self._texts(request, "text_pair")
                 inputs = texts if pairs is None else list(zip(texts, pairs, strict=True))
                 encodings = self.tokenizer.encode_batch(inputs)
             except (UnicodeDecodeError, ValueError, TypeError) as exc:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"TEXT: {exc}")))
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"text: {exc}")))
                 continue
             width = bucket(max((len(e.ids) for e in encodings), default=1), self.max_length)
             ids = np.full((len(encodings), width), self.pad_id, dtype=np.int64)  # (N, L)

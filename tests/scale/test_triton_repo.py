@@ -67,7 +67,7 @@ def _model(path: Path) -> object:
 
 
 def _texts(values: list[str]) -> _Tensor:
-    return _Tensor("TEXT", np.array([[v.encode("utf-8")] for v in values], dtype=object))  # (N, 1)
+    return _Tensor("text", np.array([[v.encode("utf-8")] for v in values], dtype=object))  # (N, 1)
 
 
 def test_every_config_parses_as_tritons_model_config(tiny_artifact: Path, tmp_path: Path) -> None:
@@ -101,9 +101,9 @@ def test_the_tokenize_model_gives_the_runtimes_ids(tiny_artifact: Path, tmp_path
     clf = Classifier.load(tiny_artifact, precision="int8", provider="cpu", threads=1)
     pairs = ["体育", "财经", "x", "y", "z"]
     for request_pairs in (None, pairs):
-        request = {"TEXT": _texts(TEXTS)}
+        request = {"text": _texts(TEXTS)}
         if request_pairs:
-            request["TEXT_PAIR"] = _Tensor("TEXT_PAIR", np.array([[p.encode()] for p in pairs], dtype=object))
+            request["text_pair"] = _Tensor("text_pair", np.array([[p.encode()] for p in pairs], dtype=object))
         (response,) = model.execute([request])
         expected = clf.encode(TEXTS, request_pairs)
         ids, mask, types_ = (response.outputs[n] for n in ("input_ids", "attention_mask", "token_type_ids"))
@@ -114,8 +114,8 @@ def test_the_tokenize_model_gives_the_runtimes_ids(tiny_artifact: Path, tmp_path
             n = len(e.ids)
             assert ids[row, :n].tolist() == list(e.ids) and mask[row].sum() == n
             assert types_[row, :n].tolist() == list(e.type_ids) and not ids[row, n:].any()
-    (bad,) = model.execute([{"TEXT": _Tensor("TEXT", np.array([[b"\xff"]], dtype=object))}])
-    assert bad.error and "TEXT" in bad.error
+    (bad,) = model.execute([{"text": _Tensor("text", np.array([[b"\xff"]], dtype=object))}])
+    assert bad.error and "text" in bad.error
 
 
 def test_the_ensemble_path_answers_what_the_runtime_answers(tiny_artifact: Path, tmp_path: Path, pb_utils) -> None:
@@ -127,7 +127,7 @@ def test_the_ensemble_path_answers_what_the_runtime_answers(tiny_artifact: Path,
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(tmp_path / "repo" / MODEL / "1" / "model.onnx"), options)
-    (features,) = tokenize.execute([{"TEXT": _texts(TEXTS)}])
+    (features,) = tokenize.execute([{"text": _texts(TEXTS)}])
     (logits,) = session.run(["logits"], features.outputs)
     (answer,) = post.execute([{"logits": _Tensor("logits", logits)}])
     clf = Classifier.load(tiny_artifact, precision="fp32", provider="cpu", threads=1)

@@ -1,0 +1,159 @@
+"""`bert14 serve --replicas 2` on Ray Serve: the same API as one process, metrics of every replica, a
+replica killed under load costs only what was in flight on it, SIGTERM takes it all down."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray.serve", reason="the ray extra is not installed (pip install 'bert14[ray]')")
+httpx = pytest.importorskip("httpx")
+httpclient = pytest.importorskip("tritonclient.http")
+
+from bert14.runtime import Classifier  # noqa: E402
+
+CLI = str(Path(sys.executable).parent / "bert14")
+KEY = "r" * 32
+TEXTS = ["湖人主场险胜勇士", "央行宣布降准0.5个百分点", "新款手机今日发布"]
+
+
+def _auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {KEY}"}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _replica_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"ServeReplica:bert14:bert14" in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return sorted(pids)
+
+
+@pytest.fixture(scope="module")
+def replicas(tiny_artifact: Path):
+    port = _free_port()
+    process = subprocess.Popen(
+        [CLI, "serve", str(tiny_artifact), "--replicas", "2", "--precision", "fp32", "--provider", "cpu",
+         "--port", str(port), "--api-key", KEY],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    line = process.stdout.readline() if process.stdout else ""
+    assert "with 2 replicas x 1 thread(s) on Ray Serve" in line, (line, process.stderr.read() if process.poll() else "")
+    yield f"127.0.0.1:{port}", process
+    if process.poll() is None:
+        process.kill()
+        process.wait(timeout=60)
+
+
+def _classify(url: str, texts: list[str]) -> httpx.Response:
+    return httpx.post(f"http://{url}/v1/classify", json={"texts": texts}, headers=_auth(), timeout=60)
+
+
+def test_both_apis_answer_as_the_classifier_does(replicas, tiny_artifact: Path) -> None:
+    url, _ = replicas
+    expected = Classifier.load(tiny_artifact, precision="fp32", provider="cpu", threads=1).predict(TEXTS)
+    v1 = _classify(url, TEXTS).json()["predictions"]
+    assert [p["label"] for p in v1] == [p.label for p in expected]
+    np.testing.assert_allclose([p["score"] for p in v1], [p.score for p in expected], atol=1e-6)
+    text = httpclient.InferInput("text", [len(TEXTS)], "BYTES")
+    text.set_data_from_numpy(np.array([t.encode() for t in TEXTS], dtype=object))
+    result = httpclient.InferenceServerClient(url).infer("bert14", [text], headers=_auth())
+    assert [v.decode() for v in result.as_numpy("label")] == [p.label for p in expected]
+    assert httpx.get(f"http://{url}/v1/classify", timeout=10).status_code in (401, 405)
+    assert httpx.post(f"http://{url}/v1/classify", json={"texts": ["x"]}, timeout=10).status_code == 401
+
+
+def test_metrics_show_every_replica(replicas) -> None:
+    url, _ = replicas
+    for _ in range(20):
+        assert _classify(url, ["一条", "两条"]).status_code == 200
+    time.sleep(2.5)  # replicas publish once a second
+    text = httpx.get(f"http://{url}/metrics", headers=_auth(), timeout=10).text
+    counts = {
+        line.split('replica="')[1].split('"')[0]: float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("bert14_texts_total{")
+    }
+    assert len(counts) == 2, text
+    assert sum(counts.values()) >= 40
+
+
+def test_a_killed_replica_loses_only_its_requests_in_flight_and_comes_back(replicas) -> None:
+    url, _ = replicas
+    before = _replica_pids()
+    assert len(before) == 2
+    statuses: list[tuple[float, int]] = []
+    stop = time.monotonic() + 25
+
+    def client() -> None:
+        with httpx.Client(timeout=60) as session:
+            while time.monotonic() < stop:
+                try:
+                    status = session.post(f"http://{url}/v1/classify", json={"texts": TEXTS}, headers=_auth())
+                    statuses.append((time.monotonic(), status.status_code))
+                except httpx.HTTPError:
+                    statuses.append((time.monotonic(), 0))
+
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for thread in clients:
+        thread.start()
+    time.sleep(3)
+    killed_at = time.monotonic()
+    os.kill(before[0], signal.SIGKILL)
+    for thread in clients:
+        thread.join()
+    failed = [t for t, code in statuses if code != 200]
+    assert len(failed) <= 4, f"more failures than requests in flight: {Counter(c for _, c in statuses)}"
+    assert all(t >= killed_at for t in failed), "nothing failed before the kill"
+    late = [code for t, code in statuses if t > stop - 5]
+    assert late and all(code == 200 for code in late), "served without errors once it recovered"
+    deadline = time.monotonic() + 60
+    while len(_replica_pids()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    after = _replica_pids()
+    assert len(after) == 2 and before[0] not in after, "Ray Serve replaced the killed replica"
+
+
+def test_sigterm_takes_every_replica_down_in_one_line(replicas) -> None:
+    url, process = replicas
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 143
+    stderr = process.stderr.read() if process.stderr else ""
+    assert "Traceback" not in stderr and "SIGTERM received" not in stderr, stderr[-2000:]
+    assert "terminated (SIGTERM)" in stderr
+    deadline = time.monotonic() + 30
+    while _replica_pids() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _replica_pids() == []
+
+
+def test_the_serve_run_builder_sets_replicas_threads_and_overload(tiny_artifact: Path) -> None:
+    from bert14.errors import InputError
+    from bert14.scale.replicas import build
+
+    app = build({"artifact": str(tiny_artifact), "replicas": "3", "threads_per_replica": "2"})
+    deployment = app._bound_deployment
+    assert deployment.num_replicas == 3 and deployment.ray_actor_options["num_cpus"] == 2
+    assert deployment.max_queued_requests == 512 and deployment.max_ongoing_requests == 128
+    with pytest.raises(InputError, match="expected artifact=DIR"):
+        build({"artifacts": str(tiny_artifact)})
