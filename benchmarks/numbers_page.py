@@ -155,7 +155,8 @@ def batch(report: dict) -> str:
     lines = [
         "`benchmarks/batch.py artifacts/bert14 --fixture artifacts/fixture --json docs/results`: each command from "
         f"start to exit (model load and Ray start-up included), {tp['rounds']} interleaved rounds, medians; peak "
-        f"memory is the largest RSS summed over the command's process tree. {_stamp(report)}",
+        f"memory is the largest PSS summed over the command's process tree (Ray's processes included; a page shared "
+        f"by k processes counts 1/k in each). {_stamp(report)}",
         "",
         f"Throughput, BERT-14 INT8, {tp['rows']:,} THUCNews training titles:",
         "",
@@ -177,6 +178,8 @@ def batch(report: dict) -> str:
             f"| {precision} | {r['label_agreement']:.2%} | {r['flips_not_near_ties']} | {r['max_abs_prob_diff']:.2e} "
             f"| {'yes' if r['ids_exactly_once'] else 'NO'} |"
         )
+    if max(labels[p]["max_abs_prob_diff"] for p in ("fp32", "int8")) < 1e-7:
+        lines += ["", "Differences under 1e-7 are the output's float32 scores against the runtime's float64 ones."]
     lines += ["", "Scale, trained fixture, THUCNews titles repeated under distinct string ids (jsonl), "
               "2 workers x 1 thread:", "",
               "| rows | s | rows/s | peak MB | input in memory, MB | exactly once |",

@@ -89,11 +89,10 @@ def _label_thresholds(items: list[str]) -> dict[str, float]:
     return out
 
 
-def _load_classifier(args: argparse.Namespace):
-    from bert14.runtime import Classifier
+def _load_options(args: argparse.Namespace):
+    from bert14.runtime import LoadOptions
 
-    return Classifier.load(
-        args.artifact,
+    return LoadOptions(
         precision=args.precision,
         provider=args.provider,
         threads=args.threads,
@@ -102,6 +101,12 @@ def _load_classifier(args: argparse.Namespace):
         threshold=args.threshold,
         label_thresholds=_label_thresholds(args.label_threshold),
     )
+
+
+def _load_classifier(args: argparse.Namespace):
+    from bert14.runtime import Classifier
+
+    return Classifier.load(args.artifact, _load_options(args))
 
 
 STDIN = "-"
@@ -190,23 +195,19 @@ def _serve_replicas(args: argparse.Namespace, options) -> int:  # noqa: ANN001
     except ImportError as exc:
         raise InputError("serve --replicas: runs on Ray Serve, which needs the ray extra (pip install "
                          "'bert14[ray]')") from exc  # fmt: skip
-    from bert14.runtime import LoadOptions
     from bert14.scale.replicas import ReplicaOptions, serve_replicas
 
     replicas = ReplicaOptions(
         replicas=args.replicas,
         threads_per_replica=args.threads_per_replica,
+        max_ongoing_requests=args.max_ongoing_requests,
         max_queued_requests=args.max_queued_requests,
         address=args.address,
     )
-    load = LoadOptions(
-        precision=args.precision,
-        provider=args.provider,
-        max_batch=args.batch_size,
-        threshold=args.threshold,
-        label_thresholds=_label_thresholds(args.label_threshold),
+    # --threads is one process's; each replica gets --threads-per-replica
+    serve_replicas(
+        Path(args.artifact), _load_options(args), options, replicas, announce=lambda line: print(line, flush=True)
     )
-    serve_replicas(Path(args.artifact), load, options, replicas, announce=lambda line: print(line, flush=True))
     return 0
 
 
@@ -442,6 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--replicas", type=int, help="run N replicas on Ray Serve behind one port (needs the ray extra)")
     serve.add_argument("--threads-per-replica", type=int, default=1, help="with --replicas: CPUs and threads each")
+    serve.add_argument(
+        "--max-ongoing-requests", type=int, default=128, help="with --replicas: requests a replica holds at once"
+    )
     serve.add_argument(
         "--max-queued-requests", type=int, default=512, help="with --replicas: requests waiting beyond it get 503"
     )

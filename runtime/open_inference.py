@@ -242,20 +242,19 @@ def add_routes(app: FastAPI, service: object, model: str) -> None:
     @app.get("/v2/models/{name}")
     @app.get("/v2/models/{name}/versions/{ver}")
     async def model_metadata(name: str, ver: str | None = None) -> Response:
-        try:
-            known(name, ver)
-        except HTTPFailure as exc:
-            return error_response(exc.status, str(exc))
-        return JSONResponse(metadata)
+        return _or_404(name, ver) or JSONResponse(metadata)
 
     @app.get("/v2/models/{name}/ready")
     @app.get("/v2/models/{name}/versions/{ver}/ready")
     async def model_ready(name: str, ver: str | None = None) -> Response:
+        return _or_404(name, ver) or Response(status_code=200)
+
+    def _or_404(name: str, ver: str | None) -> Response | None:
         try:
             known(name, ver)
         except HTTPFailure as exc:
             return error_response(exc.status, str(exc))
-        return Response(status_code=200)
+        return None
 
     @app.post("/v2/models/{name}/infer")
     @app.post("/v2/models/{name}/versions/{ver}/infer")

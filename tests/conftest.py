@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,24 @@ def export_with_activation(tmp: Path, act: str, exporter: str):
     path = tmp / f"{act}-{exporter}.onnx"
     export_onnx(model, path, ExportSettings(exporter, 18), 512)
     return model, path
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def processes_with(marker: bytes) -> list[int]:
+    """Pids of the processes whose command line holds `marker` (Ray names its workers by their role:
+    b"MapBatches(_Worker)", b"ServeReplica:bert14:bert14")."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return sorted(pids)

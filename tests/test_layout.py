@@ -148,3 +148,13 @@ def test_the_batch_command_offers_the_scale_librarys_choices() -> None:
     assert action["output_format"].default == BatchOptions.output_format
     assert set(action["format"].choices) == set(FORMATS)
     assert set(action["precision"].choices) <= set(PRECISIONS)
+
+
+def test_the_serve_replica_options_match_the_librarys() -> None:
+    pytest.importorskip("ray.serve", reason="replicas need the ray extra")
+    from bert14.cli import build_parser
+    from bert14.scale.replicas import ReplicaOptions
+
+    action = {a.dest: a for a in build_parser()._bert14_commands["serve"]._actions}
+    for dest in ("threads_per_replica", "max_ongoing_requests", "max_queued_requests"):
+        assert action[dest].default == getattr(ReplicaOptions, dest), dest

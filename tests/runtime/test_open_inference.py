@@ -4,7 +4,6 @@ tritonclient.http, against a real server; and the protocol's edge cases in proce
 from __future__ import annotations
 
 import json
-import socket
 import struct
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient is in requirements/dev.txt")
+from conftest import free_port  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from bert14.runtime import Classifier  # noqa: E402
@@ -26,16 +26,10 @@ KEY = "k" * 32
 TEXTS = ["湖人主场险胜勇士", "央行宣布降准0.5个百分点", "新款手机今日发布", "高考作文题目公布" * 30]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_artifact: Path):
     """A real `bert14 serve` (fp32, so both APIs' numbers are comparable exactly), with an API key."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [CLI, "serve", str(tiny_artifact), "--precision", "fp32", "--provider", "cpu", "--threads", "1",
          "--port", str(port), "--api-key", KEY],

@@ -16,6 +16,8 @@ import pytest
 fastapi = pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
+from conftest import free_port  # noqa: E402
+
 from bert14.runtime import Classifier  # noqa: E402
 from bert14.runtime.server import ServerOptions, create_app  # noqa: E402
 
@@ -174,15 +176,9 @@ def test_a_small_request_is_not_stuck_behind_a_large_one(clf: Classifier, monkey
     assert done["small"] - small_started < 0.5, "a small request waits about one run, not the large request"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_slow_clients_are_cut_off_while_others_are_served(tiny_artifact: Path) -> None:
     """Loopback only, bounded: 10 slow-header and 5 slow-body connections, one byte every 0.5 s."""
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [CLI, "serve", str(tiny_artifact), "--provider", "cpu", "--threads", "1", "--port", str(port),
          "--header-timeout", "2", "--body-timeout", "2"],
@@ -235,10 +231,10 @@ def test_non_loopback_bind_without_a_key_warns(clf: Classifier, monkeypatch, cap
     from bert14.runtime import listener
 
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)
-    listener.serve(clf, ServerOptions(host="0.0.0.0", port=_free_port()))
+    listener.serve(clf, ServerOptions(host="0.0.0.0", port=free_port()))
     assert "no authentication" in capsys.readouterr().err
-    listener.serve(clf, ServerOptions(host="127.0.0.1", port=_free_port()))
-    listener.serve(clf, ServerOptions(host="0.0.0.0", port=_free_port(), api_key=KEY))
+    listener.serve(clf, ServerOptions(host="127.0.0.1", port=free_port()))
+    listener.serve(clf, ServerOptions(host="0.0.0.0", port=free_port(), api_key=KEY))
     assert "no authentication" not in capsys.readouterr().err
 
 
@@ -272,7 +268,7 @@ def test_a_title_sharing_a_run_with_long_texts_is_answered_before_them(clf: Clas
 
 
 def test_connections_beyond_the_limit_get_503(tiny_artifact: Path) -> None:
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [CLI, "serve", str(tiny_artifact), "--provider", "cpu", "--threads", "1", "--port", str(port),
          "--max-connections", "4"],

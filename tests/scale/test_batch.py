@@ -23,6 +23,8 @@ pytest.importorskip("ray", reason="the ray extra is not installed (pip install '
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
+from conftest import processes_with  # noqa: E402
+
 from bert14.scale import BatchOptions, run_batch  # noqa: E402
 
 TEXTS = ["湖人队击败勇士", "央行宣布降准", "新款手机发布", "", "股市今日大涨" * 40, "高考作文题目公布", "A [SEP] b"]
@@ -154,18 +156,6 @@ def test_a_failed_job_leaves_the_previous_output_intact(ray_local, tiny_artifact
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-def _actor_pids() -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if b"MapBatches(_Worker)" in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
 def test_a_killed_worker_is_restarted_and_every_row_lands_once(ray_local, tiny_artifact, tmp_path) -> None:
     n = 30_000
     _corpus(tmp_path / "in.txt", n)
@@ -174,7 +164,7 @@ def test_a_killed_worker_is_restarted_and_every_row_lands_once(ray_local, tiny_a
     def kill_one() -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not killed:
-            pids = _actor_pids()
+            pids = processes_with(b"MapBatches(_Worker)")
             if pids and list((tmp_path / "out").glob(".bert14-stage-*/part-*")):
                 time.sleep(0.5)  # some rows are written: the kill lands mid-job
                 os.kill(pids[0], signal.SIGKILL)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,10 +19,13 @@ pytest.importorskip("ray.serve", reason="the ray extra is not installed (pip ins
 httpx = pytest.importorskip("httpx")
 httpclient = pytest.importorskip("tritonclient.http")
 
+from conftest import free_port, processes_with  # noqa: E402
+
 from bert14.runtime import Classifier  # noqa: E402
 
 CLI = str(Path(sys.executable).parent / "bert14")
 KEY = "r" * 32
+REPLICA = b"ServeReplica:bert14:bert14"  # how Ray names a replica's process
 TEXTS = ["湖人主场险胜勇士", "央行宣布降准0.5个百分点", "新款手机今日发布"]
 
 
@@ -31,27 +33,9 @@ def _auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {KEY}"}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _replica_pids() -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if b"ServeReplica:bert14:bert14" in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return sorted(pids)
-
-
 @pytest.fixture(scope="module")
 def replicas(tiny_artifact: Path):
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [CLI, "serve", str(tiny_artifact), "--replicas", "2", "--precision", "fp32", "--provider", "cpu",
          "--port", str(port), "--api-key", KEY],
@@ -100,7 +84,7 @@ def test_metrics_show_every_replica(replicas) -> None:
 
 def test_a_killed_replica_loses_only_its_requests_in_flight_and_comes_back(replicas) -> None:
     url, _ = replicas
-    before = _replica_pids()
+    before = processes_with(REPLICA)
     assert len(before) == 2
     statuses: list[tuple[float, int]] = []
     stop = time.monotonic() + 25
@@ -128,9 +112,9 @@ def test_a_killed_replica_loses_only_its_requests_in_flight_and_comes_back(repli
     late = [code for t, code in statuses if t > stop - 5]
     assert late and all(code == 200 for code in late), "served without errors once it recovered"
     deadline = time.monotonic() + 60
-    while len(_replica_pids()) < 2 and time.monotonic() < deadline:
+    while len(processes_with(REPLICA)) < 2 and time.monotonic() < deadline:
         time.sleep(0.5)
-    after = _replica_pids()
+    after = processes_with(REPLICA)
     assert len(after) == 2 and before[0] not in after, "Ray Serve replaced the killed replica"
 
 
@@ -142,9 +126,9 @@ def test_sigterm_takes_every_replica_down_in_one_line(replicas) -> None:
     assert "Traceback" not in stderr and "SIGTERM received" not in stderr, stderr[-2000:]
     assert "terminated (SIGTERM)" in stderr
     deadline = time.monotonic() + 30
-    while _replica_pids() and time.monotonic() < deadline:
+    while processes_with(REPLICA) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert _replica_pids() == []
+    assert processes_with(REPLICA) == []
 
 
 def test_the_serve_run_builder_sets_replicas_threads_and_overload(tiny_artifact: Path) -> None:
@@ -157,3 +141,31 @@ def test_the_serve_run_builder_sets_replicas_threads_and_overload(tiny_artifact:
     assert deployment.max_queued_requests == 512 and deployment.max_ongoing_requests == 128
     with pytest.raises(InputError, match="expected artifact=DIR"):
         build({"artifacts": str(tiny_artifact)})
+
+
+def test_overload_is_answered_503_at_once(tiny_artifact: Path) -> None:
+    """One replica that holds one request and queues one more: the rest of a burst get 503."""
+    import asyncio
+
+    port = free_port()
+    process = subprocess.Popen(
+        [CLI, "serve", str(tiny_artifact), "--replicas", "1", "--max-ongoing-requests", "1",
+         "--max-queued-requests", "1", "--provider", "cpu", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert "on Ray Serve" in (process.stdout.readline() if process.stdout else "")
+        body = {"texts": ["股市今日大涨" * 40] * 256}
+
+        async def burst() -> list[int]:
+            async with httpx.AsyncClient(timeout=120) as client:
+                replies = await asyncio.gather(
+                    *(client.post(f"http://127.0.0.1:{port}/v1/classify", json=body) for _ in range(12))
+                )
+            return [r.status_code for r in replies]
+
+        statuses = Counter(asyncio.run(burst()))
+        assert statuses[200] >= 2 and statuses[503] >= 1 and set(statuses) <= {200, 503}, statuses
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
