@@ -407,10 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
     triton = commands.add_parser(
         "triton-repo",
         help="write a Triton Inference Server model repository for the artifact",
-        description="Exit codes: 0 done, 2 bad input (OUT not bert14's, options), 6 artifact missing or corrupt.",
+        description="Exit codes: 0 done, 2 bad input (a model directory in OUT that is not bert14's, options), "
+        "6 artifact missing or corrupt.",
     )
     triton.add_argument("artifact", help="artifact directory written by `bert14 export`")
-    triton.add_argument("out", help="repository directory (absent, empty, or an earlier bert14 repository)")
+    triton.add_argument("out", help="model repository directory (new, or one holding other models)")
     triton.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="cpu: INT8 model; gpu: fp16 model")
     triton.add_argument("--max-batch", type=int, default=64, help="Triton's max_batch_size")
     triton.add_argument("--queue-delay-us", type=int, default=2000, help="dynamic batching queue delay")

@@ -121,6 +121,7 @@ def run_batch(options: BatchOptions) -> BatchReport:
     spec = open_input(options.input, options.format, options.text_column, options.pair_column, options.id_column)
     model_file = Classifier.files(options.artifact, options.precision, "cpu")[1]  # fails before Ray starts
     preflight(options.output, OUTPUT)
+    _apart(spec, options.output)
     expected = id_hashes(spec)
     started = time.perf_counter()
     owned = _connect(options.address, options.progress)
@@ -164,6 +165,17 @@ def run_batch(options: BatchOptions) -> BatchReport:
     finally:
         if owned:
             ray.shutdown()
+
+
+def _apart(spec: InputSpec, output: Path) -> None:
+    """An input file inside the output directory would be read while a publish may replace it."""
+    out = Path(output).resolve()
+    inside = [p for p in spec.paths if p.resolve().is_relative_to(out)]
+    if inside:
+        raise InputError(
+            f"--input {inside[0]} lies inside --output {output}, which the job replaces when it publishes; "
+            "write the output elsewhere"
+        )
 
 
 def _connect(address: str | None, progress: bool) -> bool:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from bert14.tokenizer import load_tokenizer
 
 ENSEMBLE, TOKENIZE, MODEL, POSTPROCESS = "bert14", "bert14_tokenize", "bert14_model", "bert14_postprocess"
 TEMPLATES = Path(__file__).parent / "triton_models"
-MARKER = ".bert14-triton-repo"  # says a repository is bert14's to replace
+MARKER = ".bert14-triton-repo.json"  # lists the model directories triton-repo wrote (and may replace)
 
 
 @dataclass(frozen=True)
@@ -137,26 +138,42 @@ def configs(options: RepoOptions, num_labels: int) -> dict[str, str]:
     }  # fmt: skip
 
 
+def _ours(out: Path) -> set[str]:
+    """Model directories an earlier triton-repo wrote into `out` (its marker lists them)."""
+    try:
+        listed = json.loads((out / MARKER).read_text(encoding="utf-8")).get("models", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {name for name in listed if isinstance(name, str) and "/" not in name and name not in ("", ".", "..")}
+
+
 def write_repo(artifact: Path, out: Path, options: RepoOptions | None = None) -> list[Path]:
-    """Write the repository (see the module's docstring) into `out`, which must be absent, empty or
-    an earlier bert14 Triton repository; returns the files written."""
+    """Write bert14's four models (see the module's docstring) into the model repository `out`, which
+    may be absent or hold other models: only directories an earlier triton-repo wrote there (its
+    marker lists them) are replaced, and a model directory of the same name that is not bert14's
+    is refused. Returns the files written."""
     options = options or RepoOptions()
-    if options.name in (TOKENIZE, MODEL, POSTPROCESS):
+    names = [options.name, TOKENIZE, MODEL, POSTPROCESS]
+    if options.name in names[1:]:
         raise InputError(f"--name {options.name!r}: taken by one of the repository's own models; choose another")
     artifact, out = Path(artifact), Path(out)
     manifest = read_manifest(artifact)
     precision = "fp16" if options.device == "gpu" else "int8"
     model_file = Classifier.files(artifact, precision, "cpu")[1]  # which file, and that it is there
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).is_file())):
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: expected a model repository directory, found a file")
+    ours = _ours(out)
+    clash = sorted(name for name in names if (out / name).exists() and name not in ours)
+    if clash:
         raise InputError(
-            f"{out}: expected an absent or empty directory, or an earlier bert14 Triton repository; "
-            "found other files (triton-repo never deletes what it did not write)"
+            f"{out}: model directories {clash} are there and not bert14's; choose another --name or OUT "
+            "(triton-repo never deletes what it did not write)"
         )
     tokenizer, settings = load_tokenizer(artifact)
     labels = [str(label) for label in manifest.model.labels]
     max_length = min(settings.model_max_length, manifest.model.max_position_embeddings)
-    stage = out.with_name(f".{out.name}.bert14-stage")
-    shutil.rmtree(stage, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".bert14-stage-", dir=out))
     try:
         for name, text in configs(options, len(labels)).items():
             (stage / name / "1").mkdir(parents=True)
@@ -171,11 +188,15 @@ def write_repo(artifact: Path, out: Path, options: RepoOptions | None = None) ->
         (post / "bert14_head.json").write_text(json.dumps(head, ensure_ascii=False) + "\n", encoding="utf-8")
         shutil.copyfile(artifact / model_file, model / "model.onnx")
         (stage / MODEL / "labels.txt").write_text("".join(label + "\n" for label in labels), encoding="utf-8")
-        (stage / MARKER).write_text(json.dumps({"artifact_version": manifest.files[model_file][:16]}) + "\n")
-        if out.exists():
-            shutil.rmtree(out)  # an earlier bert14 repository (its marker says so)
-        stage.rename(out)
-    except BaseException:
+        marker = {"models": sorted(names), "artifact_version": manifest.files[model_file][:16]}
+        (out / MARKER).write_text(json.dumps({**marker, "models": sorted(set(names) | ours)}) + "\n")
+        for name in sorted(set(names) | ours):  # ours from before that this run does not write go too
+            old = stage / f".old-{name}"
+            if (out / name).exists():
+                (out / name).rename(old)
+            if (stage / name).exists():
+                (stage / name).rename(out / name)
+        (out / MARKER).write_text(json.dumps(marker) + "\n")
+    finally:
         shutil.rmtree(stage, ignore_errors=True)
-        raise
-    return sorted(p for p in out.rglob("*") if p.is_file())
+    return sorted(p for name in names for p in (out / name).rglob("*") if p.is_file())

@@ -129,6 +129,41 @@ def test_an_output_directory_of_someone_elses_files_is_refused(tiny_artifact: Pa
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["results.csv"]
 
 
+def test_an_input_inside_the_output_directory_is_refused(ray_local, tiny_artifact: Path, tmp_path: Path) -> None:
+    _corpus(tmp_path / "in.txt", 5)
+    out = tmp_path / "out"
+    run_batch(BatchOptions(tiny_artifact, str(tmp_path / "in.txt"), out, output_format="jsonl", progress=False,
+                           workers=1, threads_per_worker=1))  # fmt: skip
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(InputError, match="lies inside --output"):  # its labels, classified again, into itself
+        run_batch(BatchOptions(tiny_artifact, str(out / "part-00000.jsonl"), out, text_column="label",
+                               progress=False))  # fmt: skip
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_sigterm_mid_job_removes_the_stage_and_keeps_the_previous_output(tiny_artifact: Path, tmp_path: Path) -> None:
+    cli = Path(sys.executable).parent / "bert14"
+    _corpus(tmp_path / "small.txt", 10)
+    out = tmp_path / "out"
+    first = subprocess.run([str(cli), "batch", str(tiny_artifact), "--input", str(tmp_path / "small.txt"),
+                            "--output", str(out), "--quiet"], capture_output=True, text=True)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    _corpus(tmp_path / "big.txt", 150_000)
+    job = subprocess.Popen([str(cli), "batch", str(tiny_artifact), "--input", str(tmp_path / "big.txt"),
+                            "--output", str(out), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".bert14-stage-*/part-*")) and time.monotonic() < deadline and job.poll() is None:
+        time.sleep(0.2)
+    assert job.poll() is None, "the job ended before it could be interrupted"
+    job.send_signal(signal.SIGTERM)
+    assert job.wait(timeout=60) == 143
+    stderr = job.stderr.read() if job.stderr else ""
+    assert stderr.strip().splitlines()[-1].startswith("bert14 batch: terminated (SIGTERM)"), stderr[-1000:]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before, "no stage left, the earlier output kept"
+
+
 def test_a_layout_that_cannot_be_placed_is_refused(ray_local, tiny_artifact: Path, tmp_path: Path) -> None:
     _corpus(tmp_path / "in.txt", 3)
     with pytest.raises(InputError, match="room for 2 such worker"):

@@ -140,15 +140,24 @@ def test_the_ensemble_path_answers_what_the_runtime_answers(tiny_artifact: Path,
     assert np.abs(padded_alike - logits).max() < 0.25, "within the INT8 tolerance of the runtime's own answer"
 
 
-def test_someone_elses_directory_is_refused_and_an_earlier_repo_replaced(tiny_artifact: Path, tmp_path: Path) -> None:
-    (tmp_path / "theirs").mkdir()
-    (tmp_path / "theirs" / "model.plan").write_text("theirs")
-    with pytest.raises(InputError, match="triton-repo never deletes what it did not write"):
+def test_other_models_in_the_repository_are_kept_and_a_foreign_namesake_refused(tiny_artifact, tmp_path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "resnet" / "1").mkdir(parents=True)
+    (repo / "resnet" / "config.pbtxt").write_text('name: "resnet"')
+    write_repo(tiny_artifact, repo, RepoOptions(max_batch=8, preferred_batch=(4,)))
+    write_repo(tiny_artifact, repo)  # replaces its own models
+    assert "max_batch_size: 64" in (repo / MODEL / "config.pbtxt").read_text()
+    assert (repo / "resnet" / "config.pbtxt").read_text() == 'name: "resnet"', "another model is left alone"
+    assert sorted(p.name for p in repo.iterdir()) == sorted(
+        [".bert14-triton-repo.json", "bert14", MODEL, POSTPROCESS, TOKENIZE, "resnet"]
+    ), "no stage or old copies left behind"
+    write_repo(tiny_artifact, repo, RepoOptions(name="news"))  # the ensemble renamed: the old one was ours
+    assert not (repo / "bert14").exists() and (repo / "news" / "config.pbtxt").is_file()
+    (tmp_path / "theirs" / MODEL).mkdir(parents=True)
+    (tmp_path / "theirs" / MODEL / "config.pbtxt").write_text("theirs")
+    with pytest.raises(InputError, match=rf"\['{MODEL}'\] are there and not bert14's"):
         write_repo(tiny_artifact, tmp_path / "theirs")
-    assert [p.name for p in (tmp_path / "theirs").iterdir()] == ["model.plan"]
-    write_repo(tiny_artifact, tmp_path / "repo", RepoOptions(max_batch=8, preferred_batch=(4,)))
-    write_repo(tiny_artifact, tmp_path / "repo")
-    assert "max_batch_size: 64" in (tmp_path / "repo" / MODEL / "config.pbtxt").read_text()
+    assert (tmp_path / "theirs" / MODEL / "config.pbtxt").read_text() == "theirs"
     with pytest.raises(InputError, match="preferred batch sizes"):
         RepoOptions(max_batch=8)
 
