@@ -39,7 +39,7 @@ from bert14.errors import BatchError, Bert14Error, InputError
 from bert14.publish import Layout, preflight, staging
 from bert14.runtime import Classifier
 from bert14.runtime.classifier import positive_int
-from bert14.scale.signals import keep_sigterm
+from bert14.scale.cluster import check_reachable, keep_sigterm
 from bert14.scale.sources import ID, PAIR, TEXT, InputSpec, hash_ids, id_hashes, ids_of, open_input, read_blocks
 from bert14.scale.workers import WorkerOptions, classify_dataset, ship
 
@@ -185,6 +185,7 @@ def _connect(address: str | None, progress: bool) -> bool:
     ray.data.DataContext.get_current().enable_progress_bars = progress
     if ray.is_initialized():
         return False
+    check_reachable(address)
     with keep_sigterm():
         return _init(address)
 
@@ -201,7 +202,8 @@ def _init(address: str | None) -> bool:
         else:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise BatchError(f"--address {address}: could not connect to a Ray cluster: {exc}") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BatchError(f"--address {address}: could not connect to a Ray cluster: {first}") from exc
     return True
 
 

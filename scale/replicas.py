@@ -34,9 +34,10 @@ from ray import serve
 from bert14.errors import InputError, ServeError
 from bert14.runtime import Classifier, LoadOptions
 from bert14.runtime.classifier import positive_int
+from bert14.runtime.listener import bind
 from bert14.runtime.metrics import Metrics, render_all
 from bert14.runtime.server import Hooks, ServerOptions, create_app
-from bert14.scale.signals import keep_sigterm
+from bert14.scale.cluster import check_reachable, keep_sigterm
 
 log = logging.getLogger("bert14.scale")
 
@@ -157,7 +158,9 @@ def serve_replicas(
     interrupted (Ctrl-C, SIGTERM), then take it down."""
     started = time.perf_counter()
     app = application(artifact, load, server, options)
+    bind(server.host, server.port).close()  # an address in use is one line before Ray starts, not after
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    check_reachable(options.address)
     with keep_sigterm():
         _init(options.address)
     if options.address is None:
@@ -172,7 +175,8 @@ def serve_replicas(
         try:
             serve.start(http_options={"host": server.host, "port": server.port})
         except Exception as exc:  # Serve's proxy could not bind: one line, as for one process
-            raise ServeError(f"could not serve on {server.host}:{server.port}: {exc}") from exc
+            cause = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise ServeError(f"could not serve on {server.host}:{server.port}: {cause}") from exc
         serve.run(app, name=APP, route_prefix="/", blocking=False)
         announce(
             f"serving {artifact} at http://{server.host}:{server.port} with {_replica_count()} replicas x "

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -162,6 +163,24 @@ def test_sigterm_mid_job_removes_the_stage_and_keeps_the_previous_output(tiny_ar
     stderr = job.stderr.read() if job.stderr else ""
     assert stderr.strip().splitlines()[-1].startswith("bert14 batch: terminated (SIGTERM)"), stderr[-1000:]
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before, "no stage left, the earlier output kept"
+
+
+def test_an_address_where_no_cluster_answers_is_one_line_at_once(tiny_artifact: Path, tmp_path: Path) -> None:
+    cli = Path(sys.executable).parent / "bert14"
+    _corpus(tmp_path / "in.txt", 3)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    started = time.monotonic()
+    done = subprocess.run([str(cli), "batch", str(tiny_artifact), "--input", str(tmp_path / "in.txt"), "--output",
+                           str(tmp_path / "out"), "--address", f"127.0.0.1:{port}"], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 2 and time.monotonic() - started < 30
+    assert done.stderr.strip().splitlines() == [
+        f"bert14 batch: error: --address 127.0.0.1:{port}: no Ray cluster answers there (Connection refused); "
+        "start one with `ray start --head` or check the address"
+    ]
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_layout_that_cannot_be_placed_is_refused(ray_local, tiny_artifact: Path, tmp_path: Path) -> None:

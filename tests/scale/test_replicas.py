@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -169,3 +170,16 @@ def test_overload_is_answered_503_at_once(tiny_artifact: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=60)
+
+
+def test_a_port_in_use_is_one_line_and_exit_8_before_ray_starts(tiny_artifact: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([CLI, "serve", str(tiny_artifact), "--replicas", "1", "--port", str(port)],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 8
+    assert done.stderr.strip().splitlines() == [
+        f"bert14 serve: error: cannot listen on 127.0.0.1:{port}: the address is in use (another server?)"
+    ]
