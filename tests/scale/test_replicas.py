@@ -145,7 +145,7 @@ def test_the_serve_run_builder_sets_replicas_threads_and_overload(tiny_artifact:
 
 
 def test_overload_is_answered_503_at_once(tiny_artifact: Path) -> None:
-    """One replica that holds one request and queues one more: the rest of a burst get 503."""
+    """One replica that holds one request and queues one more: the rest of a burst get 503 at once."""
     import asyncio
 
     port = free_port()
@@ -166,7 +166,9 @@ def test_overload_is_answered_503_at_once(tiny_artifact: Path) -> None:
             return [r.status_code for r in replies]
 
         statuses = Counter(asyncio.run(burst()))
-        assert statuses[200] >= 2 and statuses[503] >= 1 and set(statuses) <= {200, 503}, statuses
+        # How many get in besides the first depends on when the proxy sees the replica busy; the rest
+        # must be 503, not a wait.
+        assert statuses[200] >= 1 and statuses[503] >= 1 and set(statuses) <= {200, 503}, statuses
     finally:
         process.terminate()
         process.wait(timeout=60)
