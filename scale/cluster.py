@@ -1,4 +1,4 @@
-"""Joining Ray from the CLI: what `ray.init` does not do for a command-line tool.
+"""Joining Ray from the CLI (`join`), and what `ray.init` does not do for a command-line tool.
 
 - Ray's core worker installs its own SIGTERM handler when `ray.init` starts it (a crash dump and an
   abort). The CLI's handler turns SIGTERM into `Terminated`, so that a batch job removes its stage
@@ -9,13 +9,15 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from bert14.errors import InputError
+from bert14.errors import Bert14Error, InputError
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -49,3 +51,22 @@ def check_reachable(address: str | None, option: str = "--address") -> None:
             f"{option} {address}: no Ray cluster answers there ({exc.strerror or exc}); start one with "
             "`ray start --head` or check the address"
         ) from None
+
+
+def join(address: str | None, error: type[Bert14Error], namespace: str | None = None) -> None:
+    """Start an embedded Ray sized to this machine (address None) or join the cluster at `address`,
+    quietly (warnings only, workers' output kept in Ray's logs), with the CLI's SIGTERM handler
+    kept. A cluster that cannot be joined is `error`, one line."""
+    import ray
+
+    check_reachable(address)
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": False, "namespace": namespace}
+    with keep_sigterm():
+        try:
+            if address is None:
+                ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, **quiet)
+            else:
+                ray.init(address=address, **quiet)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise error(f"--address {address}: could not connect to a Ray cluster: {first}") from exc

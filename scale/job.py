@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from bert14.errors import BatchError, Bert14Error, InputError
 from bert14.publish import Layout, preflight, staging
 from bert14.runtime import Classifier
 from bert14.runtime.classifier import positive_int
-from bert14.scale.cluster import check_reachable, keep_sigterm
+from bert14.scale.cluster import join
 from bert14.scale.sources import ID, PAIR, TEXT, InputSpec, hash_ids, id_hashes, ids_of, open_input, read_blocks
 from bert14.scale.workers import WorkerOptions, classify_dataset, ship
 
@@ -149,12 +148,10 @@ def run_batch(options: BatchOptions) -> BatchReport:
             try:
                 for block in ds.iter_batches(batch_format="pyarrow", batch_size=None):
                     writer.write(block)
-                writer.close()
-            except (Exception, KeyboardInterrupt) as exc:
-                writer.close()
-                if isinstance(exc, KeyboardInterrupt):
-                    raise
+            except Exception as exc:  # Ctrl-C and SIGTERM go on as they are; the stage goes with them
                 raise _failed(exc, spec, expected, writer, options.output) from None
+            finally:
+                writer.close()
             _verify(spec, expected, writer, options.output)
             report = BatchReport(
                 options.output, writer.rows, writer.errors, time.perf_counter() - started, dict(writer.files),
@@ -185,25 +182,7 @@ def _connect(address: str | None, progress: bool) -> bool:
     ray.data.DataContext.get_current().enable_progress_bars = progress
     if ray.is_initialized():
         return False
-    check_reachable(address)
-    with keep_sigterm():
-        return _init(address)
-
-
-def _init(address: str | None) -> bool:
-    try:
-        if address is None:
-            ray.init(
-                num_cpus=os.cpu_count() or 1,
-                include_dashboard=False,
-                logging_level=logging.WARNING,
-                log_to_driver=False,
-            )
-        else:
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BatchError(f"--address {address}: could not connect to a Ray cluster: {first}") from exc
+    join(address, BatchError)
     return True
 
 

@@ -37,7 +37,7 @@ from bert14.runtime.classifier import positive_int
 from bert14.runtime.listener import bind
 from bert14.runtime.metrics import Metrics, render_all
 from bert14.runtime.server import Hooks, ServerOptions, create_app
-from bert14.scale.cluster import check_reachable, keep_sigterm
+from bert14.scale.cluster import join
 
 log = logging.getLogger("bert14.scale")
 
@@ -132,14 +132,6 @@ def build(args: dict[str, str]) -> object:
     return application(Path(args["artifact"]), load, server, options)
 
 
-def _init(address: str | None) -> None:
-    quiet = {"logging_level": logging.WARNING, "log_to_driver": False, "namespace": NAMESPACE}
-    if address is None:
-        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, **quiet)
-    else:
-        ray.init(address=address, **quiet)
-
-
 def _replica_count() -> int:
     status = serve.status().applications.get(APP)
     if status is None:
@@ -158,19 +150,15 @@ def serve_replicas(
     interrupted (Ctrl-C, SIGTERM), then take it down."""
     started = time.perf_counter()
     app = application(artifact, load, server, options)
+    cpus = os.cpu_count() or 1
+    if options.address is None and options.replicas * options.threads_per_replica > cpus:  # checked before Ray starts
+        raise InputError(
+            f"--replicas {options.replicas} x --threads-per-replica {options.threads_per_replica} need "
+            f"{options.replicas * options.threads_per_replica} CPUs; this machine has {cpus}"
+        )
     bind(server.host, server.port).close()  # an address in use is one line before Ray starts, not after
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
-    check_reachable(options.address)
-    with keep_sigterm():
-        _init(options.address)
-    if options.address is None:
-        cpus = os.cpu_count() or 1
-        if options.replicas * options.threads_per_replica > cpus:
-            ray.shutdown()
-            raise InputError(
-                f"--replicas {options.replicas} x --threads-per-replica {options.threads_per_replica} need "
-                f"{options.replicas * options.threads_per_replica} CPUs; this machine has {cpus}"
-            )
+    join(options.address, ServeError, NAMESPACE)
     try:
         try:
             serve.start(http_options={"host": server.host, "port": server.port})

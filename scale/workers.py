@@ -99,7 +99,9 @@ class _Worker:
         errors: list[str | None] = table.column(ERROR).to_pylist() if ERROR in table.column_names else [None] * n
         for i in range(n):
             if errors[i] is None:
-                errors[i] = _not_text(texts[i], o.text_column) or (pairs and _not_text(pairs[i], o.pair_column))
+                errors[i] = _not_text(texts[i], o.text_column)
+            if errors[i] is None and pairs is not None:
+                errors[i] = _not_text(pairs[i], o.pair_column)
         good = [i for i in range(n) if errors[i] is None]
         predictions: list[Prediction | None] = [None] * n
         for i, prediction in zip(good, self._classify(good, texts, pairs, errors), strict=True):

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,15 @@ def processes_with(marker: bytes) -> list[int]:
             except OSError:
                 continue
     return sorted(pids)
+
+
+def serving(*args: str, ready: str = "serving") -> subprocess.Popen:
+    """A `bert14 serve ARGS` process, once its first line on stdout (the announcement, printed when
+    the port is bound) holds `ready`; the caller stops it."""
+    cli = str(Path(sys.executable).parent / "bert14")
+    process = subprocess.Popen([cli, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = process.stdout.readline() if process.stdout else ""
+    if ready not in line:
+        process.kill()
+        raise AssertionError(f"bert14 serve did not announce {ready!r}: {line!r} {process.communicate()[1][-2000:]}")
+    return process

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +13,12 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient is in requirements/dev.txt")
-from conftest import free_port  # noqa: E402
+from conftest import free_port, serving  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from bert14.runtime import Classifier  # noqa: E402
 from bert14.runtime.server import ServerOptions, create_app  # noqa: E402
 
-CLI = str(Path(sys.executable).parent / "bert14")
 KEY = "k" * 32
 TEXTS = ["湖人主场险胜勇士", "央行宣布降准0.5个百分点", "新款手机今日发布", "高考作文题目公布" * 30]
 
@@ -30,13 +27,9 @@ TEXTS = ["湖人主场险胜勇士", "央行宣布降准0.5个百分点", "新�
 def server(tiny_artifact: Path):
     """A real `bert14 serve` (fp32, so both APIs' numbers are comparable exactly), with an API key."""
     port = free_port()
-    process = subprocess.Popen(
-        [CLI, "serve", str(tiny_artifact), "--precision", "fp32", "--provider", "cpu", "--threads", "1",
-         "--port", str(port), "--api-key", KEY],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    process = serving(str(tiny_artifact), "--precision", "fp32", "--provider", "cpu", "--threads", "1",
+                      "--port", str(port), "--api-key", KEY)  # fmt: skip
     try:
-        assert "serving" in (process.stdout.readline() if process.stdout else "")
         yield f"127.0.0.1:{port}"
     finally:
         process.terminate()

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,12 +14,11 @@ import pytest
 fastapi = pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
-from conftest import free_port  # noqa: E402
+from conftest import free_port, serving  # noqa: E402
 
 from bert14.runtime import Classifier  # noqa: E402
 from bert14.runtime.server import ServerOptions, create_app  # noqa: E402
 
-CLI = str(Path(sys.executable).parent / "bert14")
 KEY = "k" * 32
 
 
@@ -179,13 +176,9 @@ def test_a_small_request_is_not_stuck_behind_a_large_one(clf: Classifier, monkey
 def test_slow_clients_are_cut_off_while_others_are_served(tiny_artifact: Path) -> None:
     """Loopback only, bounded: 10 slow-header and 5 slow-body connections, one byte every 0.5 s."""
     port = free_port()
-    server = subprocess.Popen(
-        [CLI, "serve", str(tiny_artifact), "--provider", "cpu", "--threads", "1", "--port", str(port),
-         "--header-timeout", "2", "--body-timeout", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    server = serving(str(tiny_artifact), "--provider", "cpu", "--threads", "1", "--port", str(port),
+                     "--header-timeout", "2", "--body-timeout", "2")  # fmt: skip
     try:
-        assert "serving" in (server.stdout.readline() if server.stdout else "")
         slow: list[socket.socket] = []
         for i in range(15):
             conn = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -269,13 +262,9 @@ def test_a_title_sharing_a_run_with_long_texts_is_answered_before_them(clf: Clas
 
 def test_connections_beyond_the_limit_get_503(tiny_artifact: Path) -> None:
     port = free_port()
-    server = subprocess.Popen(
-        [CLI, "serve", str(tiny_artifact), "--provider", "cpu", "--threads", "1", "--port", str(port),
-         "--max-connections", "4"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    server = serving(str(tiny_artifact), "--provider", "cpu", "--threads", "1", "--port", str(port),
+                     "--max-connections", "4")  # fmt: skip
     try:
-        assert "serving" in (server.stdout.readline() if server.stdout else "")
         idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(4)]
         time.sleep(0.2)
         refused = httpx.post(f"http://127.0.0.1:{port}/v1/classify", json={"texts": ["新闻"]}, timeout=5)

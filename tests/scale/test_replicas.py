@@ -20,7 +20,7 @@ pytest.importorskip("ray.serve", reason="the ray extra is not installed (pip ins
 httpx = pytest.importorskip("httpx")
 httpclient = pytest.importorskip("tritonclient.http")
 
-from conftest import free_port, processes_with  # noqa: E402
+from conftest import free_port, processes_with, serving  # noqa: E402
 
 from bert14.runtime import Classifier  # noqa: E402
 
@@ -37,13 +37,9 @@ def _auth() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def replicas(tiny_artifact: Path):
     port = free_port()
-    process = subprocess.Popen(
-        [CLI, "serve", str(tiny_artifact), "--replicas", "2", "--precision", "fp32", "--provider", "cpu",
-         "--port", str(port), "--api-key", KEY],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    line = process.stdout.readline() if process.stdout else ""
-    assert "with 2 replicas x 1 thread(s) on Ray Serve" in line, (line, process.stderr.read() if process.poll() else "")
+    ready = "with 2 replicas x 1 thread(s) on Ray Serve"
+    process = serving(str(tiny_artifact), "--replicas", "2", "--precision", "fp32", "--provider", "cpu",
+                      "--port", str(port), "--api-key", KEY, ready=ready)  # fmt: skip
     yield f"127.0.0.1:{port}", process
     if process.poll() is None:
         process.kill()
@@ -149,13 +145,10 @@ def test_overload_is_answered_503_at_once(tiny_artifact: Path) -> None:
     import asyncio
 
     port = free_port()
-    process = subprocess.Popen(
-        [CLI, "serve", str(tiny_artifact), "--replicas", "1", "--max-ongoing-requests", "1",
-         "--max-queued-requests", "1", "--provider", "cpu", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    process = serving(str(tiny_artifact), "--replicas", "1", "--max-ongoing-requests", "1",
+                      "--max-queued-requests", "1", "--provider", "cpu", "--port", str(port),
+                      ready="on Ray Serve")  # fmt: skip
     try:
-        assert "on Ray Serve" in (process.stdout.readline() if process.stdout else "")
         body = {"texts": ["股市今日大涨" * 40] * 256}
 
         async def burst() -> list[int]:
@@ -184,4 +177,14 @@ def test_a_port_in_use_is_one_line_and_exit_8_before_ray_starts(tiny_artifact: P
     assert done.returncode == 8
     assert done.stderr.strip().splitlines() == [
         f"bert14 serve: error: cannot listen on 127.0.0.1:{port}: the address is in use (another server?)"
+    ]
+
+
+def test_more_replicas_than_cores_is_refused_before_ray_starts(tiny_artifact: Path) -> None:
+    done = subprocess.run([CLI, "serve", str(tiny_artifact), "--replicas", "1000", "--port", str(free_port())],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"bert14 serve: error: --replicas 1000 x --threads-per-replica 1 need 1000 CPUs; this machine has "
+        f"{os.cpu_count()}"
     ]
