@@ -32,6 +32,9 @@ FUSED_FILE = "model.opt.onnx"  # fp32, fused into ONNX Runtime's transformer ops
 FP16_FILE = "model.fp16.onnx"  # fused, fp16 (CUDA)
 FP16_SEQLEN_FILE = "model.fp16.seqlen.onnx"  # fused fp16, attention on sequence lengths (CUDA, right padding)
 INT8_FILE = "model.int8.onnx"  # fused, dynamic INT8 (CPU)
+# fused, static INT8 for OpenVINO (CPU): an OpenVINO IR, its graph in .xml and its weights in .bin
+OPENVINO_INT8_FILE = "model.int8.ov.xml"
+OPENVINO_INT8_WEIGHTS = "model.int8.ov.bin"
 CONFIG_FILE = "config.json"  # the Hugging Face config
 VOCAB_FILE = "vocab.txt"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -43,11 +46,16 @@ MODEL_FILES = {
     "fp16": FP16_FILE,
     "fp16_seqlen": FP16_SEQLEN_FILE,
     "int8": INT8_FILE,
+    "int8_openvino": OPENVINO_INT8_FILE,
 }
+# Files a model file cannot load without; they travel, are verified and are replaced with it.
+COMPANION_FILES = {OPENVINO_INT8_FILE: (OPENVINO_INT8_WEIGHTS,)}
 # What every artifact carries besides its models; the runtime reads (and verifies) all of them.
 SUPPORT_FILES = (VOCAB_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_JSON_FILE, CONFIG_FILE)
 # Every file name an export may write into an artifact directory; nothing else is ever replaced there.
-ARTIFACT_FILE_NAMES = frozenset({*MODEL_FILES.values(), *SUPPORT_FILES, MANIFEST_NAME})
+ARTIFACT_FILE_NAMES = frozenset(
+    {*MODEL_FILES.values(), *(n for names in COMPANION_FILES.values() for n in names), *SUPPORT_FILES, MANIFEST_NAME}
+)
 # The model's inputs, int64 (batch, sequence), and its output, float32 (batch, num_labels).
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "logits"
@@ -55,6 +63,11 @@ OUTPUT_NAME = "logits"
 
 # Instruction-set flags that change which ONNX Runtime CPU kernels run (and how INT8 saturates).
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+
+
+def with_companions(name: str) -> list[str]:
+    """A model file and the files it loads with (an OpenVINO IR's weights), in that order."""
+    return [name, *COMPANION_FILES.get(name, ())]
 
 
 def sha256_file(path: Path) -> str:

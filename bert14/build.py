@@ -20,6 +20,8 @@ from bert14.artifact import (
     FUSED_FILE,
     INT8_FILE,
     MODEL_FILE,
+    OPENVINO_INT8_FILE,
+    OPENVINO_INT8_WEIGHTS,
     Manifest,
     cpu_flags,
     package_versions,
@@ -42,12 +44,24 @@ from bert14.export.onnx_export import ExportSettings, export_onnx
 from bert14.publish import staging
 from bert14.quantize.dynamic import DynamicOptions
 from bert14.quantize.fallback import FallbackOptions
+from bert14.quantize.openvino import OpenVinoOptions
 from bert14.quantize.static import StaticOptions
 from bert14.tokenizer import write_tokenizer_files
 
 DEFAULT_OUT = Path("artifacts/bert14")
 FP16_CPU_MAX_TOKENS = 512  # batch x sequence of the fp16 cases checked on the CPU provider
-TRACKED_PACKAGES = ("torch", "transformers", "onnx", "onnxruntime", "onnxscript", "onnx-ir", "tokenizers", "numpy")
+TRACKED_PACKAGES = (
+    "torch",
+    "transformers",
+    "onnx",
+    "onnxruntime",
+    "onnxscript",
+    "onnx-ir",
+    "tokenizers",
+    "numpy",
+    "openvino",
+    "nncf",
+)
 
 
 @dataclass
@@ -66,6 +80,9 @@ class ExportOptions:
     int8_eval_texts: Path | None = None  # UTF-8, one text a line
     int8_static: StaticOptions | None = None  # static QDQ instead of dynamic; needs calibration texts
     int8_calibration_texts: Path | None = None  # UTF-8, one text a line
+    openvino: bool = True  # with quantize, also write model.int8.ov.xml/.bin: OpenVINO static INT8
+    openvino_int8: OpenVinoOptions = field(default_factory=OpenVinoOptions)
+    calibration_texts: Path | None = None  # OpenVINO INT8's calibration, one text a line; None: a seeded sample
     shape_overrides: dict[str, Any] = field(default_factory=dict)  # default model only (tests use tiny shapes)
 
     def __post_init__(self) -> None:
@@ -78,6 +95,18 @@ class ExportOptions:
             raise InputError(
                 "int8: the accuracy-driven fallback needs evaluation texts to measure on (--int8-eval-texts FILE)"
             )
+        builds_openvino = self.openvino and self.optimize and self.quantize
+        if self.calibration_texts is not None and not builds_openvino:
+            raise InputError(
+                "--calibration: the calibration texts are for the OpenVINO INT8 build, which this export skips "
+                "(--no-openvino, --no-int8 or --no-optimize)"
+            )
+        if self.calibration_texts is not None and not Path(self.calibration_texts).is_file():
+            raise InputError(f"--calibration: expected a UTF-8 file, one text a line, found {self.calibration_texts}")
+        if builds_openvino:
+            from bert14.quantize.openvino import require_nncf
+
+            require_nncf()  # before minutes of export, not after
         if self.model_dir is not None and self.shape_overrides:
             raise InputError("shape overrides apply to the default model only, not to a checkpoint")
 
@@ -208,7 +237,49 @@ def _fused_variants(
     }
     if fallback is not None:
         checks.artifacts["int8"]["fallback"] = fallback.to_manifest()
+    if options.openvino:
+        _openvino_int8(source, stage, padded, checks, options)
     return extra
+
+
+def _openvino_int8(
+    source: SourceModel, stage: Path, padded: list[Case], checks: _Checks, options: ExportOptions
+) -> None:
+    """model.int8.ov.xml/.bin: NNCF static INT8 of the fused graph, gated like model.int8.onnx."""
+    from bert14.quantize.openvino import AccuracyTarget, quantize_openvino, seeded_calibration, text_calibration
+    from bert14.tokenizer import load_tokenizer
+
+    config = source.config
+    progress.stage(f"quantizing {OPENVINO_INT8_FILE} (OpenVINO, NNCF)")
+    if options.calibration_texts is not None:
+        tokenizer, _ = load_tokenizer(stage)
+        texts = _read_texts(options.calibration_texts, "calibration texts")
+        calibration = text_calibration(tokenizer, texts, config.max_position_embeddings)
+        origin = f"{len(texts)} texts from {Path(options.calibration_texts).name}"
+    else:
+        calibration = seeded_calibration(config.vocab_size, config.type_vocab_size, config.max_position_embeddings)
+        origin = "seeded random token sequences (no --calibration texts)"
+    accuracy = None
+    if options.int8_fallback is not None:
+        feeds, reference = _eval_batches(source, stage, options)
+        target = options.int8_fallback.target_agreement
+        accuracy = AccuracyTarget(feeds, reference, target, source.score_function)
+    quantized = quantize_openvino(
+        stage / FUSED_FILE, stage / OPENVINO_INT8_FILE, calibration, options.openvino_int8, accuracy, origin
+    )
+    what = f"{OPENVINO_INT8_FILE} (OpenVINO int8)"
+    results = checks.gate(stage / OPENVINO_INT8_FILE, padded, INT8_LOGIT_ATOL, what, strict=False)
+    size = (stage / OPENVINO_INT8_FILE).stat().st_size + (stage / OPENVINO_INT8_WEIGHTS).stat().st_size
+    checks.artifacts["int8_openvino"] = {
+        "file": OPENVINO_INT8_FILE,
+        "weights": OPENVINO_INT8_WEIGHTS,
+        "engine": "openvino",
+        "provider": "cpu",
+        "recipe": quantized.recipe,
+        "size_bytes": size,
+        "size_vs_fp32": round(size / (stage / MODEL_FILE).stat().st_size, 4),
+        "validation": summarize(results, INT8_LOGIT_ATOL),
+    }
 
 
 def _fp16_seqlen(stage: Path, right_padded: list[Case], checks: _Checks) -> None:
@@ -252,23 +323,28 @@ def _int8_static(stage: Path, source: SourceModel, options: ExportOptions):
     return quantize_static_qdq(stage / FUSED_FILE, stage / INT8_FILE, batches, options.int8_static, cpu_flags())
 
 
-def _int8_with_fallback(source: SourceModel, stage: Path, options: ExportOptions):
-    """INT8 with the accuracy-driven fallback, measured against PyTorch on the eval texts."""
-    import numpy as np
-
+def _eval_batches(source: SourceModel, stage: Path, options: ExportOptions):
+    """The eval texts as feeds of length-bucketed batches, and PyTorch's logits for each (B, C)."""
     from bert14.encode import buckets, encode
-    from bert14.quantize.fallback import accuracy_fallback
     from bert14.tokenizer import load_tokenizer
 
     texts = _read_texts(options.int8_eval_texts, "int8 eval texts")
     tokenizer, _ = load_tokenizer(stage)
-    config = source.config
-    encoded = encode(tokenizer, texts, None, config.max_position_embeddings)
+    encoded = encode(tokenizer, texts, None, source.config.max_position_embeddings)
     batches = buckets(encoded, max_batch=32, max_tokens=8192)
-    # Rows are compared batch by batch, in the same order on both sides.
     cases = [Case(f"eval-{i}", b.input_ids, b.attention_mask, b.token_type_ids) for i, b in enumerate(batches)]
-    reference = np.concatenate([torch_logits(source.model, case) for case in cases])  # (N, C)
-    feeds = [case.feeds() for case in cases]
+    return [case.feeds() for case in cases], [torch_logits(source.model, case) for case in cases]
+
+
+def _int8_with_fallback(source: SourceModel, stage: Path, options: ExportOptions):
+    """INT8 with the accuracy-driven fallback, measured against PyTorch on the eval texts."""
+    import numpy as np
+
+    from bert14.quantize.fallback import accuracy_fallback
+
+    # Rows are compared batch by batch, in the same order on both sides.
+    feeds, per_batch = _eval_batches(source, stage, options)
+    reference = np.concatenate(per_batch)  # (N, C)
     assert options.int8_fallback is not None
     fallback = replace(options.int8_fallback, score_function=source.score_function)
     return accuracy_fallback(

@@ -17,6 +17,7 @@ def _export(args: argparse.Namespace) -> int:
     from bert14.build import ExportOptions, export_artifact
     from bert14.quantize.dynamic import DynamicOptions
     from bert14.quantize.fallback import FallbackOptions
+    from bert14.quantize.openvino import OpenVinoOptions
     from bert14.quantize.static import StaticOptions
 
     options = ExportOptions(
@@ -35,6 +36,9 @@ def _export(args: argparse.Namespace) -> int:
             StaticOptions(args.int8_calibrate, not args.int8_per_tensor) if args.int8_method == "static" else None
         ),
         int8_calibration_texts=Path(args.int8_calibration) if args.int8_calibration else None,
+        openvino=not args.no_openvino,
+        openvino_int8=OpenVinoOptions(smooth_quant=not args.openvino_no_smooth_quant),
+        calibration_texts=Path(args.calibration) if args.calibration else None,
         int8_fallback=(
             FallbackOptions(args.int8_target_agreement, args.int8_max_prob_diff)
             if args.int8_target_agreement is not None or args.int8_max_prob_diff is not None
@@ -95,6 +99,7 @@ def _load_options(args: argparse.Namespace):
     return LoadOptions(
         precision=args.precision,
         provider=args.provider,
+        engine=args.engine,
         threads=args.threads,
         max_batch=args.batch_size,
         cuda_graph=args.cuda_graph,
@@ -228,6 +233,7 @@ def _batch(args: argparse.Namespace) -> int:
         id_column=args.id_column,
         output_format=args.output_format,
         precision=args.precision,
+        engine=args.engine,
         workers=args.workers,
         threads_per_worker=args.threads_per_worker,
         batch_size=args.batch_size,
@@ -256,10 +262,23 @@ def _triton_repo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _engine_flag(parser: argparse.ArgumentParser) -> None:
+    from bert14.providers import DEFAULT_ENGINE, ENGINES
+
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=DEFAULT_ENGINE,
+        help="what runs the model on the CPU: ONNX Runtime, OpenVINO (the artifact's OpenVINO INT8 model; "
+        "the openvino extra) or auto (OpenVINO for INT8 when both are there)",
+    )
+
+
 def _runtime_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("artifact", help="artifact directory written by `bert14 export`")
     parser.add_argument("--precision", choices=("auto", "int8", "fp16", "fp32"), default="auto")
     parser.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto")
+    _engine_flag(parser)
     parser.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
     parser.add_argument("--batch-size", type=int, default=32, help="rows per bucketed batch")
     parser.add_argument("--cuda-graph", action="store_true", help="CUDA: replay one CUDA graph per fixed bucket")
@@ -320,6 +339,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--int8-method", choices=("dynamic", "static"), default="dynamic")
     export.add_argument("--int8-calibration", help="static: UTF-8 file of real texts to calibrate on")
+    export.add_argument(
+        "--calibration",
+        help="OpenVINO INT8: UTF-8 file of the model's kind of text, one a line, to calibrate on "
+        "(default: a seeded sample of random token sequences)",
+    )
+    export.add_argument("--no-openvino", action="store_true", help="skip the OpenVINO INT8 model (model.int8.ov.xml)")
+    export.add_argument(
+        "--openvino-no-smooth-quant",
+        action="store_true",
+        help="OpenVINO INT8 without SmoothQuant (moved logits more on the trained fixture; for comparison)",
+    )
     export.add_argument("--int8-calibrate", choices=("minmax", "percentile", "entropy"), default="minmax")
     export.add_argument(
         "--int8-target-agreement",
@@ -393,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--id-column", help="column of unique row ids (default: 'id' if present, else row numbers)")
     batch.add_argument("--output-format", choices=("parquet", "jsonl"), default="parquet")
     batch.add_argument("--precision", choices=("auto", "int8", "fp32"), default="auto")
+    _engine_flag(batch)
     batch.add_argument("--workers", type=int, help="Ray actors, each loading the model once (default: see README)")
     batch.add_argument("--threads-per-worker", type=int, help="CPUs each actor reserves = ONNX Runtime threads")
     batch.add_argument("--batch-size", type=int, default=32, help="rows per model run, bucketed by length")

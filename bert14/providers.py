@@ -1,5 +1,6 @@
-"""What the runtime and the parity runners both say about ONNX Runtime: its CUDA provider, and a
-model file it could not load. onnxruntime only (both sides have it installed)."""
+"""What the runtime and the parity runners both say about the engines: which there are, ONNX
+Runtime's CUDA provider, and a model file it could not load. onnxruntime only (both sides have it
+installed); the OpenVINO engine is bert14/openvino_engine.py."""
 
 from __future__ import annotations
 
@@ -8,6 +9,11 @@ from pathlib import Path
 import onnxruntime as ort
 
 from bert14.errors import ArtifactError, InputError
+
+# What runs the model: ONNX Runtime (every precision, CPU or CUDA), OpenVINO (the artifact's
+# OpenVINO INT8 model, CPU), or auto (OpenVINO for INT8 on the CPU when it can; runtime/session.py).
+ENGINES = ("onnxruntime", "openvino", "auto")
+DEFAULT_ENGINE = "onnxruntime"
 
 
 def cuda_in_onnxruntime() -> bool:

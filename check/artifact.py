@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bert14 import progress
-from bert14.artifact import MODEL_FILES, read_manifest, verify_files
+from bert14 import openvino_engine, progress
+from bert14.artifact import MODEL_FILES, OPENVINO_INT8_FILE, read_manifest, verify_files, with_companions
 from bert14.check.cases import BUCKETS, RIGHT_PADDING_ONLY, SAMPLE_TEXTS, TRUNCATED, random_cases, text_cases
 from bert14.check.compare import THRESHOLDS, Threshold
 from bert14.check.reference import TorchReference, source_of
-from bert14.check.runners import OrtRunner
+from bert14.check.runners import runner_for
 from bert14.errors import ArtifactError
 from bert14.head import SOFTMAX, disagreements, scores
 
@@ -97,12 +97,16 @@ def check_artifact(
     manifest = read_manifest(directory)
     # Tokenizer and config files are checked first and whole: a swapped tokenizer.json fails the
     # check here, naming the file, before minutes of comparisons (model files are reported per row).
-    verify_files(directory, manifest, sorted(set(manifest.files) - set(MODEL_FILES.values())))
+    model_files = {name for key in MODEL_FILES for name in with_companions(MODEL_FILES[key])}
+    verify_files(directory, manifest, sorted(set(manifest.files) - model_files))
     thresholds = THRESHOLDS[provider] if provider in THRESHOLDS else THRESHOLDS["cpu"]
     present = [key for key in MODEL_FILES if manifest.file_of(key) and key in thresholds]
+    if OPENVINO_INT8_FILE in manifest.files and "int8_openvino" in present and not openvino_engine.available():
+        progress.stage(f"skipping {OPENVINO_INT8_FILE}: {openvino_engine.INSTALL_HINT}")
+        present.remove("int8_openvino")
     if not present:
         raise ArtifactError(f"{directory}: the manifest lists no model file to check on {provider}")
-    runners = {key: OrtRunner(directory / MODEL_FILES[key], provider) for key in present}
+    runners = {key: runner_for(directory / MODEL_FILES[key], provider) for key in present}
     model_info = manifest.model
     progress.stage("rebuilding the source model")
     reference = TorchReference(source_of(manifest, model_dir).model, "cuda" if provider == "cuda" else "cpu")
@@ -112,7 +116,7 @@ def check_artifact(
     for key in present:
         name = MODEL_FILES[key]
         try:
-            verify_files(directory, manifest, [name])
+            verify_files(directory, manifest, with_companions(name))
             hash_ok = True
         except ArtifactError:
             hash_ok = False

@@ -52,6 +52,7 @@ THRESHOLDS = {
         "fp16": Threshold(FP16_CPU_LOGIT_ATOL, near_ties_allowed=True),
         "fp16_seqlen": Threshold(FP16_CPU_LOGIT_ATOL, near_ties_allowed=True),
         "int8": Threshold(INT8_LOGIT_ATOL, near_ties_allowed=True),
+        "int8_openvino": Threshold(INT8_LOGIT_ATOL, near_ties_allowed=True),
     },
     "cuda": {  # INT8 is a CPU artifact: ONNX Runtime's CUDA provider has no integer kernels for it
         "fp32": Threshold(CUDA_FP32_LOGIT_ATOL, near_ties_allowed=True),

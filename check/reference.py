@@ -16,7 +16,7 @@ import torch
 from bert14.artifact import Manifest
 from bert14.check.cases import Case
 from bert14.check.compare import FP32_LOGIT_ATOL, CaseResult, validate
-from bert14.check.runners import OrtRunner
+from bert14.check.runners import runner_for
 from bert14.export.model import SourceModel, model_score_function, rebuild
 
 
@@ -56,6 +56,7 @@ def validate_onnx(
     atol: float = FP32_LOGIT_ATOL,
     strict_argmax: bool = True,
 ) -> list[CaseResult]:
-    """An ONNX file on the verification runner (CPU, graph as written) against PyTorch, case by case."""
+    """A model file on its verification runner (ONNX Runtime on the CPU, graph as written; an OpenVINO
+    IR as served) against PyTorch, case by case."""
     reference = model if isinstance(model, TorchReference) else TorchReference(model)
-    return validate(reference, OrtRunner(path), cases, atol, strict_argmax, reference.function)
+    return validate(reference, runner_for(path), cases, atol, strict_argmax, reference.function)

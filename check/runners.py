@@ -5,6 +5,10 @@ what runs is the graph as written and ORT's own session fusions cannot hide a mi
 INT8 fallback measures candidates as they will be served (`optimized=True`). On "cuda" the
 session runs on ONNX Runtime's CUDA provider (onnxruntime-gpu); asking for it where the wheel has
 no CUDA provider is an InputError, not a silent CPU run.
+
+The OpenVINO runner runs an OpenVINO IR exactly as the runtime serves it (bert14/openvino_engine.py):
+OpenVINO has no "graph as written" mode, and what is checked must be what answers requests.
+`runner_for` picks the runner an artifact file needs.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from bert14.artifact import OUTPUT_NAME
+from bert14.artifact import OPENVINO_INT8_FILE, OUTPUT_NAME
 from bert14.encode import ModelInputs
 from bert14.errors import InputError
 from bert14.providers import cuda_in_onnxruntime, load_error, missing_cuda_provider
@@ -49,3 +53,30 @@ class OrtRunner:
     def feeds(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Logits for raw feeds (name -> (B, S) int64 array)."""
         return self.session.run([OUTPUT_NAME], feeds)[0]
+
+
+class OpenVinoRunner:
+    """An OpenVINO IR compiled for the CPU, as served; `runner(inputs)` returns its logits (B, C)."""
+
+    provider = "cpu"
+
+    def __init__(self, path: Path, threads: int = 0) -> None:
+        from bert14.openvino_engine import OpenVinoSession
+
+        self.path = Path(path)
+        self.session = OpenVinoSession(self.path, threads or None)
+
+    def __call__(self, inputs: ModelInputs) -> np.ndarray:
+        return self.session.run([OUTPUT_NAME], inputs.feeds())[0]
+
+    def feeds(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run([OUTPUT_NAME], feeds)[0]
+
+
+def runner_for(path: Path, provider: str = "cpu", optimized: bool = False) -> OrtRunner | OpenVinoRunner:
+    """The runner a model file needs: OpenVINO for the OpenVINO IR (CPU only), ONNX Runtime otherwise."""
+    if Path(path).name == OPENVINO_INT8_FILE:
+        if provider != "cpu":
+            raise InputError(f"{OPENVINO_INT8_FILE} runs on the CPU (OpenVINO), not on {provider}")
+        return OpenVinoRunner(path)
+    return OrtRunner(path, provider, optimized)

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bert14.artifact import MANIFEST_NAME, SUPPORT_FILES, Manifest, read_manifest, verify_files
+from bert14.artifact import MANIFEST_NAME, SUPPORT_FILES, Manifest, read_manifest, verify_files, with_companions
 from bert14.encode import Batch, Encoded, buckets, check_texts, encode
 from bert14.errors import ArtifactError, InputError
 from bert14.head import DEFAULT_THRESHOLD, FUNCTIONS, applied, score_function, scores
+from bert14.providers import DEFAULT_ENGINE
 from bert14.runtime.session import SessionSettings, create, resolve
 from bert14.tokenizer import load_tokenizer
 
@@ -76,6 +77,7 @@ class Prediction:
 class LoadOptions:
     precision: str = "auto"  # auto | int8 | fp16 | fp32
     provider: str = "auto"  # auto | cpu | cuda
+    engine: str = DEFAULT_ENGINE  # onnxruntime | openvino | auto (runtime/session.py)
     threads: int | None = None
     inter_op_threads: int = 1
     spinning: bool = True
@@ -106,6 +108,7 @@ class Classifier:
     max_length: int
     score_function: str  # softmax | sigmoid | identity, from the manifest (bert14/head.py)
     model_file: str  # the artifact file this classifier runs
+    engine: str  # onnxruntime | openvino: what runs it
     thresholds: np.ndarray  # (C,) float64: where each sigmoid label starts to apply
     _session: object = field(repr=False)
     _tokenizer: object = field(repr=False)
@@ -126,16 +129,20 @@ class Classifier:
         directory = Path(directory)
         manifest = read_manifest(directory)
         available = set(manifest.files)
-        precision, provider, path = resolve(directory, options.precision, options.provider, available)
+        precision, provider, path, engine = resolve(
+            directory, options.precision, options.provider, available, options.engine
+        )
         if options.verify:
             # Every file the runtime reads, and the tokenizer.json and config.json that travel with
             # it: a file swapped for another model's must not load silently.
-            verify_files(directory, manifest, [path.name, *SUPPORT_FILES])
+            verify_files(directory, manifest, [*with_companions(path.name), *SUPPORT_FILES])
         settings = SessionSettings(options.threads, options.inter_op_threads, options.spinning, options.cuda_graph)
-        session, actual = create(path, provider, settings)
+        session, actual = create(path, provider, settings, engine)
         if actual != provider and options.provider == "auto":
-            precision, provider, path = resolve(directory, options.precision, "cpu", available)
-            session, actual = create(path, "cpu", settings)
+            precision, provider, path, engine = resolve(directory, options.precision, "cpu", available, options.engine)
+            if options.verify:
+                verify_files(directory, manifest, with_companions(path.name))
+            session, actual = create(path, "cpu", settings, engine)
         tokenizer, tokenizer_settings = load_tokenizer(directory)
         labels = [str(label) for label in manifest.model.labels]
         if not labels:
@@ -159,6 +166,7 @@ class Classifier:
             max_length,
             function,
             path.name,
+            engine,
             thresholds,
             session,
             tokenizer,
@@ -170,13 +178,15 @@ class Classifier:
         return clf
 
     @staticmethod
-    def files(directory: str | Path, precision: str = "auto", provider: str = "cpu") -> list[str]:
-        """Names of the artifact's files that load() reads for `precision` on `provider`: what to copy
-        to a machine that runs it (the manifest first)."""
+    def files(
+        directory: str | Path, precision: str = "auto", provider: str = "cpu", engine: str = DEFAULT_ENGINE
+    ) -> list[str]:
+        """Names of the artifact's files that load() reads for `precision` on `provider` with `engine`:
+        what to copy to a machine that runs it (the manifest first)."""
         directory = Path(directory)
         manifest = read_manifest(directory)
-        _, _, path = resolve(directory, precision, provider, set(manifest.files))
-        return [MANIFEST_NAME, path.name, *(name for name in SUPPORT_FILES if name in manifest.files)]
+        path = resolve(directory, precision, provider, set(manifest.files), engine).path
+        return [MANIFEST_NAME, *with_companions(path.name), *(name for name in SUPPORT_FILES if name in manifest.files)]
 
     def logits(self, texts: Sequence[str] | str, text_pairs: Sequence[str] | None = None) -> np.ndarray:
         """Raw logits, (N, num_labels) float32, in the caller's order."""
@@ -268,6 +278,7 @@ class Classifier:
             "thresholds": dict(zip(self.labels, self.thresholds.tolist(), strict=True)),
             "precision": self.precision,
             "provider": self.provider,
+            "engine": self.engine,
             "max_length": self.max_length,
             "model": {k: v for k, v in model.items() if k != "labels"},
             # The served file's sha256, shortened: changes exactly when the model does.

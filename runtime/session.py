@@ -4,6 +4,11 @@ Precision and provider resolve together:
     provider "auto"  -> CUDA when onnxruntime-gpu sees a GPU, else the CPU (with a logged warning
                         when CUDA was available in the wheel but could not start)
     precision "auto" -> fp16 on CUDA, INT8 on the CPU (fp32 fused if the artifact has no INT8)
+The engine resolves with them (bert14/providers.py, bert14/openvino_engine.py):
+    engine "onnxruntime" -> ONNX Runtime, every precision above
+    engine "openvino"    -> OpenVINO on the CPU, the artifact's OpenVINO INT8 model only
+    engine "auto"        -> OpenVINO when the request resolves to INT8 on the CPU, the artifact has
+                            the OpenVINO model and `openvino` is installed; else ONNX Runtime
 INT8 on CUDA is refused: ONNX Runtime's CUDA provider has no kernels for the integer ops
 (QAttention, DynamicQuantizeMatMul, ...), so they would run on the CPU and every layer would copy
 activations between host and device. The fp16 artifact is the GPU's fast path.
@@ -14,12 +19,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import onnxruntime as ort
 
-from bert14.artifact import FP16_FILE, FP16_SEQLEN_FILE, FUSED_FILE, INT8_FILE, MODEL_FILE
+from bert14 import openvino_engine as ov_engine
+from bert14.artifact import FP16_FILE, FP16_SEQLEN_FILE, FUSED_FILE, INT8_FILE, MODEL_FILE, OPENVINO_INT8_FILE
 from bert14.errors import ArtifactError, InputError
-from bert14.providers import cuda_in_onnxruntime, load_error, missing_cuda_provider
+from bert14.providers import DEFAULT_ENGINE, ENGINES, cuda_in_onnxruntime, load_error, missing_cuda_provider
 
 log = logging.getLogger("bert14.runtime")
 
@@ -52,12 +59,25 @@ def cuda_present() -> bool:
     return cuda_in_onnxruntime()
 
 
-def resolve(directory: Path, precision: str, provider: str, available: set[str]) -> tuple[str, str, Path]:
-    """(precision, provider, model file) for a request, or an InputError saying why not."""
+class Resolved(NamedTuple):
+    precision: str
+    provider: str
+    path: Path
+    engine: str = "onnxruntime"
+
+
+def resolve(
+    directory: Path, precision: str, provider: str, available: set[str], engine: str = DEFAULT_ENGINE
+) -> Resolved:
+    """(precision, provider, model file, engine) for a request, or an InputError saying why not."""
     if precision not in PRECISIONS:
         raise InputError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
     if provider not in PROVIDERS:
         raise InputError(f"provider: expected one of {PROVIDERS}, got {provider!r}")
+    if engine not in ENGINES:
+        raise InputError(f"engine: expected one of {ENGINES}, got {engine!r}")
+    if engine == "openvino":
+        return _resolve_openvino(directory, precision, provider, available)
     if provider == "cuda" and not cuda_present():
         raise missing_cuda_provider()
     if provider == "auto":
@@ -67,6 +87,10 @@ def resolve(directory: Path, precision: str, provider: str, available: set[str])
     if precision == "auto":
         order = ("fp16", "fp32") if provider == "cuda" else ("int8", "fp32")
         precision = next((p for p in order if any(f in available for f in PRECISION_FILES[p])), order[-1])
+    if engine == "auto" and provider == "cpu" and precision == "int8" and OPENVINO_INT8_FILE in available:
+        if ov_engine.available():
+            return Resolved("int8", "cpu", directory / OPENVINO_INT8_FILE, "openvino")
+        log.info("%s has an OpenVINO INT8 model; running ONNX Runtime's (%s)", directory, ov_engine.INSTALL_HINT)
     files = PRECISION_FILES[precision]
     if precision == "fp16" and provider == "cuda":
         # Attention on sequence lengths runs ONNX Runtime's fused CUDA kernels; it assumes right
@@ -78,11 +102,31 @@ def resolve(directory: Path, precision: str, provider: str, available: set[str])
             f"{directory}: no {precision} model ({' or '.join(PRECISION_FILES[precision])}) in the artifact; "
             "re-run `bert14 export` or choose another precision"
         )
-    return precision, provider, directory / name
+    return Resolved(precision, provider, directory / name)
 
 
-def create(path: Path, provider: str, settings: SessionSettings) -> tuple[ort.InferenceSession, str]:
+def _resolve_openvino(directory: Path, precision: str, provider: str, available: set[str]) -> Resolved:
+    if provider == "cuda":
+        raise InputError("engine 'openvino' runs on the CPU; for CUDA use engine='onnxruntime' (fp16)")
+    if precision not in ("auto", "int8"):
+        raise InputError(
+            f"engine 'openvino' runs the artifact's INT8 model ({OPENVINO_INT8_FILE}), not {precision}; "
+            "use engine='onnxruntime' for fp32 or fp16"
+        )
+    if not ov_engine.available():
+        raise ov_engine.missing()
+    if OPENVINO_INT8_FILE not in available:
+        raise ArtifactError(
+            f"{directory}: no OpenVINO INT8 model ({OPENVINO_INT8_FILE}) in the artifact (exported with "
+            "--no-openvino, or before it existed); re-run `bert14 export` without it, or use engine='onnxruntime'"
+        )
+    return Resolved("int8", "cpu", directory / OPENVINO_INT8_FILE, "openvino")
+
+
+def create(path: Path, provider: str, settings: SessionSettings, engine: str = "onnxruntime") -> tuple[object, str]:
     """The session and the provider it really runs on (CUDA may fail to start: then the CPU)."""
+    if engine == "openvino":
+        return ov_engine.OpenVinoSession(path, settings.threads), "cpu"
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.inter_op_num_threads = settings.inter_op_threads

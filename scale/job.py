@@ -35,6 +35,7 @@ from ray.data.datasource import Datasource, ReadTask
 
 from bert14 import errors
 from bert14.errors import BatchError, Bert14Error, InputError
+from bert14.providers import DEFAULT_ENGINE
 from bert14.publish import Layout, preflight, staging
 from bert14.runtime import Classifier
 from bert14.runtime.classifier import positive_int
@@ -75,6 +76,7 @@ class BatchOptions:
     id_column: str | None = None  # None: "id" when the input has it, else generated row numbers
     output_format: str = "parquet"
     precision: str = "auto"
+    engine: str = DEFAULT_ENGINE  # onnxruntime | openvino | auto
     workers: int | None = None  # None: see plan()
     threads_per_worker: int | None = None
     batch_size: int = 32  # rows per model run
@@ -118,7 +120,7 @@ class BatchReport:
 def run_batch(options: BatchOptions) -> BatchReport:
     """Classify every row of options.input into options.output (see the module's docstring)."""
     spec = open_input(options.input, options.format, options.text_column, options.pair_column, options.id_column)
-    model_file = Classifier.files(options.artifact, options.precision, "cpu")[1]  # fails before Ray starts
+    model_file = Classifier.files(options.artifact, options.precision, "cpu", options.engine)[1]  # fails before Ray
     preflight(options.output, OUTPUT)
     _apart(spec, options.output)
     expected = id_hashes(spec)
@@ -135,8 +137,9 @@ def run_batch(options: BatchOptions) -> BatchReport:
             TEXT,
             PAIR if spec.pair_column else None,
             node_column=NODE,
+            engine=options.engine,
         )
-        shipment = ship(options.artifact, options.precision, to_other_nodes=nodes > 1)
+        shipment = ship(options.artifact, worker_options, to_other_nodes=nodes > 1)
         ds = ray.data.read_datasource(
             _Source(spec),
             num_cpus=0,

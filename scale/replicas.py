@@ -32,6 +32,7 @@ import ray
 from ray import serve
 
 from bert14.errors import InputError, ServeError
+from bert14.providers import DEFAULT_ENGINE
 from bert14.runtime import Classifier, LoadOptions
 from bert14.runtime.classifier import positive_int
 from bert14.runtime.listener import bind
@@ -101,7 +102,7 @@ class Replica:
 
 def application(artifact: Path, load: LoadOptions, server: ServerOptions, options: ReplicaOptions) -> object:
     """The Serve application: `options.replicas` replicas of the server on `artifact`."""
-    Classifier.files(artifact, load.precision, "cpu" if load.provider == "auto" else load.provider)  # fail early
+    Classifier.files(artifact, load.precision, "cpu" if load.provider == "auto" else load.provider, load.engine)
     # Several processes share the cores: a thread spinning while it waits would take them from the others.
     load = dataclasses.replace(load, threads=options.threads_per_replica, spinning=options.replicas == 1)
     deployment = serve.deployment(Replica).options(
@@ -116,18 +117,19 @@ def application(artifact: Path, load: LoadOptions, server: ServerOptions, option
 
 def build(args: dict[str, str]) -> object:
     """Application builder for `serve run bert14.scale.replicas:build artifact=DIR [replicas=N]
-    [threads_per_replica=T] [precision=int8] [model_name=bert14]`; the API key comes from
+    [threads_per_replica=T] [precision=int8] [engine=openvino] [model_name=bert14]`; the API key comes from
     BERT14_API_KEY, as for `bert14 serve`."""
     from bert14.runtime.listener import API_KEY_ENV
 
-    known = {"artifact", "replicas", "threads_per_replica", "precision", "model_name"}
+    known = {"artifact", "replicas", "threads_per_replica", "precision", "engine", "model_name"}
     unknown = sorted(set(args) - known)
     if unknown or "artifact" not in args:
         raise InputError(
             f"serve run bert14.scale.replicas:build: expected artifact=DIR and {sorted(known)}, got {args}"
         )
     options = ReplicaOptions(int(args.get("replicas", 2)), int(args.get("threads_per_replica", 1)))
-    load = LoadOptions(precision=args.get("precision", "auto"), provider="cpu")
+    engine = args.get("engine", DEFAULT_ENGINE)
+    load = LoadOptions(precision=args.get("precision", "auto"), provider="cpu", engine=engine)
     server = ServerOptions(model_name=args.get("model_name", "bert14"), api_key=os.environ.get(API_KEY_ENV) or None)
     return application(Path(args["artifact"]), load, server, options)
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from bert14.errors import InputError
+from bert14.providers import DEFAULT_ENGINE
 from bert14.runtime import Classifier, Prediction
 from bert14.runtime.classifier import positive_int
 from bert14.scale.sources import ERROR, ROWS_PER_BLOCK, TEXT
@@ -45,6 +46,7 @@ class WorkerOptions:
     pair_column: str | None = None
     keep_text: bool = False  # keep the text (and pair) columns in the output
     node_column: str | None = None  # record the Ray node that classified each row in this column
+    engine: str = DEFAULT_ENGINE  # onnxruntime | openvino | auto (bert14/runtime/session.py)
 
     def __post_init__(self) -> None:
         positive_int("threads_per_worker", self.threads, 1024)
@@ -61,11 +63,12 @@ class ArtifactShipment:
     files: object | None = None  # ray.ObjectRef -> dict[str, bytes]
 
 
-def ship(artifact: str | Path, precision: str, to_other_nodes: bool) -> ArtifactShipment:
+def ship(artifact: str | Path, options: WorkerOptions, to_other_nodes: bool) -> ArtifactShipment:
     import ray
 
     directory = Path(artifact).resolve()
-    names = Classifier.files(directory, precision, "cpu")  # an InputError/ArtifactError before the job
+    # An InputError/ArtifactError before the job.
+    names = Classifier.files(directory, options.precision, "cpu", options.engine)
     ref = ray.put({name: (directory / name).read_bytes() for name in names}) if to_other_nodes else None
     return ArtifactShipment(str(directory), ray.get_runtime_context().get_node_id(), ref)
 
@@ -84,8 +87,8 @@ class _Worker:
             self._copy = directory = tempfile.mkdtemp(prefix="bert14-artifact-")
             for name, data in ray.get(shipment.files).items():
                 (Path(directory) / name).write_bytes(data)
-        self.clf = Classifier.load(directory, precision=options.precision, provider="cpu", threads=options.threads,
-                                   max_batch=options.max_batch)  # fmt: skip
+        self.clf = Classifier.load(directory, precision=options.precision, provider="cpu", engine=options.engine,
+                                   threads=options.threads, max_batch=options.max_batch)  # fmt: skip
 
     def __del__(self) -> None:
         if self._copy:
@@ -177,7 +180,7 @@ def classify_dataset(
     positive_int("workers", workers, 100_000)
     if shipment is None:
         several_nodes = sum(1 for node in ray.nodes() if node.get("Alive")) > 1
-        shipment = ship(artifact, options.precision, several_nodes)
+        shipment = ship(artifact, options, several_nodes)
     return ds.map_batches(  # type: ignore[attr-defined]
         _Worker,
         fn_constructor_kwargs={"shipment": shipment, "options": options},

@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 
 def test_gpu_check_logic_on_the_cpu_provider(tiny_artifact: Path, capsys) -> None:
     report = gpu_check.check(tiny_artifact, "cpu", rounds=2, shapes=((1, 16), (2, 32)), public=False)
-    assert set(report["parity"]) == {"fp32", "fp32_fused", "fp16", "fp16_seqlen", "int8"}
+    assert set(report["parity"]) == {"fp32", "fp32_fused", "fp16", "fp16_seqlen", "int8", "int8_openvino"}
     assert all(p["passed"] for p in report["parity"].values())
     assert report["parity"]["fp32_fused"]["max_abs_logit_diff"] < 1e-4
     assert set(report["latency_ms"]) == {"1x16", "2x32"}

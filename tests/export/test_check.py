@@ -16,7 +16,7 @@ FIELDS = {"max_abs_logit_diff", "mean_abs_logit_diff", "max_abs_prob_diff", "top
 def test_check_passes_on_a_fresh_artifact_with_every_field(tiny_artifact: Path, capsys) -> None:
     assert main(["check", str(tiny_artifact), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report) == {"fp32", "fp32_fused", "fp16", "fp16_seqlen", "int8"}
+    assert set(report) == {"fp32", "fp32_fused", "fp16", "fp16_seqlen", "int8", "int8_openvino"}
     for summary in report.values():
         assert FIELDS <= set(summary) and summary["passed"]
         assert set(summary["buckets"]) == {"1-16", "17-64", "65-128", "129-512", "truncated"}

@@ -19,7 +19,14 @@ from bert14.export.model import build_default
 from bert14.quantize.isa import choose_weight_format
 
 BASE_FILES = {"model.onnx", "config.json", "vocab.txt", "tokenizer_config.json", "tokenizer.json", "manifest.json"}
-ARTIFACT_FILES = BASE_FILES | {"model.opt.onnx", "model.fp16.onnx", "model.fp16.seqlen.onnx", "model.int8.onnx"}
+ARTIFACT_FILES = BASE_FILES | {
+    "model.opt.onnx",
+    "model.fp16.onnx",
+    "model.fp16.seqlen.onnx",
+    "model.int8.onnx",
+    "model.int8.ov.xml",
+    "model.int8.ov.bin",
+}
 
 
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
