@@ -101,8 +101,8 @@ class ExportOptions:
                 "--calibration: the calibration texts are for the OpenVINO INT8 build, which this export skips "
                 "(--no-openvino, --no-int8 or --no-optimize)"
             )
-        if self.calibration_texts is not None and not Path(self.calibration_texts).is_file():
-            raise InputError(f"--calibration: expected a UTF-8 file, one text a line, found {self.calibration_texts}")
+        if self.calibration_texts is not None:
+            _read_texts(self.calibration_texts, "--calibration")  # readable, UTF-8, not empty: before the work
         if builds_openvino:
             from bert14.quantize.openvino import require_nncf
 

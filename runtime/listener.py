@@ -117,5 +117,6 @@ def serve(clf: Classifier, options: ServerOptions, announce=print) -> None:  # n
         limit_concurrency=options.max_connections,
         timeout_keep_alive=5,
     )
-    announce(f"serving {clf.directory.name} ({clf.precision} on {clf.provider}) at http://{options.host}:{options.port}")
+    engine = "" if clf.engine == "onnxruntime" else f", {clf.engine}"
+    announce(f"serving {clf.directory.name} ({clf.precision} on {clf.provider}{engine}) at http://{options.host}:{options.port}")
     uvicorn.Server(config).run(sockets=[sock])

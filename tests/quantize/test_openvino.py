@@ -181,4 +181,10 @@ def test_calibration_options_are_checked_before_the_export_starts(tmp_path: Path
         ExportOptions(out_dir=tmp_path / "out", openvino=False, calibration_texts=texts)
     with pytest.raises(InputError, match="--calibration: expected a UTF-8 file.*missing.txt"):
         ExportOptions(out_dir=tmp_path / "out", calibration_texts=tmp_path / "missing.txt")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(InputError, match="latin1.txt: expected UTF-8 text"):
+        ExportOptions(out_dir=tmp_path / "out", calibration_texts=tmp_path / "latin1.txt")
+    (tmp_path / "blank.txt").write_text("\n  \n", encoding="utf-8")
+    with pytest.raises(InputError, match="blank.txt: expected at least one text"):
+        ExportOptions(out_dir=tmp_path / "out", calibration_texts=tmp_path / "blank.txt")
     assert not (tmp_path / "out").exists()
