@@ -2,7 +2,10 @@
 
 Configurations: PyTorch eager fp32 (the source); ONNX Runtime on the unfused model.onnx; this
 project's fused fp32 (model.opt.onnx) and INT8 (model.int8.onnx); the public recipe (ONNX
-Runtime's transformer optimizer + quantize_dynamic on a TorchScript export of the eager attention).
+Runtime's transformer optimizer + quantize_dynamic on a TorchScript export of the eager attention);
+with openvino and nncf installed, the OpenVINO engine (model.int8.ov.xml) and OpenVINO's stock
+static INT8 (nncf.quantize defaults on model.onnx, the export's seeded calibration sample;
+benchmarks/openvino_int8.py compares those two in depth).
 Shapes: batch 1 x seq 16/128/512 and batch 8 x seq 128 (medians and p95 over rounds), plus
 real-text throughput on the 1,000 THUCNews test titles (the same length-bucketed batches for all).
 Prints a table, writes bench.json and bench.png (a bar chart of the table) into --out.
@@ -71,6 +74,7 @@ def main() -> int:
             "public recipe int8": session(str(recipe)),
             "bert14 int8": session(str(args.artifact / "model.int8.onnx")),
         }
+        sessions |= openvino_sessions(args.artifact, Path(tmp), config)
         progress.step("sessions")
         model = source.model
         table: dict[str, dict[str, dict[str, float]]] = {}
@@ -97,6 +101,25 @@ def main() -> int:
     chart(report, args.out / "bench.png")
     print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.png'}")
     return 0
+
+
+def openvino_sessions(artifact: Path, work: Path, config) -> dict[str, object]:
+    """The OpenVINO rows, when the artifact has the OpenVINO model and openvino + nncf are installed."""
+    from bert14 import openvino_engine
+
+    if not (artifact / "model.int8.ov.xml").is_file() or not openvino_engine.available():
+        print("bench: no OpenVINO rows (no model.int8.ov.xml, or openvino is not installed)", file=sys.stderr)
+        return {}
+    from openvino_int8 import STOCK, StockSession, stock_int8
+
+    from bert14.quantize.openvino import seeded_calibration
+
+    calibration = seeded_calibration(config.vocab_size, config.type_vocab_size, config.max_position_embeddings)
+    stock = stock_int8(artifact / "model.onnx", calibration, work)[STOCK]
+    return {
+        "bert14 openvino int8": openvino_engine.OpenVinoSession(artifact / "model.int8.ov.xml", THREADS),
+        "openvino stock int8": StockSession(stock),
+    }
 
 
 def real_text(artifact: Path, model, sessions: dict) -> dict[str, float]:

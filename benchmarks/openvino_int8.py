@@ -64,6 +64,16 @@ def stock_int8(onnx_path: Path, calibration: list[dict[str, np.ndarray]], work: 
     return compiled
 
 
+class StockSession:
+    """A compiled OpenVINO model run like an onnxruntime.InferenceSession (benchmarks/bench.py's rows)."""
+
+    def __init__(self, compiled) -> None:
+        self.compiled, self.request = compiled, compiled.create_infer_request()
+
+    def run(self, names, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return [self.request.infer(feeds)[self.compiled.output(0)].copy()]
+
+
 def _runner(compiled):
     request = compiled.create_infer_request()
     return lambda feeds: request.infer(feeds)[compiled.output(0)].copy()

@@ -188,3 +188,16 @@ def test_calibration_options_are_checked_before_the_export_starts(tmp_path: Path
     with pytest.raises(InputError, match="blank.txt: expected at least one text"):
         ExportOptions(out_dir=tmp_path / "out", calibration_texts=tmp_path / "blank.txt")
     assert not (tmp_path / "out").exists()
+
+
+def test_concurrent_callers_get_their_own_answers(tiny_artifact: Path) -> None:
+    """OpenVINO's infer requests are not thread-safe: each calling thread gets its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    clf = Classifier.load(tiny_artifact, engine="openvino", threads=1)
+    texts = [f"{TEXTS[i % 3]}{i}" for i in range(24)]
+    alone = [clf.logits([text]) for text in texts]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda text: clf.logits([text]), texts * 3))
+    for i, got in enumerate(together):
+        assert np.array_equal(got, alone[i % len(texts)]), texts[i % len(texts)]

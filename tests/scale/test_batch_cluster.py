@@ -18,14 +18,21 @@ def test_rows_are_classified_on_both_nodes_exactly_once(tiny_artifact: Path, tmp
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    context = ray.data.DataContext.get_current()
+    waited = context.wait_for_min_actors_s
     try:
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, logging_level="WARNING")
+        # Ray Data feeds the pool as soon as one actor is up. In a fresh venv the second node's
+        # actor took long enough to start (cold imports) that the first classified all 4 blocks,
+        # so this test waits for both, as its subject is placement and shipping, not start-up.
+        context.wait_for_min_actors_s = 120
         texts = [f"第{i}条新闻标题" for i in range(4000)]
         (tmp_path / "in.txt").write_text("".join(t + "\n" for t in texts), encoding="utf-8")
         report = run_batch(BatchOptions(tiny_artifact, str(tmp_path / "in.txt"), tmp_path / "out", progress=False))
     finally:
+        context.wait_for_min_actors_s = waited
         ray.shutdown()
         cluster.shutdown()
     assert (report.workers, report.threads) == (2, 1), "by default one worker per node, with all its CPUs"
