@@ -37,6 +37,7 @@ from data import articles, calibration_titles, other_genres, titles
 
 from bert14.check.cases import BUCKETS, TRUNCATED
 from bert14.check.compare import agreement
+from bert14.encode import buckets
 from bert14.head import SOFTMAX
 
 SHAPES = ((1, 16), (1, 128), (1, 512), (8, 128))
@@ -74,11 +75,6 @@ class StockSession:
         return [self.request.infer(feeds)[self.compiled.output(0)].copy()]
 
 
-def _runner(compiled):
-    request = compiled.create_infer_request()
-    return lambda feeds: request.infer(feeds)[compiled.output(0)].copy()
-
-
 def speed(artifact: Path, rounds: int, work: Path) -> dict[str, object]:
     from common import session
 
@@ -92,7 +88,7 @@ def speed(artifact: Path, rounds: int, work: Path) -> dict[str, object]:
     calibration = seeded_calibration(config.vocab_size, config.type_vocab_size, config.max_position_embeddings)
     print("speed: quantizing the stock recipe and building the public recipe ...", file=sys.stderr, flush=True)
     compiled = stock_int8(artifact / "model.onnx", calibration, work)
-    stock = {name: _runner(model) for name, model in compiled.items()}
+    stock = {name: StockSession(model) for name, model in compiled.items()}
     _, public_int8 = public_recipe(source.model, work, config.num_attention_heads, config.hidden_size)
     # No ONNX Runtime session may spin after its run: its threads would take the cores from the next runner.
     public = session(str(public_int8))
@@ -105,7 +101,7 @@ def speed(artifact: Path, rounds: int, work: Path) -> dict[str, object]:
             "bert14 OpenVINO INT8": lambda f=feeds: ours_ov.run(["logits"], f),
             "bert14 ORT INT8": lambda f=feeds: ours_ort.run(["logits"], f),
             "public recipe INT8": lambda f=feeds: public.run(None, f),
-        } | {name: (lambda f=feeds, run=run: run(f)) for name, run in stock.items()}
+        } | {name: (lambda f=feeds, s=s: s.run(None, f)) for name, s in stock.items()}
         timings = interleaved(runners, rounds if sequence < 512 else max(rounds // 2, 5))
         shape = shapes[f"{batch}x{sequence}"] = {name: t.median_ms for name, t in timings.items()}
         print(f"  {batch}x{sequence}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in shape.items()), file=sys.stderr)
@@ -114,13 +110,15 @@ def speed(artifact: Path, rounds: int, work: Path) -> dict[str, object]:
     load = {"threads": THREADS, "provider": "cpu", "spinning": False}
     clf_ov = Classifier.load(artifact, engine="openvino", **load)
     clf_ort = Classifier.load(artifact, engine="onnxruntime", precision="int8", **load)
-    stock_batches = _sorted_batches(clf_ov, texts)
+    # What a user of the stock model would write: batches of 32 sorted by length, each padded to its
+    # longest row; for titles that is exactly what the runtime's buckets are (32 x S stays under 8192).
+    stock_batches = [batch.feeds() for batch in buckets(clf_ov.encode(texts), STOCK_BATCH, 8192)]
     per_round = interleaved(
         {
             "bert14 OpenVINO INT8": lambda: clf_ov.predict(texts),
             "bert14 ORT INT8": lambda: clf_ort.predict(texts),
         }
-        | {name: (lambda run=run: [run(f) for f in stock_batches]) for name, run in stock.items()},
+        | {name: (lambda s=s: [s.run(None, f) for f in stock_batches]) for name, s in stock.items()},
         3,
         warmup=1,
     )
@@ -128,43 +126,27 @@ def speed(artifact: Path, rounds: int, work: Path) -> dict[str, object]:
     return {"shapes_ms": shapes, "titles_per_s": titles_per_s, "threads": THREADS}
 
 
-def _sorted_batches(clf, texts: list[str]) -> list[dict[str, np.ndarray]]:
-    """Batches of STOCK_BATCH texts sorted by length, padded to each batch's longest: what a user of
-    the stock model would write."""
-    encoded = sorted(clf.encode(texts), key=lambda e: len(e.ids))
-    out = []
-    for start in range(0, len(encoded), STOCK_BATCH):
-        rows = encoded[start : start + STOCK_BATCH]
-        width = max(len(r.ids) for r in rows)
-        ids = np.zeros((len(rows), width), dtype=np.int64)  # (B, S)
-        mask, types = np.zeros_like(ids), np.zeros_like(ids)
-        for i, row in enumerate(rows):
-            ids[i, : len(row.ids)], mask[i, : len(row.ids)], types[i, : len(row.ids)] = row.ids, 1, row.type_ids
-        out.append({"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
-    return out
-
-
 def fidelity(fixture: Path, work: Path) -> dict[str, object]:
+    from bert14.artifact import read_manifest
     from bert14.check.reference import source_of, torch_logits
-    from bert14.encode import buckets
     from bert14.quantize.openvino import text_calibration
     from bert14.runtime import Classifier
+    from bert14.tokenizer import load_tokenizer
 
     sets = {
         "titles": [text for _, text in titles("test")],
         "articles": [text for _, text in articles()],
         "other genres": other_genres(),
     }
-    manifest_source = source_of(Classifier.load(fixture, precision="fp32", provider="cpu", warmup=False).manifest)
-    model = manifest_source.model
+    model = source_of(read_manifest(fixture)).model
     engines = {
         "bert14 OpenVINO INT8": Classifier.load(fixture, engine="openvino", threads=THREADS),
         "bert14 ORT INT8": Classifier.load(fixture, engine="onnxruntime", precision="int8", provider="cpu"),
     }
     helper = engines["bert14 ORT INT8"]
-    calibration = text_calibration(helper._tokenizer, calibration_titles(), helper.max_length)
-    stocks = stock_int8(fixture / "model.onnx", calibration, work)
-    stock = _runner(stocks[STOCK])
+    tokenizer, _ = load_tokenizer(fixture)
+    calibration = text_calibration(tokenizer, calibration_titles(), helper.max_length)
+    stock = StockSession(stock_int8(fixture / "model.onnx", calibration, work)[STOCK])
     out: dict[str, object] = {}
     for name, texts in sets.items():
         encoded = helper.encode(texts)
@@ -172,7 +154,7 @@ def fidelity(fixture: Path, work: Path) -> dict[str, object]:
         stock_logits = np.zeros_like(reference)
         for batch in buckets(encoded, 16, 4096):
             reference[batch.indices] = torch_logits(model, batch)
-            stock_logits[batch.indices] = stock(batch.feeds())
+            stock_logits[batch.indices] = stock.run(None, batch.feeds())[0]
         results = {engine: clf.logits(texts) for engine, clf in engines.items()} | {STOCK: stock_logits}
         bucket_of = [TRUNCATED if e.truncated else next(f"{lo}-{hi}" for lo, hi in BUCKETS if lo <= len(e.ids) <= hi)
                      for e in encoded]  # fmt: skip
