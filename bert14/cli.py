@@ -167,7 +167,7 @@ def _serve(args: argparse.Namespace) -> int:
         import uvicorn  # noqa: F401
     except ImportError as exc:
         raise InputError("serve: the HTTP server needs the serve extra (pip install 'bert14[serve]')") from exc
-    from bert14.runtime.listener import API_KEY_ENV, serve
+    from bert14.runtime.listener import api_key_from, serve
     from bert14.runtime.server import ServerOptions
 
     # Checked before the model loads: a typo in a port should not cost a load.
@@ -183,7 +183,7 @@ def _serve(args: argparse.Namespace) -> int:
         body_timeout_s=args.body_timeout,
         header_timeout_s=args.header_timeout,
         max_connections=args.max_connections,
-        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        api_key=api_key_from(args.api_key),
         docs=args.docs,
         model_name=args.model_name,
     )

@@ -17,12 +17,21 @@ import ipaddress
 import os
 import socket
 import sys
+from collections.abc import Mapping
 
 from bert14.errors import ServeError
 from bert14.runtime.classifier import Classifier
 from bert14.runtime.server import ServerOptions, create_app
 
 API_KEY_ENV = "BERT14_API_KEY"
+
+
+def api_key_from(flag: str | None, environ: Mapping[str, str] = os.environ) -> str | None:
+    """The API key a server runs with: the flag's, else the environment's. A variable that is set, even to
+    "", is a key (ServerOptions then refuses it): only an unset variable and no flag mean no key."""
+    if flag is not None:
+        return flag
+    return environ.get(API_KEY_ENV)
 
 
 def is_loopback(host: str) -> bool:
@@ -99,6 +108,13 @@ def _guarded_protocol(header_timeout_s: float):
     return HeaderDeadline
 
 
+def auth_note(options: ServerOptions) -> str:
+    """The start line's word on authentication."""
+    if options.api_key is None:
+        return "no authentication"
+    return "API key required (Authorization: Bearer) on every route but /healthz"
+
+
 def serve(clf: Classifier, options: ServerOptions, announce=print) -> None:  # noqa: ANN001
     import uvicorn
 
@@ -118,5 +134,8 @@ def serve(clf: Classifier, options: ServerOptions, announce=print) -> None:  # n
         timeout_keep_alive=5,
     )
     engine = "" if clf.engine == "onnxruntime" else f", {clf.engine}"
-    announce(f"serving {clf.directory.name} ({clf.precision} on {clf.provider}{engine}) at http://{options.host}:{options.port}")
+    announce(
+        f"serving {clf.directory.name} ({clf.precision} on {clf.provider}{engine}) at "
+        f"http://{options.host}:{options.port}, {auth_note(options)}"
+    )
     uvicorn.Server(config).run(sockets=[sock])

@@ -86,8 +86,21 @@ class ServerOptions:
                 raise InputError(f"{name}: expected a number from {0 if name == 'window_ms' else '>0'} to {top:g}")
         if not MODEL_NAME.fullmatch(self.model_name):
             raise InputError(f"model_name: expected letters, digits, '-', '_' or '.', got {self.model_name!r}")
-        if self.api_key is not None and len(self.api_key) < 16:
-            raise InputError("api_key: expected at least 16 characters (a random token, e.g. `openssl rand -hex 32`)")
+        if self.api_key is not None:
+            check_api_key(self.api_key)
+
+
+def check_api_key(key: str) -> None:
+    """An API key is at least 16 visible ASCII characters. An empty or blank key is refused, never read
+    as "no authentication": `BERT14_API_KEY= bert14 serve` would otherwise serve every route openly."""
+    hint = "a random token, e.g. `openssl rand -hex 32`"
+    if not isinstance(key, str) or not key.strip():
+        raise InputError(f"api_key: expected at least 16 characters ({hint}), got an empty key; to serve without "
+                         "authentication, leave the flag and BERT14_API_KEY unset")  # fmt: skip
+    if any(not ("!" <= ch <= "~") for ch in key):
+        raise InputError(f"api_key: expected visible ASCII characters only, no spaces or control characters ({hint})")
+    if len(key) < 16:
+        raise InputError(f"api_key: expected at least 16 characters ({hint}), got {len(key)}")
 
 
 class HTTPFailure(Exception):
@@ -183,7 +196,8 @@ class _Service:
 
     async def read_body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.options.max_body_bytes:
+        length = ascii_count(declared) if declared is not None else None
+        if length is not None and length > self.options.max_body_bytes:
             raise HTTPFailure(413, f"body of {declared} bytes is over the limit of {self.options.max_body_bytes}")
         body = bytearray()
 
@@ -198,6 +212,14 @@ class _Service:
         except asyncio.TimeoutError:
             raise HTTPFailure(408, f"the body did not arrive within {self.options.body_timeout_s:g} s") from None
         return bytes(body)
+
+
+def ascii_count(value: str) -> int | None:
+    """A header's byte count: ASCII digits only (str.isdigit also takes '²' and other digits int() refuses),
+    at most 18 of them (int() refuses over 4,300 and no body is that large); None when it is not one."""
+    if not (0 < len(value) <= 18 and value.isascii() and value.isdigit()):
+        return None
+    return int(value)
 
 
 def error_response(status: int, message: str) -> JSONResponse:
@@ -272,7 +294,7 @@ def create_app(clf: Classifier, options: ServerOptions | None = None, hooks: Hoo
     if options.api_key is not None:
         app.add_middleware(_RequireKey, key=options.api_key)
 
-    @app.get("/healthz")
+    @app.api_route("/healthz", methods=["GET", "HEAD"])  # load balancers probe with HEAD
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 

@@ -35,7 +35,7 @@ from bert14.errors import InputError, ServeError
 from bert14.providers import DEFAULT_ENGINE
 from bert14.runtime import Classifier, LoadOptions
 from bert14.runtime.classifier import positive_int
-from bert14.runtime.listener import bind
+from bert14.runtime.listener import api_key_from, auth_note, bind
 from bert14.runtime.metrics import Metrics, render_all
 from bert14.runtime.server import Hooks, ServerOptions, create_app
 from bert14.scale.cluster import join
@@ -119,8 +119,6 @@ def build(args: dict[str, str]) -> object:
     """Application builder for `serve run bert14.scale.replicas:build artifact=DIR [replicas=N]
     [threads_per_replica=T] [precision=int8] [engine=openvino] [model_name=bert14]`; the API key comes from
     BERT14_API_KEY, as for `bert14 serve`."""
-    from bert14.runtime.listener import API_KEY_ENV
-
     known = {"artifact", "replicas", "threads_per_replica", "precision", "engine", "model_name"}
     unknown = sorted(set(args) - known)
     if unknown or "artifact" not in args:
@@ -130,7 +128,7 @@ def build(args: dict[str, str]) -> object:
     options = ReplicaOptions(int(args.get("replicas", 2)), int(args.get("threads_per_replica", 1)))
     engine = args.get("engine", DEFAULT_ENGINE)
     load = LoadOptions(precision=args.get("precision", "auto"), provider="cpu", engine=engine)
-    server = ServerOptions(model_name=args.get("model_name", "bert14"), api_key=os.environ.get(API_KEY_ENV) or None)
+    server = ServerOptions(model_name=args.get("model_name", "bert14"), api_key=api_key_from(None))
     return application(Path(args["artifact"]), load, server, options)
 
 
@@ -170,7 +168,8 @@ def serve_replicas(
         serve.run(app, name=APP, route_prefix="/", blocking=False)
         announce(
             f"serving {artifact} at http://{server.host}:{server.port} with {_replica_count()} replicas x "
-            f"{options.threads_per_replica} thread(s) on Ray Serve (ready in {time.perf_counter() - started:.1f} s)"
+            f"{options.threads_per_replica} thread(s) on Ray Serve (ready in {time.perf_counter() - started:.1f} s), "
+            f"{auth_note(server)}"
         )
         while True:
             time.sleep(1.0)

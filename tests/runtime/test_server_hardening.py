@@ -276,3 +276,39 @@ def test_connections_beyond_the_limit_get_503(tiny_artifact: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.parametrize("key", ["", " ", " " * 40, "\t\n", "k" * 15, "k" * 20 + " " + "k" * 20, "k" * 20 + "\x00"])
+def test_an_empty_blank_or_malformed_api_key_is_refused_never_read_as_no_key(key: str) -> None:
+    from bert14.errors import InputError
+
+    with pytest.raises(InputError, match="api_key: expected"):
+        ServerOptions(api_key=key)
+
+
+def test_a_key_set_to_empty_in_the_environment_is_not_no_key(tiny_artifact: Path, monkeypatch, capsys) -> None:
+    from bert14.cli import main
+    from bert14.runtime.listener import API_KEY_ENV, api_key_from
+
+    assert api_key_from(None, {}) is None
+    assert api_key_from(None, {API_KEY_ENV: ""}) == ""
+    assert api_key_from("", {API_KEY_ENV: KEY}) == "", "a flag given as empty is not replaced by the environment"
+    monkeypatch.setenv(API_KEY_ENV, "")
+    assert main(["serve", str(tiny_artifact), "--port", str(free_port())]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "empty key" in err
+    monkeypatch.delenv(API_KEY_ENV)
+    assert main(["serve", str(tiny_artifact), "--api-key", "", "--port", str(free_port())]) == 2
+    assert "empty key" in capsys.readouterr().err
+
+
+def test_the_start_line_says_whether_auth_is_on(clf: Classifier, monkeypatch) -> None:
+    import uvicorn
+
+    from bert14.runtime import listener
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)
+    lines: list[str] = []
+    listener.serve(clf, ServerOptions(port=free_port(), api_key=KEY), announce=lines.append)
+    listener.serve(clf, ServerOptions(port=free_port()), announce=lines.append)
+    assert "API key required" in lines[0] and "no authentication" in lines[1]
