@@ -21,6 +21,7 @@ which the Python backend models need `pip install tokenizers numpy` in.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ from bert14.tokenizer import load_tokenizer
 ENSEMBLE, TOKENIZE, MODEL, POSTPROCESS = "bert14", "bert14_tokenize", "bert14_model", "bert14_postprocess"
 TEMPLATES = Path(__file__).parent / "triton_models"
 MARKER = ".bert14-triton-repo.json"  # lists the model directories triton-repo wrote (and may replace)
+# A model's name is its directory in the repository: one path component, of the characters Triton's
+# examples and model names use; never "." or "..", never hidden, never a path.
+MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,13 @@ class RepoOptions:
     name: str = ENSEMBLE  # the ensemble's name: what clients call
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise InputError("--name: expected the ensemble's model name (letters, digits, '_', '.', '-'), got ''")
+        if not MODEL_NAME.fullmatch(self.name):
+            raise InputError(
+                f"--name {self.name!r}: expected one model name of up to 128 letters, digits, '_', '.' or '-', "
+                "not starting with '.' or '-' (it names a directory inside OUT, never a path)"
+            )
         if self.device not in ("cpu", "gpu"):
             raise InputError(f"--device: expected cpu or gpu, got {self.device!r}")
         positive_int("max_batch", self.max_batch, 1 << 16)
@@ -160,6 +171,9 @@ def write_repo(artifact: Path, out: Path, options: RepoOptions | None = None) ->
     manifest = read_manifest(artifact)
     precision = "fp16" if options.device == "gpu" else "int8"
     model_file = Classifier.files(artifact, precision, "cpu")[1]  # which file, and that it is there
+    if out.is_symlink() and not out.exists():
+        raise InputError(f"{out}: a symbolic link to {out.readlink()}, which does not exist; expected a model "
+                         "repository directory, or a path that does not exist yet")  # fmt: skip
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: expected a model repository directory, found a file")
     ours = _ours(out)

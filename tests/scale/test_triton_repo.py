@@ -169,3 +169,25 @@ def test_cli_writes_the_repository(tiny_artifact: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "ensemble 'bert14'" in done.stdout
     assert 'string_value: "1"' in (tmp_path / "repo" / MODEL / "config.pbtxt").read_text()
+
+
+@pytest.mark.parametrize("name", ["../evil", "/abs/path", "a/b", "..", ".", ".hidden", "-x", "a b", "é", "x" * 129, ""])
+def test_a_name_that_is_not_one_safe_path_component_is_refused_before_writing(tiny_artifact, tmp_path, name) -> None:
+    cli = Path(sys.executable).parent / "bert14"
+    out = tmp_path / "repo"
+    done = subprocess.run([str(cli), "triton-repo", str(tiny_artifact), str(out), f"--name={name}"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "--name" in done.stderr and "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "nothing written, inside OUT or beside it"
+    assert not Path("/abs/path").exists()
+
+
+def test_out_as_a_dangling_symlink_gets_a_message(tiny_artifact: Path, tmp_path: Path) -> None:
+    link = tmp_path / "repo"
+    link.symlink_to(tmp_path / "gone")
+    with pytest.raises(InputError, match="symbolic link to .*gone, which does not exist"):
+        write_repo(tiny_artifact, link)
+    assert link.is_symlink() and not (tmp_path / "gone").exists()
+    write_repo(tiny_artifact, tmp_path / "ok", RepoOptions(name="news.v2_1-a"))  # Triton's characters are fine
+    assert (tmp_path / "ok" / "news.v2_1-a" / "config.pbtxt").is_file()
