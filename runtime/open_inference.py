@@ -23,6 +23,7 @@ two APIs share (413, 408, 503). Both APIs feed the same micro-batcher, limits an
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
 import time
@@ -34,12 +35,13 @@ from fastapi.responses import JSONResponse, Response
 
 from bert14.encode import check_text
 from bert14.errors import InputError
-from bert14.runtime.server import HTTPFailure, error_response
+from bert14.runtime.server import HTTPFailure, ascii_count, error_response
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 INPUTS = ("text", "text_pair")
 OUTPUTS = ("label", "score", "probs")
 EXTENSIONS = ("binary_tensor_data",)
+INLINE_PARSE_BYTES = 64 << 10  # bodies up to this are parsed on the event loop; a thread hop costs more
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,11 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
     if header_length is None:
         head, rest = body, b""
     else:
-        if not header_length.isdigit() or int(header_length) > len(body):
-            raise HTTPFailure(400, f"{HEADER_LENGTH}: expected the JSON header's length, at most {len(body)}")
-        head, rest = body[: int(header_length)], body[int(header_length) :]
+        length = ascii_count(header_length)
+        if length is None or length > len(body):
+            raise HTTPFailure(400, f"{HEADER_LENGTH}: expected the JSON header's length in digits 0-9, at most "
+                                   f"{len(body)}, got {header_length[:40]!r}")  # fmt: skip
+        head, rest = body[:length], body[length:]
     try:
         payload = json.loads(head.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
@@ -67,47 +71,78 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
     return payload, rest
 
 
-def _bytes_elements(raw: bytes, name: str) -> list[bytes]:
-    """BYTES tensor elements from the binary extension: each a 4-byte little-endian length, then bytes."""
-    out, at = [], 0
+def _object(value: object, what: str) -> dict:
+    """A JSON object the protocol allows to be absent: {} when it is, a 400 when it is not an object."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise HTTPFailure(400, f"{what}: expected a JSON object, got {_json_type(value)}")
+    return value
+
+
+def _flag(value: object, what: str, default: bool) -> bool:
+    if value is None:
+        return default
+    if not isinstance(value, bool):  # "false" is a non-empty string, which bool() would read as true
+        raise HTTPFailure(400, f"{what}: expected true or false, got {_json_type(value)} {str(value)[:40]!r}")
+    return value
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return names.get(type(value), "null" if value is None else type(value).__name__)
+
+
+def _bytes_elements(raw: bytes, name: str, count: int) -> list[bytes]:
+    """`count` BYTES tensor elements from the binary extension: each a 4-byte little-endian length, then
+    bytes. The framing is walked first, so that a count that does not match costs no decoding."""
+    bounds, at = [], 0
     while at < len(raw):
+        if len(bounds) == count:
+            raise HTTPFailure(400, f"{name}: shape says {count} elements, the binary data holds more")
         if at + 4 > len(raw):
             raise HTTPFailure(400, f"{name}: binary BYTES data ends inside an element's length")
         (size,) = struct.unpack_from("<I", raw, at)
         if at + 4 + size > len(raw):
             raise HTTPFailure(400, f"{name}: binary BYTES element of {size} bytes runs past the data")
-        out.append(raw[at + 4 : at + 4 + size])
+        bounds.append((at + 4, at + 4 + size))
         at += 4 + size
-    return out
+    if len(bounds) != count:
+        raise HTTPFailure(400, f"{name}: shape says {count} elements, the data holds {len(bounds)}")
+    return [raw[start:end] for start, end in bounds]
 
 
-def _texts(tensor: object, binary: bytes, at: int) -> tuple[list[str], int]:
-    """One input tensor's texts, checked, and where the next binary tensor starts."""
+def _texts(tensor: object, binary: bytes, at: int, max_texts: int) -> tuple[list[str], int]:
+    """One input tensor's texts, checked, and where the next binary tensor starts. The element count is
+    checked against the shape and the request limit before any element is decoded."""
     if not isinstance(tensor, dict) or tensor.get("name") not in INPUTS:
         found = tensor.get("name") if isinstance(tensor, dict) else tensor
-        raise HTTPFailure(400, f"expected inputs named {' and '.join(map(repr, INPUTS))}, got {found!r}")
+        raise HTTPFailure(400, f"expected inputs named {' and '.join(map(repr, INPUTS))}, got {str(found)[:80]!r}")
     name = tensor["name"]
     if tensor.get("datatype") != "BYTES":
-        raise HTTPFailure(400, f"{name}: expected datatype BYTES, got {tensor.get('datatype')!r}")
+        raise HTTPFailure(400, f"{name}: expected datatype BYTES, got {str(tensor.get('datatype'))[:40]!r}")
     shape = tensor.get("shape")
-    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape) and 1 <= len(shape) <= 2
+    if not (isinstance(shape, list) and 1 <= len(shape) <= 2
+            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
             and (len(shape) == 1 or shape[1] == 1)):  # fmt: skip
-        raise HTTPFailure(400, f"{name}: expected shape [N] or [N, 1], got {shape!r}")
+        raise HTTPFailure(400, f"{name}: expected shape [N] or [N, 1], got {str(shape)[:80]}")
     count = shape[0]
-    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    if count > max_texts:
+        raise HTTPFailure(413, f"{name}: at most {max_texts} per request, got {count}; split the request")
+    size = _object(tensor.get("parameters"), f"{name}: parameters").get("binary_data_size")
     if size is not None:
-        if not isinstance(size, int) or size < 0 or at + size > len(binary):
-            raise HTTPFailure(400, f"{name}: binary_data_size {size!r} runs past the request's binary data")
-        values: list = _bytes_elements(binary[at : at + size], name)
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0 or at + size > len(binary):
+            raise HTTPFailure(400, f"{name}: binary_data_size {str(size)[:40]} runs past the request's binary data")
+        values: list = _bytes_elements(binary[at : at + size], name, count)
         at += size
     else:
         values = tensor.get("data")
         if not isinstance(values, list):
             raise HTTPFailure(400, f"{name}: expected 'data' (a list of strings) or binary data")
+        if len(values) != count:
+            raise HTTPFailure(400, f"{name}: shape says {count} elements, the data holds {len(values)}")
         if values and isinstance(values[0], list):  # [N, 1] written nested
             values = [v[0] if isinstance(v, list) and len(v) == 1 else v for v in values]
-    if len(values) != count:
-        raise HTTPFailure(400, f"{name}: shape says {count} elements, the data holds {len(values)}")
     texts = []
     for index, value in enumerate(values):
         try:
@@ -128,10 +163,12 @@ def parse_infer(body: bytes, header_length: str | None, max_texts: int) -> Infer
     inputs = payload.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise HTTPFailure(400, "inputs: expected a list holding the input 'text'")
+    if len(inputs) > len(INPUTS):
+        raise HTTPFailure(400, f"inputs: expected at most {len(INPUTS)} ('text' and 'text_pair'), got {len(inputs)}")
     found: dict[str, list[str]] = {}
     at = 0
     for tensor in inputs:
-        texts, at = _texts(tensor, binary, at)
+        texts, at = _texts(tensor, binary, at, max_texts)
         if tensor["name"] in found:
             raise HTTPFailure(400, f"{tensor['name']}: given twice")
         found[tensor["name"]] = texts
@@ -140,12 +177,10 @@ def parse_infer(body: bytes, header_length: str | None, max_texts: int) -> Infer
     texts, pairs = found["text"], found.get("text_pair")
     if not texts:
         raise HTTPFailure(400, "text: expected at least one text, got none")
-    if len(texts) > max_texts:
-        raise HTTPFailure(413, f"text: at most {max_texts} per request, got {len(texts)}; split the request")
     if pairs is not None and len(pairs) != len(texts):
         raise HTTPFailure(400, f"text_pair: expected {len(texts)} elements, one per text, got {len(pairs)}")
-    parameters = payload.get("parameters") or {}
-    binary_default = bool(parameters.get("binary_data_output", False)) if isinstance(parameters, dict) else False
+    parameters = _object(payload.get("parameters"), "parameters")
+    binary_default = _flag(parameters.get("binary_data_output"), "parameters.binary_data_output", False)
     requested = payload.get("outputs")
     outputs: dict[str, bool] = {}
     if requested is None:
@@ -154,12 +189,14 @@ def parse_infer(body: bytes, header_length: str | None, max_texts: int) -> Infer
         raise HTTPFailure(400, 'outputs: expected a list of {"name": ...}')
     for item in requested or []:
         name = item.get("name") if isinstance(item, dict) else None
-        if name not in OUTPUTS:
-            raise HTTPFailure(400, f"outputs: expected names among {list(OUTPUTS)}, got {name!r}")
-        options = item.get("parameters") or {}
-        outputs[name] = bool(options.get("binary_data", binary_default)) if isinstance(options, dict) else False
+        if not isinstance(name, str) or name not in OUTPUTS:
+            raise HTTPFailure(400, f"outputs: expected names among {list(OUTPUTS)}, got {str(name)[:40]!r}")
+        options = _object(item.get("parameters"), f"outputs[{name}].parameters")
+        outputs[name] = _flag(options.get("binary_data"), f"outputs[{name}].parameters.binary_data", binary_default)
     request_id = payload.get("id")
-    return InferRequest(texts, pairs, str(request_id) if request_id is not None else None, outputs)
+    if request_id is not None and not isinstance(request_id, str):
+        raise HTTPFailure(400, f"id: expected a string, got {_json_type(request_id)}")
+    return InferRequest(texts, pairs, request_id, outputs)
 
 
 def _tensor(name: str, values: object, binary: bool) -> tuple[dict, bytes]:
@@ -209,7 +246,7 @@ def add_routes(app: FastAPI, service: object, model: str) -> None:
     metadata = {
         "name": model,
         "versions": [version],
-        "platform": "bert14_onnxruntime",
+        "platform": f"bert14_{clf.engine}",
         "inputs": [
             {"name": "text", "datatype": "BYTES", "shape": [-1]},
             {"name": "text_pair", "datatype": "BYTES", "shape": [-1], "optional": True},
@@ -231,11 +268,11 @@ def add_routes(app: FastAPI, service: object, model: str) -> None:
     async def server_metadata() -> dict:
         return {"name": "bert14", "version": __version__, "extensions": list(EXTENSIONS)}
 
-    @app.get("/v2/health/live")
+    @app.api_route("/v2/health/live", methods=["GET", "HEAD"])
     async def live() -> Response:
         return Response(status_code=200)
 
-    @app.get("/v2/health/ready")
+    @app.api_route("/v2/health/ready", methods=["GET", "HEAD"])
     async def ready() -> Response:
         return Response(status_code=200)
 
@@ -264,7 +301,13 @@ def add_routes(app: FastAPI, service: object, model: str) -> None:
         async def answer() -> tuple[Response, int]:
             known(name, ver)
             body = await service.read_body(request)  # type: ignore[attr-defined]
-            parsed = parse_infer(body, request.headers.get(HEADER_LENGTH), service.options.max_texts)  # type: ignore[attr-defined]
+            args = (body, request.headers.get(HEADER_LENGTH), service.options.max_texts)  # type: ignore[attr-defined]
+            # Parsing a large body takes milliseconds that other requests would wait for on the loop.
+            inline = len(body) <= INLINE_PARSE_BYTES
+            parsed = parse_infer(*args) if inline else await asyncio.to_thread(parse_infer, *args)
+            if parsed.pairs is not None and clf.manifest.model.type_vocab_size < 2:
+                raise HTTPFailure(400, "text_pair: this model has one token type (type_vocab_size 1), so it cannot "
+                                       "tell a second segment from the first; expected 'text' alone")  # fmt: skip
             predictions = await service.classify(parsed.texts, parsed.pairs)  # type: ignore[attr-defined]
             return infer_response(parsed, predictions, clf.labels, model, version), len(predictions)
 

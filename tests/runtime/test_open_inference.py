@@ -194,3 +194,176 @@ def test_a_nested_n_by_1_tensor_is_read_as_n_texts(app_client) -> None:
     reply = app_client.post("/v2/models/bert14/infer", json=body)
     assert reply.status_code == 200
     assert next(o for o in reply.json()["outputs"] if o["name"] == "label")["shape"] == [2]
+
+
+# ----- hardening, round two: never a 500, cheap rejection first ------------------------------------------
+
+_ONE = {"name": "text", "datatype": "BYTES", "shape": [1], "data": ["体育"]}
+
+
+@pytest.mark.parametrize("length", ["²", "1" * 4400, "-1", "+5", " 5", "", "5.0", "٣"])
+def test_a_header_length_that_is_not_ascii_digits_is_400(app_client, length: str) -> None:
+    content, _ = _binary_request([b"ok"])
+    reply = app_client.post("/v2/models/bert14/infer", content=content,
+                            headers={"Inference-Header-Content-Length": length.encode("utf-8")})  # fmt: skip
+    assert reply.status_code == 400 and "Inference-Header-Content-Length" in reply.json()["error"], reply.text
+
+
+@pytest.mark.parametrize("value", ["x", [1], 5, True, 0.5])
+@pytest.mark.parametrize("where", ["tensor", "request", "output"])
+def test_parameters_that_are_not_an_object_are_400(app_client, value, where: str) -> None:
+    body: dict = {"inputs": [dict(_ONE)]}
+    if where == "tensor":
+        body["inputs"][0]["parameters"] = value
+    elif where == "request":
+        body["parameters"] = value
+    else:
+        body["outputs"] = [{"name": "label", "parameters": value}]
+    reply = app_client.post("/v2/models/bert14/infer", json=body)
+    assert reply.status_code == 400 and "parameters: expected a JSON object" in reply.json()["error"], reply.text
+
+
+@pytest.mark.parametrize("value", ["false", "true", 0, 1, [], {}])
+def test_binary_data_flags_must_be_booleans(app_client, value) -> None:
+    url = "/v2/models/bert14/infer"
+    reply = app_client.post(url, json={"inputs": [_ONE], "parameters": {"binary_data_output": value}})
+    assert reply.status_code == 400 and "binary_data_output: expected true or false" in reply.json()["error"]
+    outputs = [{"name": "score", "parameters": {"binary_data": value}}]
+    reply = app_client.post("/v2/models/bert14/infer", json={"inputs": [_ONE], "outputs": outputs})
+    assert reply.status_code == 400 and "binary_data: expected true or false" in reply.json()["error"]
+    reply = app_client.post(url, json={"inputs": [_ONE], "parameters": {"binary_data_output": False}})
+    assert reply.status_code == 200 and reply.headers["content-type"] == "application/json"
+
+
+def test_a_huge_element_count_is_refused_before_any_element_is_decoded(app_client, monkeypatch) -> None:
+    from bert14.runtime import open_inference
+
+    decoded: list[int] = []
+    original = open_inference.check_text
+    monkeypatch.setattr(open_inference, "check_text", lambda what, text: decoded.append(1) or original(what, text))
+    many, headers = _binary_request([b""] * 262_000)  # about 1 MB: within the body limit
+    reply = app_client.post("/v2/models/bert14/infer", content=many, headers=headers)
+    assert reply.status_code == 413 and "at most 4 per request" in reply.json()["error"]
+    # a shape that understates the binary data: refused once the framing runs past it, nothing decoded
+    raw = b"".join(struct.pack("<I", 0) for _ in range(262_000))
+    head = json.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2],
+                                   "parameters": {"binary_data_size": len(raw)}}]})  # fmt: skip
+    reply = app_client.post("/v2/models/bert14/infer", content=head.encode() + raw,
+                            headers={"Inference-Header-Content-Length": str(len(head))})  # fmt: skip
+    assert reply.status_code == 400 and "the binary data holds more" in reply.json()["error"]
+    assert decoded == []
+
+
+def test_a_large_body_is_parsed_off_the_event_loop(app_client, monkeypatch) -> None:
+    import threading
+
+    from bert14.runtime import open_inference
+
+    threads: list[str] = []
+    original = open_inference.parse_infer
+    monkeypatch.setattr(open_inference, "parse_infer", lambda *a: threads.append(threading.current_thread().name)
+                        or original(*a))  # fmt: skip
+    small = {"inputs": [_ONE]}
+    large = {"inputs": [{**_ONE, "data": ["体" * 40_000]}]}  # 120 KB of text
+    assert app_client.post("/v2/models/bert14/infer", json=small).status_code == 200
+    assert app_client.post("/v2/models/bert14/infer", json=large).status_code == 200
+    loop_thread = threads[0]
+    assert threads[1] != loop_thread, "the large body was parsed on the event loop's thread"
+
+
+def test_a_pair_for_a_one_segment_model_names_v2s_input(tiny_artifact: Path, monkeypatch) -> None:
+    import dataclasses
+
+    from fastapi.testclient import TestClient
+
+    clf = Classifier.load(tiny_artifact, precision="fp32", provider="cpu", threads=1)
+    model = dataclasses.replace(clf.manifest.model, type_vocab_size=1)
+    monkeypatch.setattr(clf, "manifest", dataclasses.replace(clf.manifest, model=model))
+    pair = {**_ONE, "name": "text_pair"}
+    with TestClient(create_app(clf, ServerOptions())) as client:
+        reply = client.post("/v2/models/bert14/infer", json={"inputs": [_ONE, pair]})
+    assert reply.status_code == 400
+    assert reply.json()["error"].startswith("text_pair: this model has one token type"), reply.text
+
+
+def test_metadata_names_the_engine_and_healthz_answers_head(tiny_artifact: Path, app_client) -> None:
+    from fastapi.testclient import TestClient
+
+    assert app_client.get("/v2/models/bert14").json()["platform"] == "bert14_onnxruntime"
+    assert app_client.head("/healthz").status_code == 200
+    clf = Classifier.load(tiny_artifact, engine="openvino", threads=1)
+    with TestClient(create_app(clf, ServerOptions())) as client:
+        assert client.get("/v2/models/bert14").json()["platform"] == "bert14_openvino"
+
+
+def _fuzz_bodies():
+    from hypothesis import strategies as st
+
+    numbers = st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
+    scalars = st.none() | st.booleans() | numbers | st.text(max_size=8)
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6),
+                          inner, max_size=3), max_leaves=8)  # fmt: skip
+
+    def near(*choices):
+        return st.sampled_from(choices) | values
+
+    texts = st.lists(st.text(max_size=6) | st.lists(st.text(max_size=4), max_size=2) | values, max_size=6)
+    parameters = st.fixed_dictionaries(
+        {}, optional={"binary_data_size": st.integers(-2, 40) | values, "binary_data": values}
+    ) | values
+    tensor = st.fixed_dictionaries({}, optional={
+        "name": near("text", "text_pair", "texts"),
+        "datatype": near("BYTES", "FP32"),
+        "shape": st.lists(st.integers(-2, 7) | values, max_size=3) | values,
+        "data": texts | values,
+        "parameters": parameters,
+    })  # fmt: skip
+    # well-formed tensors with one field perhaps replaced, so the fuzz also reaches the model and the limits
+    well_formed = st.lists(st.text(max_size=6), max_size=6).flatmap(lambda data: st.fixed_dictionaries({
+        "name": st.sampled_from(["text", "text_pair"]), "datatype": st.just("BYTES"),
+        "shape": st.sampled_from([[len(data)], [len(data), 1], [len(data) + 1]]), "data": st.just(data),
+    }))  # fmt: skip
+    mutated = st.tuples(well_formed, st.sampled_from(["name", "datatype", "shape", "data", "parameters"]), values).map(
+        lambda t: {**t[0], t[1]: t[2]}
+    )
+    tensor = well_formed | well_formed | mutated | tensor
+    output = st.fixed_dictionaries({}, optional={
+        "name": near(*OUTPUT_NAMES, "logits"),
+        "parameters": st.fixed_dictionaries({}, optional={"binary_data": st.booleans() | values}) | values,
+    })  # fmt: skip
+    request = st.fixed_dictionaries({}, optional={
+        "inputs": st.lists(tensor, max_size=3) | values,
+        "outputs": st.lists(output, max_size=4) | values,
+        "parameters": st.fixed_dictionaries({}, optional={"binary_data_output": st.booleans() | values}) | values,
+        "id": values,
+    })  # fmt: skip
+    binary = st.lists(st.binary(max_size=6), max_size=4).map(lambda els: b"".join(struct.pack("<I", len(e)) + e
+                                                                              for e in els))  # fmt: skip
+    return st.tuples(request | request | request | values, binary, st.sampled_from(["exact", "none", "short", "long"]))
+
+
+OUTPUT_NAMES = ("label", "score", "probs")
+
+
+def test_fuzzed_v2_bodies_never_get_a_500(app_client) -> None:
+    from hypothesis import HealthCheck, given, settings
+
+    seen: set[int] = set()
+
+    @settings(max_examples=2000, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(_fuzz_bodies())
+    def one(case) -> None:
+        payload, binary, framing = case
+        head = json.dumps(payload).encode()
+        headers = {}
+        if framing != "none":
+            headers["Inference-Header-Content-Length"] = str(len(head) + {"exact": 0, "short": -1, "long": 1}[framing])
+        reply = app_client.post("/v2/models/bert14/infer", content=head + (binary if framing != "none" else b""),
+                                headers=headers)  # fmt: skip
+        seen.add(reply.status_code)
+        assert reply.status_code in (200, 400, 413), (payload, reply.status_code, reply.text)
+        if reply.status_code != 200:
+            assert set(reply.json()) == {"error"}
+
+    one()
+    assert {200, 400, 413} <= seen, f"the fuzz reached only statuses {seen}"
