@@ -69,11 +69,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _is_stage(entry: Path) -> bool:
+    return entry.name.startswith(STAGE_PREFIX) and (entry / STAGE_MARKER).is_file()
+
+
 def _stale_stages(out_dir: Path) -> list[Path]:
     """Stages of bert14 exports whose process is gone (killed, machine rebooted)."""
     stale = []
     for entry in out_dir.iterdir():
-        if not entry.name.startswith(STAGE_PREFIX) or not (entry / STAGE_MARKER).is_file():
+        if not _is_stage(entry):
             continue
         pid = entry.name[len(STAGE_PREFIX) :].split("-", 1)[0]
         if pid.isdigit() and (int(pid) == os.getpid() or not _pid_alive(int(pid))):
@@ -147,6 +151,8 @@ def preflight(out_dir: Path, layout: Layout = ARTIFACT) -> None:
     entries = [e for e in out_dir.iterdir() if e not in stale]
     if not entries:
         return
+    if any(_is_stage(e) for e in entries):  # a live process's stage: it is writing (a new OUT has no manifest yet)
+        raise _busy(out_dir, layout)
     owned = owned_files(out_dir, layout)
     if owned is None:
         shown = ", ".join(sorted(e.name for e in entries)[:5])
@@ -163,6 +169,13 @@ def preflight(out_dir: Path, layout: Layout = ARTIFACT) -> None:
         )
 
 
+def _busy(out_dir: Path, layout: Layout) -> InputError:
+    return InputError(
+        f"{out_dir}: another bert14 {layout.job} is writing this directory; wait for it or choose another "
+        f"{layout.option}"
+    )
+
+
 @contextmanager
 def _locked(out_dir: Path, layout: Layout) -> Iterator[None]:
     fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY)
@@ -170,10 +183,7 @@ def _locked(out_dir: Path, layout: Layout) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise InputError(
-                f"{out_dir}: another bert14 {layout.job} is writing this directory; wait for it or choose "
-                f"another {layout.option}"
-            ) from None
+            raise _busy(out_dir, layout) from None
         yield
     finally:
         os.close(fd)  # releases the lock

@@ -229,3 +229,20 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_behind(tmp_path: Path) -> No
         assert result.returncode == 10, result.stderr
         assert result.stderr.strip().count("\n") == 0 and "No space left on device" in result.stderr
         assert list(small.iterdir()) == [], "the stage and the OUT export created are gone"
+
+
+def test_a_second_job_into_a_new_directory_is_told_another_is_writing(tmp_path: Path) -> None:
+    out = tmp_path / "new"
+    started = subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(60)"])
+    try:  # what the first job leaves while it runs: OUT, just created, holding only its live stage
+        out.mkdir()
+        stage = out / f"{STAGE_PREFIX}{started.pid}-abcd1234"
+        stage.mkdir()
+        (stage / STAGE_MARKER).write_text("a bert14 export in progress\n")
+        with pytest.raises(InputError, match="another bert14 export is writing this directory"):
+            _fake_export(out)
+    finally:
+        started.kill()
+        started.wait()
+    _fake_export(out)  # once that process is gone its stage is stale, and removed
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "manifest.json", "model.onnx"]
