@@ -54,6 +54,7 @@ class InputSpec:
     pair_column: str | None
     id_column: str | None  # None: ids are generated (row numbers; "file:row" over several files)
     names: tuple[str, ...]  # how a generated id names each file
+    block_bytes: tuple[int, ...] = ()  # csv: pyarrow's block size for each file (holds its longest line)
 
     @property
     def id_name(self) -> str:
@@ -76,8 +77,10 @@ def open_input(
     if fmt == "txt" and (id_column or pair_column or text_column != TEXT):
         raise InputError("--format txt: one text a line, its line number as id; columns apply to jsonl, csv, parquet")
     explicit_id = id_column is not None
+    blocks = tuple(_csv_block_bytes(path) for path in paths) if fmt == "csv" else ()
     if fmt != "txt":
-        columns = [_columns(path, fmt, (text_column, pair_column)) for path in paths]
+        columns = [_columns(path, fmt, (text_column, pair_column), blocks[i] if blocks else 0)
+                   for i, path in enumerate(paths)]  # fmt: skip
         for path, found in zip(paths, columns, strict=True):
             if found is None:
                 continue  # JSON lines: checked row by row
@@ -89,10 +92,15 @@ def open_input(
             id_column = DEFAULT_ID_COLUMN
         if not explicit_id and fmt == "jsonl":
             id_column = DEFAULT_ID_COLUMN if _jsonl_has(paths[0], DEFAULT_ID_COLUMN) else None
+    if fmt == "parquet" and id_column:
+        for path in paths:  # a list or struct id would get past the id pass only to fail inside Ray
+            kind = pq.ParquetFile(path).schema_arrow.field(id_column).type
+            if not (pa.types.is_integer(kind) or kind in TEXT_TYPES[:2]):
+                raise InputError(f"{path}: expected ids in {id_column!r} as strings or integers, found {kind}")
     named = [c for c in (text_column, pair_column, id_column) if c]
     if len(set(named)) != len(named):
         raise InputError("--text-column, --pair-column and --id-column must name different columns")
-    return InputSpec(tuple(paths), fmt, text_column, pair_column, id_column, _short_names(paths))
+    return InputSpec(tuple(paths), fmt, text_column, pair_column, id_column, _short_names(paths), blocks)
 
 
 def _resolve(pattern: str) -> list[Path]:
@@ -125,7 +133,9 @@ def _format_of(paths: list[Path]) -> str:
 TEXT_TYPES = (pa.string(), pa.large_string(), pa.binary(), pa.large_binary())
 
 
-def _columns(path: Path, fmt: str, texts: tuple[str | None, ...] = ()) -> set[str] | None:
+def _columns(
+    path: Path, fmt: str, texts: tuple[str | None, ...] = (), block_bytes: int = 0
+) -> set[str] | None:
     try:
         if fmt == "parquet":
             schema = pq.ParquetFile(path).schema_arrow
@@ -135,11 +145,47 @@ def _columns(path: Path, fmt: str, texts: tuple[str | None, ...] = ()) -> set[st
                 raise InputError(f"{path}: expected string columns of texts, but {', '.join(odd)}")
             return set(schema.names)
         if fmt == "csv":
-            with pacsv.open_csv(path) as reader:
+            with pacsv.open_csv(path, read_options=_csv_read_options(block_bytes)) as reader:
                 return set(reader.schema.names)
     except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"{path}: expected a readable {fmt} file, got: {str(exc).splitlines()[0]}") from exc
+        raise InputError(f"{path}: expected a readable {fmt} file, got: {_arrow_reason(exc)}") from exc
     return None
+
+
+CSV_MIN_BLOCK = 1 << 20  # pyarrow's default: rows are parsed a block at a time
+CSV_MAX_BLOCK = 1 << 30  # a row past this is refused (see _arrow_reason) rather than held whole
+
+
+def _csv_block_bytes(path: Path) -> int:
+    """A block size that holds the file's longest line twice over (a block must hold a whole row;
+    pyarrow's default of 1 MB refuses a longer cell), found in one pass of 16 MB reads."""
+    longest, run = 0, 0
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(16 << 20):
+                ends = np.flatnonzero(np.frombuffer(chunk, np.uint8) == 10)
+                if len(ends) == 0:
+                    run += len(chunk)
+                    continue
+                gaps = np.diff(ends) if len(ends) > 1 else np.zeros(0, np.int64)
+                longest = max(longest, run + int(ends[0]) + 1, int(gaps.max(initial=0)))
+                run = len(chunk) - int(ends[-1]) - 1
+    except OSError as exc:
+        raise InputError(f"{path}: could not read it: {exc.strerror or exc}") from exc
+    longest = max(longest, run)
+    return int(min(max(CSV_MIN_BLOCK, 2 * longest + 1), CSV_MAX_BLOCK))
+
+
+def _csv_read_options(block_bytes: int) -> pacsv.ReadOptions:
+    return pacsv.ReadOptions(block_size=block_bytes or CSV_MIN_BLOCK)
+
+
+def _arrow_reason(exc: BaseException) -> str:
+    reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "straddling" in reason:  # a quoted cell that spans lines and outgrows the block
+        return (f"a row is longer than {CSV_MAX_BLOCK >> 20} MB or holds line breaks that span blocks; split it, "
+                "or convert the file to jsonl or parquet")  # fmt: skip
+    return reason
 
 
 def _jsonl_has(path: Path, column: str) -> bool:
@@ -166,11 +212,17 @@ def _short_names(paths: list[Path]) -> tuple[str, ...]:
 # ----- reading --------------------------------------------------------------------------------------------
 
 
+def _kind_name(kind: type) -> str:
+    return "an integer" if kind is int else "a string"
+
+
 class _Rows:
     """Rows collected into blocks of ROWS_PER_BLOCK."""
 
     def __init__(self, spec: InputSpec, index: int) -> None:
         self.spec, self.index = spec, index
+        self.count = 0  # rows added so far
+        self.kind: type | None = None  # the id column's Python type, once a row shows it (int or str)
         self.ids: list[object] = []
         self.texts: list[str | None] = []
         self.pairs: list[str | None] = []
@@ -180,16 +232,38 @@ class _Rows:
         return row if len(self.spec.paths) == 1 else f"{self.spec.names[self.index]}:{row}"
 
     def add(self, id_: object, text: str | None, pair: str | None, error: str | None) -> pa.Table | None:
+        self.count += 1
+        if self.spec.id_column is not None:
+            self._check_id(id_)
         self.ids.append(id_)
         self.texts.append(text)
         self.pairs.append(pair)
         self.errors.append(error)
         return self.flush() if len(self.ids) >= ROWS_PER_BLOCK else None
 
+    def _check_id(self, id_: object) -> None:
+        """Ids are strings or 64-bit integers, one type for the whole input: Ray's blocks hold one type
+        a column, and a 1 that is also a "1" would make "every row exactly once" ambiguous."""
+        where = f"{self.spec.paths[self.index]}: row {self.count}"
+        column = self.spec.id_column
+        if isinstance(id_, bool) or not isinstance(id_, int | str):
+            shown = "null" if id_ is None else f"{type(id_).__name__} {str(id_)[:40]}"
+            raise InputError(f"{where}: expected a string or integer id in {column!r}, found {shown}")
+        if isinstance(id_, int) and not -(1 << 63) <= id_ < 1 << 63:
+            raise InputError(f"{where}: id {id_} in {column!r} does not fit 64 bits; write ids this large as strings")
+        if self.kind is None:
+            self.kind = type(id_)
+        elif type(id_) is not self.kind:
+            raise InputError(
+                f"{where}: id {id_!r} in {column!r} is {_kind_name(type(id_))}, earlier rows' ids are "
+                f"{_kind_name(self.kind)}; expected one id type throughout the input"
+            )
+
     def flush(self) -> pa.Table | None:
         if not self.ids:
             return None
-        columns = {ID: self.ids, TEXT: pa.array(self.texts, pa.string())}
+        kind = None if self.spec.id_column is None else pa.int64() if self.kind is int else pa.string()
+        columns = {ID: pa.array(self.ids, kind), TEXT: pa.array(self.texts, pa.string())}
         if self.spec.pair_column:
             columns[PAIR] = pa.array(self.pairs, pa.string())
         columns[ERROR] = pa.array(self.errors, pa.string())
@@ -208,9 +282,9 @@ def read_blocks(spec: InputSpec, index: int, ids_only: bool = False) -> Iterator
             block = rows.add(id_, text, pair, error)
             if block is not None:
                 yield block
+        block = rows.flush()
     except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"{path}: could not read it as {spec.format}: {str(exc).splitlines()[0]}") from exc
-    block = rows.flush()
+        raise InputError(f"{path}: could not read it as {spec.format}: {_arrow_reason(exc)}") from exc
     if block is not None:
         yield block
 
@@ -260,11 +334,7 @@ def _jsonl_rows(spec: InputSpec, path: Path, rows: _Rows, ids_only: bool) -> Ite
             elif problem is not None:
                 raise InputError(f"{path}:{number}: {problem}, so the row has no id; fix the line")
             else:
-                id_ = row.get(spec.id_column)
-                if isinstance(id_, bool) or not isinstance(id_, int | str):
-                    raise InputError(
-                        f"{path}:{number}: expected a string or integer id in {spec.id_column!r}, found {id_!r}"
-                    )
+                id_ = row.get(spec.id_column)  # its type is checked as the row is added
             if ids_only:
                 yield id_, None, None, None
                 continue
@@ -280,7 +350,8 @@ def _csv_rows(spec: InputSpec, path: Path, rows: _Rows, ids_only: bool) -> Itera
     types = {c: pa.binary() for c in texts} | ({spec.id_column: pa.string()} if spec.id_column else {})
     options = pacsv.ConvertOptions(column_types=types, include_columns=columns or [spec.text_column])
     number = 0
-    with pacsv.open_csv(path, convert_options=options) as reader:
+    block_bytes = spec.block_bytes[rows.index] if spec.block_bytes else 0
+    with pacsv.open_csv(path, convert_options=options, read_options=_csv_read_options(block_bytes)) as reader:
         for batch in reader:
             yield from _table_rows(spec, batch, rows, number, ids_only, path)
             number += batch.num_rows
@@ -349,7 +420,17 @@ def hash_ids(ids: pa.Array | pa.ChunkedArray | list) -> np.ndarray:
 def id_hashes(spec: InputSpec) -> np.ndarray:
     """(N,) uint64, sorted: the hashes of every input row's id, read before the job starts. Duplicate
     ids are an InputError that names one."""
-    parts = [hash_ids(block.column(ID)) for i in range(len(spec.paths)) for block in read_blocks(spec, i, True)]
+    parts, first = [], None
+    for i in range(len(spec.paths)):
+        for block in read_blocks(spec, i, True):
+            kind = block.column(ID).type
+            first = first or (kind, spec.paths[i])
+            if spec.id_column is not None and kind != first[0]:
+                raise InputError(
+                    f"{spec.paths[i]}: ids in {spec.id_column!r} are {_arrow_kind(kind)}, {first[1]}'s are "
+                    f"{_arrow_kind(first[0])}; expected one id type throughout the input"
+                )
+            parts.append(hash_ids(block.column(ID)))
     hashes = np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
     repeated = hashes[1:][hashes[1:] == hashes[:-1]]
     if len(repeated):
@@ -358,6 +439,10 @@ def id_hashes(spec: InputSpec) -> np.ndarray:
             f"{ids_of(spec, repeated[:1])[0]!r}; make the ids unique (or drop --id-column to number rows)"
         )
     return hashes
+
+
+def _arrow_kind(kind: pa.DataType) -> str:
+    return "integers" if pa.types.is_integer(kind) else "strings"
 
 
 def ids_of(spec: InputSpec, wanted: np.ndarray, limit: int = 10) -> list[object]:

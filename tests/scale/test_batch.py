@@ -247,3 +247,70 @@ def test_cli_batch_runs_a_job_and_reports_bad_input_in_one_line(tiny_artifact: P
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("classified 20 rows (0 with an error)")
     assert _read(tmp_path / "out").num_rows == 20
+
+
+def _jsonl(path: Path, ids: list) -> Path:
+    path.write_text("".join(json.dumps({"id": i, "text": "新闻"}) + "\n" for i in ids), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [
+        ([1, "1"], r"row 2: id '1' in 'id' is a string, earlier rows' ids are an integer"),
+        ([*range(1500), "x"], r"row 1501: id 'x' .* expected one id type"),  # past the 1,024-row block boundary
+        ([1, 2**64], r"row 2: id 18446744073709551616 in 'id' does not fit 64 bits"),
+        ([1, -(2**63) - 1], r"does not fit 64 bits"),
+        ([1, [2]], r"row 2: expected a string or integer id in 'id', found list"),
+        ([1, None], r"row 2: expected a string or integer id in 'id', found null"),
+        ([1, True], r"found bool"),
+    ],
+)
+def test_ids_of_a_bad_or_mixed_type_are_refused_in_the_id_pass(tmp_path: Path, ids, message: str) -> None:
+    from bert14.scale.sources import id_hashes, open_input
+
+    with pytest.raises(InputError, match=message):
+        id_hashes(open_input(str(_jsonl(tmp_path / "in.jsonl", ids))))
+
+
+def test_a_type_change_across_files_and_list_ids_in_parquet_are_refused(tmp_path: Path) -> None:
+    from bert14.scale.sources import id_hashes, open_input
+
+    (tmp_path / "jsonl").mkdir()
+    _jsonl(tmp_path / "jsonl" / "a.jsonl", [1, 2])
+    _jsonl(tmp_path / "jsonl" / "b.jsonl", ["3", "4"])
+    with pytest.raises(InputError, match=r"b.jsonl: ids in 'id' are strings, .*a.jsonl's are integers"):
+        id_hashes(open_input(str(tmp_path / "jsonl")))
+    (tmp_path / "pq").mkdir()
+    pq.write_table(pa.table({"id": pa.array([1, 2], pa.int32()), "text": ["a", "b"]}), tmp_path / "pq" / "a.parquet")
+    pq.write_table(pa.table({"id": ["3", "4"], "text": ["c", "d"]}), tmp_path / "pq" / "b.parquet")
+    with pytest.raises(InputError, match=r"ids in 'id' are strings"):
+        id_hashes(open_input(str(tmp_path / "pq")))
+    pq.write_table(pa.table({"id": [[1], [2]], "text": ["a", "b"]}), tmp_path / "list.parquet")
+    with pytest.raises(InputError, match=r"expected ids in 'id' as strings or integers, found list<"):
+        open_input(str(tmp_path / "list.parquet"))
+    big = pa.array([1, 2**63 + 5], pa.uint64())
+    pq.write_table(pa.table({"id": big, "text": ["a", "b"]}), tmp_path / "u64.parquet")
+    with pytest.raises(InputError, match="does not fit 64 bits"):
+        id_hashes(open_input(str(tmp_path / "u64.parquet")))
+
+
+def test_mixed_ids_through_the_cli_are_one_line_exit_2_before_ray(tiny_artifact: Path, tmp_path: Path) -> None:
+    cli = Path(sys.executable).parent / "bert14"
+    _jsonl(tmp_path / "in.jsonl", [*range(1100), "1100"])
+    bad = subprocess.run([str(cli), "batch", str(tiny_artifact), "--input", str(tmp_path / "in.jsonl"),
+                          "--output", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0, bad.stderr
+    assert "expected one id type" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_csv_cell_over_a_megabyte_is_read(tmp_path: Path) -> None:
+    from bert14.scale.sources import id_hashes, open_input, read_blocks
+
+    long_text = "长" * 600_000  # 1.8 MB of UTF-8, past pyarrow's default 1 MB block
+    (tmp_path / "in.csv").write_text(f'id,text\na,短\nb,"{long_text}"\nc,尾\n', encoding="utf-8")
+    spec = open_input(str(tmp_path / "in.csv"))
+    assert len(id_hashes(spec)) == 3
+    rows = [row for block in read_blocks(spec, 0) for row in block.to_pylist()]
+    assert [(r["id"], r["text"]) for r in rows] == [("a", "短"), ("b", long_text), ("c", "尾")]
