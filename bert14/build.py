@@ -64,6 +64,13 @@ TRACKED_PACKAGES = (
 )
 
 
+OPENVINO_SKIPPED = (
+    f"{OPENVINO_INT8_FILE} not built: OpenVINO's static INT8 needs calibration texts like the model's own, and "
+    "random tokens miss its gate on a trained checkpoint; re-run with --calibration FILE (one text a line, "
+    "a few hundred of your texts) to build it"
+)
+
+
 @dataclass
 class ExportOptions:
     model_dir: Path | None = None  # None: the default BERT-14 with seeded weights
@@ -237,7 +244,12 @@ def _fused_variants(
     }
     if fallback is not None:
         checks.artifacts["int8"]["fallback"] = fallback.to_manifest()
-    if options.openvino:
+    if options.openvino and options.model_dir is not None and options.calibration_texts is None:
+        # Random tokens calibrate a trained model's activations badly (its gate fails on most real
+        # checkpoints: max |dlogit| 0.3-0.7 against 0.25), and no text of the user's is at hand.
+        progress.stage(f"skipping {OPENVINO_INT8_FILE} (no --calibration texts for a checkpoint)")
+        extra["skipped"] = {"int8_openvino": OPENVINO_SKIPPED}
+    elif options.openvino:
         _openvino_int8(source, stage, padded, checks, options)
     return extra
 

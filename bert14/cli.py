@@ -53,6 +53,8 @@ def _export(args: argparse.Namespace) -> int:
     if "fusions" in report.manifest.raw:
         counts = ", ".join(f"{op} {n}" for op, n in report.manifest.raw["fusions"]["counts"].items())
         print(f"fused: {counts}")
+    for why in (report.manifest.raw.get("skipped") or {}).values():
+        print(f"note: {why}")
     files = ", ".join(sorted(report.manifest.files))
     print(f"wrote {report.out_dir}/ ({files}, manifest.json) in {report.seconds:.1f} s")
     return 0

@@ -117,8 +117,9 @@ def _resolve_openvino(directory: Path, precision: str, provider: str, available:
         raise ov_engine.missing()
     if OPENVINO_INT8_FILE not in available:
         raise ArtifactError(
-            f"{directory}: no OpenVINO INT8 model ({OPENVINO_INT8_FILE}) in the artifact (exported with "
-            "--no-openvino, or before it existed); re-run `bert14 export` without it, or use engine='onnxruntime'"
+            f"{directory}: no OpenVINO INT8 model ({OPENVINO_INT8_FILE}) in the artifact (a checkpoint exported "
+            "without --calibration FILE, or with --no-openvino); re-run `bert14 export` with --calibration, "
+            "or use engine='onnxruntime'"
         )
     return Resolved("int8", "cpu", directory / OPENVINO_INT8_FILE, "openvino")
 

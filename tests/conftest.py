@@ -76,3 +76,15 @@ def serving(*args: str, ready: str = "serving") -> subprocess.Popen:
         process.kill()
         raise AssertionError(f"bert14 serve did not announce {ready!r}: {line!r} {process.communicate()[1][-2000:]}")
     return process
+
+
+@pytest.fixture(scope="session")
+def trained_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained small BERT-14 from ../shared, exported as the README tells a user to: no flags."""
+    out = tmp_path_factory.mktemp("trained") / "art"
+    cli = str(Path(sys.executable).parent / "bert14")
+    done = subprocess.run([cli, "export", "--model", str(need(TRAINED_MODEL)), "--out", str(out), "--quiet"],
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (out.parent / "export.stdout").write_text(done.stdout, encoding="utf-8")
+    return out
