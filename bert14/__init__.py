@@ -7,4 +7,8 @@ The top-level package stays import-light: the stages live in ``bert14.export`` (
 
 from __future__ import annotations
 
+from bert14 import privacy
+
 __version__ = "0.1.0"
+
+privacy.switch_off()  # before any stage imports onnxruntime or openvino (bert14/privacy.py)
