@@ -312,11 +312,26 @@ def _fp16_seqlen(stage: Path, right_padded: list[Case], checks: _Checks) -> None
     }
 
 
+TEXTS_FILE_MAX_BYTES = 64 << 20  # calibration and eval files: thousands of texts at most, never a corpus
+
+
 def _read_texts(path: Path | None, what: str) -> list[str]:
+    """The non-blank lines of a calibration or evaluation file, checked: UTF-8 text, no NUL bytes, at most
+    TEXTS_FILE_MAX_BYTES (a 121 MB line once took an export past 12 GB)."""
     if path is None or not Path(path).is_file():
         raise InputError(f"{what}: expected a UTF-8 file, one text a line, found {path}")
+    size = Path(path).stat().st_size
+    if size > TEXTS_FILE_MAX_BYTES:
+        raise InputError(
+            f"{path}: {size / (1 << 20):.0f} MB; expected at most {TEXTS_FILE_MAX_BYTES >> 20} MB of texts (a few "
+            "hundred to a few thousand lines like the model's inputs); take a sample, e.g. `shuf -n 1000 FILE`"
+        )
+    raw = Path(path).read_bytes()
+    if b"\x00" in raw:
+        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
+        raise InputError(f"{path}: expected text, found a NUL byte on line {line} (a binary file?)")
     try:
-        texts = [line for line in Path(path).read_text(encoding="utf-8").split("\n") if line.strip()]
+        texts = [line for line in raw.decode("utf-8").split("\n") if line.strip()]
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: expected UTF-8 text ({exc.reason})") from exc
     if not texts:

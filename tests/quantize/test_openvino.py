@@ -187,6 +187,13 @@ def test_calibration_options_are_checked_before_the_export_starts(tmp_path: Path
     (tmp_path / "blank.txt").write_text("\n  \n", encoding="utf-8")
     with pytest.raises(InputError, match="blank.txt: expected at least one text"):
         ExportOptions(out_dir=tmp_path / "out", calibration_texts=tmp_path / "blank.txt")
+    (tmp_path / "nul.txt").write_bytes(b"ok\n\x00\x00\x00\n")
+    with pytest.raises(InputError, match="nul.txt: expected text, found a NUL byte on line 2"):
+        ExportOptions(out_dir=tmp_path / "out", calibration_texts=tmp_path / "nul.txt")
+    with (tmp_path / "huge.txt").open("wb") as handle:  # sparse: 65 MB that take no disk
+        handle.truncate(65 << 20)
+    with pytest.raises(InputError, match="huge.txt: 65 MB; expected at most 64 MB"):
+        ExportOptions(out_dir=tmp_path / "out", calibration_texts=tmp_path / "huge.txt")
     assert not (tmp_path / "out").exists()
 
 

@@ -125,3 +125,56 @@ def test_property_ids_identical_to_transformers_or_refused_as_not_unicode(pair) 
         assert ours.encode(text).ids == _reference_ids(reference, text)
 
     same_ids()
+
+
+def _long_texts():
+    from hypothesis import strategies as st
+
+    pieces = st.one_of(
+        _property_texts(),
+        st.sampled_from(["word ", "湖人", "。", "!", "\u0301", "e\u0301", "\u200b", "\u3000", "a" * 120, "[SEP]",
+                         "##", "ＡＢ", "\t", "中\u0301", "İ", "\x00", "\ufffd"]),  # fmt: skip
+    )
+    return st.lists(pieces, min_size=1, max_size=60).map(lambda parts: "".join(parts)).filter(
+        lambda text: not any(0xD800 <= ord(c) <= 0xDFFF for c in text)
+    )
+
+
+@pytest.mark.parametrize("max_length", [8, 20])
+def test_property_a_long_text_cut_before_tokenizing_gives_the_same_ids(pair, monkeypatch, max_length: int) -> None:
+    """The bounded tokenization (bert14.encode.bounded_prefix) against the whole text tokenized and then
+    truncated, id for id and cut flag for cut flag, singles and pairs. The prefix sizes are shrunk so
+    that texts of tens of characters go through every branch that a 10 MB text does."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from bert14 import encode as encoding
+
+    _, ours = pair
+    monkeypatch.setattr(encoding, "PREFIX_CHARS", 4)
+    monkeypatch.setattr(encoding, "WHOLE_CHARS", 8)
+    monkeypatch.setattr(encoding, "COUNT_CHARS", 5)
+
+    @settings(max_examples=1200, derandomize=True, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @given(_long_texts(), st.none() | _long_texts())
+    def same(text: str, second: str | None) -> None:
+        got = encoding.encode(ours, [text], None if second is None else [second], max_length)[0]
+        ours.enable_truncation(max_length=max_length, strategy="longest_first")
+        whole = ours.encode(text) if second is None else ours.encode(text, second)
+        assert (got.ids, got.type_ids, got.truncated) == (whole.ids, whole.type_ids, bool(whole.overflowing))
+
+    same()
+
+
+def test_a_long_text_costs_what_its_kept_tokens_cost(pair) -> None:
+    """The real sizes: a 4 MB text is cut to a prefix of a few thousand characters before tokenizing."""
+    from bert14.encode import bounded_prefix, encode
+
+    _, ours = pair
+    for text in ("湖人主场险胜勇士，" * 500_000, "The Lakers won at home. " * 200_000):
+        assert len(bounded_prefix(ours, text, MAX_LENGTH)) < 10_000
+        ours.enable_truncation(max_length=MAX_LENGTH)
+        got = encode(ours, [text], None, MAX_LENGTH)[0]
+        whole = ours.encode(text)
+        assert got.ids == whole.ids and got.truncated
