@@ -43,6 +43,7 @@ class ArtifactReport:
     hash_ok: bool
     function: str = SOFTMAX  # how the logits are read (bert14/head.py): probabilities and answers follow it
     rows: list[Row] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)  # its files (the .xml's .bin too) whose sha256 differs
 
     def _stats(self, rows: list[Row]) -> dict[str, object]:
         ref = np.stack([r.reference for r in rows]).astype(np.float64)  # (N, C)
@@ -77,6 +78,7 @@ class ArtifactReport:
                 "near_ties_allowed": self.threshold.near_ties_allowed,
             },
             "sha256_matches_manifest": self.hash_ok,
+            "changed_files": self.changed,
             "score_function": self.function,
             **overall,
             "passed": bool(overall["passed"]) and self.hash_ok,
@@ -106,6 +108,10 @@ def check_artifact(
         present.remove("int8_openvino")
     if not present:
         raise ArtifactError(f"{directory}: the manifest lists no model file to check on {provider}")
+    for key in present:  # a missing file cannot be run: say which, before OpenVINO or ONNX Runtime guess
+        for name in with_companions(MODEL_FILES[key]):
+            if not (directory / name).is_file():
+                raise ArtifactError(f"{directory / name}: listed in the manifest but missing (re-run export)")
     runners = {key: runner_for(directory / MODEL_FILES[key], provider) for key in present}
     model_info = manifest.model
     progress.stage("rebuilding the source model")
@@ -115,12 +121,13 @@ def check_artifact(
     reports = {}
     for key in present:
         name = MODEL_FILES[key]
-        try:
-            verify_files(directory, manifest, with_companions(name))
-            hash_ok = True
-        except ArtifactError:
-            hash_ok = False
-        report = ArtifactReport(key, name, thresholds[key], hash_ok, reference.function)
+        changed = []
+        for part in with_companions(name):
+            try:
+                verify_files(directory, manifest, [part])
+            except ArtifactError:
+                changed.append(part)
+        report = ArtifactReport(key, name, thresholds[key], not changed, reference.function, changed=changed)
         progress.stage(f"checking {name} against PyTorch on {provider} ({len(cases)} batches)")
         for done, (case, buckets) in enumerate(cases, start=1):
             if not (key in RIGHT_PADDING_ONLY and case.name.endswith("-left")):
@@ -147,7 +154,8 @@ def format_report(reports: dict[str, dict[str, object]]) -> str:
                 f"{stats['top1_agreement']:>7.4f}  {verdict}"
             )
         if not summary["sha256_matches_manifest"]:
-            lines.append(f"{key:<11} {summary['file']} does not match the sha256 in manifest.json")
+            changed = ", ".join(summary["changed_files"]) or summary["file"]  # type: ignore[arg-type]
+            lines.append(f"{key:<11} {changed} does not match the sha256 in manifest.json")
         threshold = summary["threshold"]
         lines.append(
             f"{'':<11} threshold: max |logit diff| <= {threshold['logit_atol']:g}"  # type: ignore[index]
@@ -161,6 +169,7 @@ def failures(reports: dict[str, dict[str, object]]) -> list[str]:
     for key, summary in reports.items():
         if not summary["passed"]:
             where = ", ".join(summary["failed_buckets"]) or "overall"  # type: ignore[arg-type]
-            hashed = "" if summary["sha256_matches_manifest"] else "; file differs from the manifest's sha256"
+            changed = ", ".join(summary["changed_files"]) or summary["file"]  # type: ignore[arg-type]
+            hashed = "" if summary["sha256_matches_manifest"] else f"; {changed} differs from the manifest's sha256"
             out.append(f"{key} ({summary['file']}): fails in bucket(s) {where}{hashed}")
     return out

@@ -208,3 +208,20 @@ def test_concurrent_callers_get_their_own_answers(tiny_artifact: Path) -> None:
         together = list(pool.map(lambda text: clf.logits([text]), texts * 3))
     for i, got in enumerate(together):
         assert np.array_equal(got, alone[i % len(texts)]), texts[i % len(texts)]
+
+
+def test_bert14_check_names_the_changed_or_missing_weights_file(tiny_artifact: Path, tmp_path: Path) -> None:
+    from bert14.check.artifact import check_artifact, failures
+
+    copy = tmp_path / "artifact"
+    shutil.copytree(tiny_artifact, copy)
+    weights = copy / OPENVINO_INT8_WEIGHTS
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01  # one byte
+    weights.write_bytes(bytes(data))
+    report = check_artifact(copy, ["央行宣布降准"])["int8_openvino"]
+    assert report["changed_files"] == [OPENVINO_INT8_WEIGHTS] and not report["passed"]
+    assert f"{OPENVINO_INT8_WEIGHTS} differs from the manifest's sha256" in failures({"int8_openvino": report})[0]
+    weights.unlink()
+    with pytest.raises(ArtifactError, match=rf"{OPENVINO_INT8_WEIGHTS}: listed in the manifest but missing"):
+        check_artifact(copy, ["央行宣布降准"])
