@@ -79,6 +79,51 @@ def test_metrics_show_every_replica(replicas) -> None:
     assert sum(counts.values()) >= 40
 
 
+def test_a_hostile_mix_gets_its_4xx_and_never_fails_a_good_request(replicas) -> None:
+    """What the single-process server holds under hostile traffic holds behind Ray Serve's proxy too."""
+    import json
+    import struct
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, _ = replicas
+    base = f"http://{url}"
+    raw = b"".join(struct.pack("<I", 0) for _ in range(262_000))
+    head = json.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [262_000],
+                                   "parameters": {"binary_data_size": len(raw)}}]}).encode()  # fmt: skip
+    infer = f"{base}/v2/models/bert14/infer"
+    hostile = [
+        ("POST", f"{base}/v1/classify", {"content": b'{"texts": ["ok", "\\ud800"]}'}, 422),
+        ("POST", f"{base}/v1/classify", {"content": b"[" * 100_000}, 400),
+        ("POST", f"{base}/v1/classify", {"content": b'{"texts": ["' + b"x" * (2 << 20) + b'"]}'}, 413),
+        ("POST", f"{base}/v1/classify", {"json": {"texts": ["a"] * 300}}, 413),
+        ("POST", infer, {"content": head + raw, "headers": {"Inference-Header-Content-Length": str(len(head))}}, 413),
+        ("POST", infer, {"json": {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a"],
+                                               "parameters": "x"}]}}, 400),  # fmt: skip
+        ("POST", infer, {"content": b"{}", "headers": {"Inference-Header-Content-Length": "²".encode()}}, 400),
+        ("POST", infer, {"json": {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a"]}],
+                                  "parameters": {"binary_data_output": "false"}}}, 400),  # fmt: skip
+        ("POST", f"{base}/v2/models/other/infer", {"json": {"inputs": []}}, 404),
+    ]
+
+    def send(item):
+        method, where, kwargs, _ = item
+        headers = {**_auth(), **kwargs.pop("headers", {})}
+        return httpx.request(method, where, headers=headers, timeout=60, **kwargs).status_code
+
+    def good(i: int) -> int:
+        return _classify(url, [f"新闻{i}", "体育"]).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        bad = [pool.submit(send, (m, w, dict(k), s)) for m, w, k, s in hostile * 3]
+        fine = [pool.submit(good, i) for i in range(40)]
+        assert [f.result() for f in fine] == [200] * 40
+        assert [f.result() for f in bad] == [s for *_, s in hostile] * 3
+    assert httpx.post(f"{base}/v1/classify", json={"texts": ["x"]}, headers={"Authorization": "Bearer " + "r" * 31},
+                      timeout=10).status_code == 401  # fmt: skip
+    assert httpx.head(f"{base}/healthz", timeout=10).status_code == 200
+    assert _classify(url, TEXTS).status_code == 200
+
+
 def test_a_killed_replica_loses_only_its_requests_in_flight_and_comes_back(replicas) -> None:
     url, _ = replicas
     before = processes_with(REPLICA)
