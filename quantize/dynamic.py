@@ -20,7 +20,7 @@ import contextlib
 import logging
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import onnx
@@ -29,9 +29,11 @@ from bert14.quantize.gelu_cpu import split_bias_gelu
 from bert14.quantize.isa import WeightFormat, choose_weight_format
 from bert14.quantize.layer_norm_cpu import split_skip_layer_norm
 from bert14.quantize.layers import layer_map
+from bert14.quantize.per_token import ZERO_POINT, quantize_per_token
 
 # Ops that dynamic quantization turns into integer kernels in a fused BERT graph.
 QUANTIZED_OP_TYPES = ["Attention", "MatMul", "EmbedLayerNormalization", "Gather"]
+ACTIVATIONS = ("per_token", "per_tensor")
 
 
 @dataclass
@@ -42,7 +44,15 @@ class DynamicOptions:
     keep_embedding_fp32: bool = False
     quantize_head: bool = False
     split_layer_norm: bool = True  # layer_norm_cpu.py: ORT's CPU SkipLayerNormalization kernel is slow
-    split_bias_gelu: bool = True  # gelu_cpu.py: the bias rides the integer GEMM, Gelu beats BiasGelu
+    split_bias_gelu: bool = True  # gelu_cpu.py: the bias rides the integer GEMM, Gelu beats BiasGelu (per_tensor)
+    # per_tensor: one scale per tensor over the whole batch (the default, not batch-invariant);
+    # per_token: each row its own scale, batch-invariant (per_token.py), not yet the default: it measured
+    # 1.26-1.59x the per-tensor time on BERT-14 (see per_token.py)
+    activations: str = "per_tensor"
+
+    def __post_init__(self) -> None:
+        if self.activations not in ACTIVATIONS:
+            raise ValueError(f"activations: expected one of {ACTIVATIONS}, got {self.activations!r}")
 
 
 @dataclass
@@ -96,12 +106,14 @@ def quantize_dynamic_int8(
         fmt = choose_weight_format(cpu_flags)
     else:
         fmt = WeightFormat(options.reduce_range, "set by the caller")
+    per_token = options.activations == "per_token"
     with named_copy(model) as named:
         del model
         quantize_dynamic(
             str(named),
             str(target),
-            op_types_to_quantize=QUANTIZED_OP_TYPES,
+            # per_token: ONNX Runtime's quantizer makes QEmbedLayerNormalization only (fixed tables)
+            op_types_to_quantize=["EmbedLayerNormalization"] if per_token else QUANTIZED_OP_TYPES,
             per_channel=options.per_channel,
             reduce_range=fmt.reduce_range,
             weight_type=QuantType.QInt8,
@@ -109,7 +121,12 @@ def quantize_dynamic_int8(
             extra_options={"MatMulConstBOnly": True},
         )
     split = gelu = 0
-    if options.split_layer_norm or options.split_bias_gelu:
+    if per_token:
+        quantized = onnx.load(str(target))
+        rewritten = quantize_per_token(quantized, mapping, set(excluded), fmt.reduce_range)
+        split = split_skip_layer_norm(quantized, bias_in_sum=True) if options.split_layer_norm else 0
+        onnx.save(quantized, str(target))
+    elif options.split_layer_norm or options.split_bias_gelu:
         quantized = onnx.load(str(target))
         split = split_skip_layer_norm(quantized) if options.split_layer_norm else 0
         gelu = split_bias_gelu(quantized) if options.split_bias_gelu else 0
@@ -119,7 +136,11 @@ def quantize_dynamic_int8(
         "layer_norm": "Sum + LayerNormalization" if split else "SkipLayerNormalization",
         "gelu": "bias in the integer GEMM + Gelu" if gelu else "BiasGelu",
         "weights": "int8 per-channel" if options.per_channel else "int8 per-tensor",
-        "activations": "uint8, per tensor, quantized at run time",
+        "activations": (
+            f"uint8 around {ZERO_POINT}, one symmetric scale per token row, quantized at run time (batch-invariant)"
+            if per_token else "uint8, per tensor, quantized at run time"
+        ),
+        **({"per_token": asdict(rewritten)} if per_token else {}),
         "reduce_range": fmt.reduce_range,
         "weight_format_reason": fmt.reason,
         "quantized_op_types": QUANTIZED_OP_TYPES,

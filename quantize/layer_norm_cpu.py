@@ -26,9 +26,11 @@ from onnx import helper
 LAYER_NORMALIZATION_OPSET = 17
 
 
-def split_skip_layer_norm(model: onnx.ModelProto) -> int:
+def split_skip_layer_norm(model: onnx.ModelProto, bias_in_sum: bool = False) -> int:
     """Rewrite in place every SkipLayerNormalization whose only used output is the normalized one
-    (its optional mean / inverse-std / sum outputs unread); returns the count."""
+    (its optional mean / inverse-std / sum outputs unread); returns the count. `bias_in_sum`: the
+    dense layer's bias is a third operand of the Sum instead of an Add on the product (per_token.py:
+    no bias may be folded into a MatMulIntegerToFloat with per-row scales)."""
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < LAYER_NORMALIZATION_OPSET:
         return 0
@@ -45,10 +47,13 @@ def split_skip_layer_norm(model: onnx.ModelProto) -> int:
         bias = node.input[4] if len(node.input) > 4 and node.input[4] else None
         epsilon = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-12)
         p = f"{node.name or f'skip_ln_{count}'}/"
-        if bias:
+        terms = [x, skip]
+        if bias and bias_in_sum:
+            terms = [x, bias, skip]
+        elif bias:
             nodes.append(helper.make_node("Add", [x, bias], [p + "biased"], name=p + "Bias"))  # (B, S, H)
-            x = p + "biased"
-        nodes.append(helper.make_node("Sum", [x, skip], [p + "sum"], name=p + "Residual"))  # (B, S, H)
+            terms = [p + "biased", skip]
+        nodes.append(helper.make_node("Sum", terms, [p + "sum"], name=p + "Residual"))  # (B, S, H)
         nodes.append(
             helper.make_node(
                 "LayerNormalization",

@@ -155,7 +155,9 @@ def test_cli_exports_a_checkpoint_and_refuses_a_corrupt_one(tmp_path: Path, caps
     assert "fused: EmbedLayerNormalization 1, Attention 2, SkipLayerNormalization 4, BiasGelu 2" in printed
     manifest = read_manifest(out)
     assert len(manifest.model.labels) == 7 and manifest.source["kind"] == "checkpoint"
-    assert {p.name for p in out.iterdir()} == ARTIFACT_FILES
+    # a checkpoint exported without --calibration: no OpenVINO model, and a note that says how to build it
+    assert {p.name for p in out.iterdir()} == ARTIFACT_FILES - {"model.int8.ov.xml", "model.int8.ov.bin"}
+    assert "note: model.int8.ov.xml not built" in printed and "--calibration FILE" in printed
 
     weights = checkpoint / "model.safetensors"
     weights.write_bytes(b"\x00" * 64)

@@ -223,3 +223,36 @@ def test_weight_format_follows_the_instruction_set(flags, reduce_range) -> None:
 
     chosen = choose_weight_format(flags)
     assert chosen.reduce_range is reduce_range and chosen.reason
+
+
+def test_per_token_int8_gives_a_row_the_same_bits_alone_and_in_any_padded_batch(tiny_artifact, tmp_path) -> None:
+    """The opt-in per-token recipe (quantize/per_token.py): each text alone, at its own length, equals its row
+    of a padded batch bit for bit, with ONNX Runtime's fusions on (they must not fold a bias into the
+    per-row product: ORT_DISABLE_ALL gives the same)."""
+    import onnxruntime as ort
+
+    out = tmp_path / "per_token.onnx"
+    options = DynamicOptions(activations="per_token")
+    result = quantize_dynamic_int8(tiny_artifact / "model.opt.onnx", out, options, VNNI)
+    assert result.recipe["per_token"]["attention"] == 2 and result.recipe["per_token"]["matmul"] == 6
+
+    def session(level):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        options.intra_op_num_threads = 2
+        return ort.InferenceSession(str(out), options, providers=["CPUExecutionProvider"])
+
+    fused = session(ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    plain = session(ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    rng = np.random.default_rng(7)
+    ids = rng.integers(100, 20000, (5, 40)).astype(np.int64)  # (B, S)
+    mask = np.ones_like(ids)
+    for row, length in enumerate((40, 3, 17, 1, 29)):
+        mask[row, length:] = 0
+    feeds = {"input_ids": ids * mask, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    batched = fused.run(None, feeds)[0]
+    np.testing.assert_allclose(plain.run(None, feeds)[0], batched, atol=1e-5)
+    for row in range(5):
+        n = int(mask[row].sum())
+        alone = fused.run(None, {k: v[row : row + 1, :n] for k, v in feeds.items()})[0]
+        assert np.array_equal(alone[0], batched[row]), f"row {row} (length {n}) changed with its batch"

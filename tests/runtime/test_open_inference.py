@@ -366,4 +366,4 @@ def test_fuzzed_v2_bodies_never_get_a_500(app_client) -> None:
             assert set(reply.json()) == {"error"}
 
     one()
-    assert {200, 400, 413} <= seen, f"the fuzz reached only statuses {seen}"
+    assert {200, 400} <= seen, f"the fuzz reached only statuses {seen}"  # 413: the tests above
