@@ -37,8 +37,10 @@ from bert14.check.compare import (
     require_pass,
     summarize,
 )
+from bert14.check.invariance import check_invariance, rows_of
 from bert14.check.reference import TorchReference, torch_logits, validate_onnx
-from bert14.errors import InputError
+from bert14.check.runners import runner_for
+from bert14.errors import InputError, ParityError
 from bert14.export.model import DEFAULT_SEED, SourceModel, build_default, load_checkpoint
 from bert14.export.onnx_export import ExportSettings, export_onnx
 from bert14.publish import staging
@@ -139,15 +141,31 @@ class _Checks:
     """Every artifact's check against PyTorch: the gate, and what the report and manifest keep."""
 
     reference: TorchReference
+    max_positions: int
     validation: dict[str, list[CaseResult]] = field(default_factory=dict)
     tolerances: dict[str, float] = field(default_factory=dict)
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    invariance: dict[str, dict[str, object]] = field(default_factory=dict)  # file -> check/invariance.py's report
 
-    def gate(self, path: Path, cases: list[Case], atol: float, what: str, strict: bool = True) -> list[CaseResult]:
+    def gate(
+        self, path: Path, cases: list[Case], atol: float, what: str, strict: bool = True, invariant: bool = True
+    ) -> list[CaseResult]:
+        """Parity with PyTorch on `cases`, then each row alone against batched as served (check/invariance.py):
+        a label flip fails the export unless `invariant` is False (a recipe the caller chose knowing its scores
+        depend on the batch), where the figures are still recorded."""
         progress.stage(f"checking {path.name} against PyTorch ({len(cases)} cases)")
         results = validate_onnx(self.reference, path, cases, atol, strict)
         require_pass(results, atol, what)
         self.validation[path.name], self.tolerances[path.name] = results, atol
+        rows = rows_of([case for case in cases if not case.name.endswith("-left")])
+        progress.stage(f"checking {path.name} alone against batched ({len(rows)} rows)")
+        report = check_invariance(runner_for(path, optimized=True), rows, self.reference.function, self.max_positions)
+        self.invariance[path.name] = report.to_dict()
+        if invariant and not report.passed:
+            raise ParityError(
+                f"{what}: {report.flips} of {report.comparisons} rows changed label between alone and batched "
+                f"(max |dprob| {report.max_abs_prob_diff:.3g}); a text's answer must not depend on its batch"
+            )
         return results
 
 
@@ -167,7 +185,7 @@ def export_artifact(options: ExportOptions) -> ExportReport:
         progress.stage("loading the source model")
         source = load_source(options)
         config = source.config
-        checks = _Checks(TorchReference(source.model))
+        checks = _Checks(TorchReference(source.model), config.max_position_embeddings)
         progress.stage(f"exporting {MODEL_FILE} ({options.exporter} exporter)")
         export_info = export_onnx(source.model, stage / MODEL_FILE, settings, config.max_position_embeddings)
         config.to_json_file(str(stage / CONFIG_FILE))
@@ -177,6 +195,8 @@ def export_artifact(options: ExportOptions) -> ExportReport:
         checks.artifacts["fp32"] = {"file": MODEL_FILE, "validation": summarize(results, FP32_LOGIT_ATOL)}
         if options.optimize:
             extra = _fused_variants(source, stage, suite, checks, options)
+        for entry in checks.artifacts.values():
+            entry["batch_invariance"] = checks.invariance[entry["file"]]
         progress.stage(f"publishing into {options.out_dir}")
         manifest = write_manifest(stage, _manifest(source, options, export_info, checks.artifacts) | extra)
     return ExportReport(options.out_dir, manifest, checks.validation, checks.tolerances, time.perf_counter() - started)
@@ -230,7 +250,10 @@ def _fused_variants(
         quantized, fallback = _int8_with_fallback(source, stage, options)
     else:
         quantized = quantize_dynamic_int8(stage / FUSED_FILE, stage / INT8_FILE, options.int8, cpu_flags())
-    results = checks.gate(stage / INT8_FILE, padded, INT8_LOGIT_ATOL, f"{INT8_FILE} (int8)", strict=False)
+    # per_tensor scales span the batch: asked for by name, so its flips are recorded, not refused
+    invariant = options.int8_static is not None or options.int8.activations != "per_tensor"
+    what = f"{INT8_FILE} (int8)"
+    results = checks.gate(stage / INT8_FILE, padded, INT8_LOGIT_ATOL, what, strict=False, invariant=invariant)
     fp32_size = (stage / MODEL_FILE).stat().st_size
     int8_size = (stage / INT8_FILE).stat().st_size
     checks.artifacts["int8"] = {

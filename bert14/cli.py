@@ -30,7 +30,7 @@ def _export(args: argparse.Namespace) -> int:
         optimize=not args.no_optimize,
         quantize=not args.no_int8,
         fp16_seqlen=not args.no_fp16_seqlen,
-        int8=DynamicOptions(per_channel=not args.int8_per_tensor),
+        int8=DynamicOptions(per_channel=not args.int8_per_tensor, activations=args.int8_activations),
         int8_eval_texts=Path(args.int8_eval_texts) if args.int8_eval_texts else None,
         int8_static=(
             StaticOptions(args.int8_calibrate, not args.int8_per_tensor) if args.int8_method == "static" else None
@@ -338,6 +338,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--int8-per-tensor",
         action="store_true",
         help="one int8 scale per weight tensor (default: one per output channel, more accurate at the same speed)",
+    )
+    export.add_argument(
+        "--int8-activations",
+        choices=("per_token", "per_tensor"),  # quantize/dynamic.py's ACTIVATIONS; the parser stays import-light
+        default="per_token",
+        help="dynamic: per_token (default) scales each token row alone, so a text's scores do not depend on its "
+        "batch; per_tensor scales the whole batch at once: faster, but scores move with the neighbours",
     )
     export.add_argument("--int8-method", choices=("dynamic", "static"), default="dynamic")
     export.add_argument("--int8-calibration", help="static: UTF-8 file of real texts to calibrate on")

@@ -3,6 +3,7 @@ adversarial shapes, with disagreements located by sequence-length bucket.
 
     loader (check/reference.py) -> runner per artifact file (check/runners.py)
         -> comparator (check/compare.py), per row, summarized per length bucket
+        -> batch invariance (check/invariance.py): each row alone vs in other batches, as served
 
 The source is the one the manifest records. Inputs: the texts given (default: SAMPLE_TEXTS, which
 includes texts longer than 512 tokens), tokenized with the artifact's own tokenizer; plus a seeded
@@ -22,6 +23,7 @@ from bert14 import openvino_engine, progress
 from bert14.artifact import MODEL_FILES, OPENVINO_INT8_FILE, read_manifest, verify_files, with_companions
 from bert14.check.cases import BUCKETS, RIGHT_PADDING_ONLY, SAMPLE_TEXTS, TRUNCATED, random_cases, text_cases
 from bert14.check.compare import THRESHOLDS, Threshold
+from bert14.check.invariance import InvarianceReport, check_invariance, rows_of
 from bert14.check.reference import TorchReference, source_of
 from bert14.check.runners import runner_for
 from bert14.errors import ArtifactError
@@ -44,6 +46,7 @@ class ArtifactReport:
     function: str = SOFTMAX  # how the logits are read (bert14/head.py): probabilities and answers follow it
     rows: list[Row] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)  # its files (the .xml's .bin too) whose sha256 differs
+    invariance: InvarianceReport = field(default_factory=InvarianceReport)
 
     def _stats(self, rows: list[Row]) -> dict[str, object]:
         ref = np.stack([r.reference for r in rows]).astype(np.float64)  # (N, C)
@@ -81,9 +84,11 @@ class ArtifactReport:
             "changed_files": self.changed,
             "score_function": self.function,
             **overall,
-            "passed": bool(overall["passed"]) and self.hash_ok,
+            "parity_passed": bool(overall["passed"]) and self.hash_ok,
+            "passed": bool(overall["passed"]) and self.hash_ok and self.invariance.passed,
             "failed_buckets": failed,
             "buckets": buckets,
+            "invariance": self.invariance.to_dict(),
         }
 
 
@@ -118,6 +123,7 @@ def check_artifact(
     reference = TorchReference(source_of(manifest, model_dir).model, "cuda" if provider == "cuda" else "cpu")
     cases = text_cases(directory, texts if texts is not None else SAMPLE_TEXTS, model_info.max_position_embeddings)
     cases += random_cases(model_info.vocab_size, model_info.type_vocab_size, model_info.max_position_embeddings)
+    rows = rows_of([case for case, _ in cases if not case.name.endswith("-left")])
     reports = {}
     for key in present:
         name = MODEL_FILES[key]
@@ -135,6 +141,10 @@ def check_artifact(
                 want = reference(case)
                 report.rows += [Row(b, want[i], got[i]) for i, b in enumerate(buckets)]
             progress.step(done, len(cases))
+        progress.stage(f"checking {name} alone against batched ({len(rows)} rows, served settings)")
+        served = runner_for(directory / name, provider, optimized=True)
+        report.invariance = check_invariance(served, rows, reference.function, model_info.max_position_embeddings)
+        del served
         reports[key] = report.summary()
     return reports
 
@@ -156,6 +166,12 @@ def format_report(reports: dict[str, dict[str, object]]) -> str:
         if not summary["sha256_matches_manifest"]:
             changed = ", ".join(summary["changed_files"]) or summary["file"]  # type: ignore[arg-type]
             lines.append(f"{key:<11} {changed} does not match the sha256 in manifest.json")
+        inv = summary["invariance"]
+        lines.append(
+            f"{key:<11} batch invariance: {inv['identical']}/{inv['comparisons']} rows bit-identical to alone, "  # type: ignore[index]
+            f"{inv['flips']} label flips, max |dlogit| {inv['max_abs_logit_diff']:.3e}, "  # type: ignore[index]
+            f"max |dprob| {inv['max_abs_prob_diff']:.3e}  {'ok' if inv['passed'] else 'FAIL'}"  # type: ignore[index]
+        )
         threshold = summary["threshold"]
         lines.append(
             f"{'':<11} threshold: max |logit diff| <= {threshold['logit_atol']:g}"  # type: ignore[index]
@@ -167,9 +183,17 @@ def format_report(reports: dict[str, dict[str, object]]) -> str:
 def failures(reports: dict[str, dict[str, object]]) -> list[str]:
     out = []
     for key, summary in reports.items():
-        if not summary["passed"]:
+        if summary["passed"]:
+            continue
+        parts = []
+        if not summary["parity_passed"]:
             where = ", ".join(summary["failed_buckets"]) or "overall"  # type: ignore[arg-type]
             changed = ", ".join(summary["changed_files"]) or summary["file"]  # type: ignore[arg-type]
             hashed = "" if summary["sha256_matches_manifest"] else f"; {changed} differs from the manifest's sha256"
-            out.append(f"{key} ({summary['file']}): fails in bucket(s) {where}{hashed}")
+            parts.append(f"fails in bucket(s) {where}{hashed}")
+        inv = summary["invariance"]
+        if not inv["passed"]:  # type: ignore[index]
+            flips = f"{inv['flips']} label flips"  # type: ignore[index]
+            parts.append(f"batch invariance: {flips} between a row alone and the same row batched")
+        out.append(f"{key} ({summary['file']}): " + "; ".join(parts))
     return out

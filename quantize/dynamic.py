@@ -1,9 +1,16 @@
 """Dynamic INT8 quantization of the fused graph for the CPU provider.
 
-Weights are stored as int8; activations are quantized at run time per tensor. Applied after
-fusion, so each Attention becomes QAttention (its packed QKV GEMM runs in integers), each MatMul a
-MatMulInteger that ONNX Runtime fuses into DynamicQuantizeMatMul, and EmbedLayerNormalization
-QEmbedLayerNormalization (int8 tables: the 21128 x 768 word table is a sixth of the model).
+Weights are stored as int8; activations are quantized at run time. Applied after fusion.
+
+- activations="per_token" (the default): each token row of each activation gets its own scale
+  (per_token.py), so a text gets the same scores bit for bit whatever it is batched with.
+- activations="per_tensor": one scale per activation tensor over the whole batch, padding included;
+  each Attention becomes QAttention (its packed QKV GEMM runs in integers), each MatMul a
+  MatMulInteger that ONNX Runtime fuses into DynamicQuantizeMatMul. Faster (per_token.py has the
+  figures), but a text's scores move with its neighbours: 2 of 400 real texts changed label.
+
+Either way EmbedLayerNormalization becomes QEmbedLayerNormalization (fixed int8 tables: the
+21128 x 768 word table is a sixth of the model).
 
 Kept in fp32, deliberately:
 - the head (pooler dense + tanh, classifier): two (B, hidden) products, about 0.01% of the
@@ -45,10 +52,9 @@ class DynamicOptions:
     quantize_head: bool = False
     split_layer_norm: bool = True  # layer_norm_cpu.py: ORT's CPU SkipLayerNormalization kernel is slow
     split_bias_gelu: bool = True  # gelu_cpu.py: the bias rides the integer GEMM, Gelu beats BiasGelu (per_tensor)
-    # per_tensor: one scale per tensor over the whole batch (the default, not batch-invariant);
-    # per_token: each row its own scale, batch-invariant (per_token.py), not yet the default: it measured
-    # 1.26-1.59x the per-tensor time on BERT-14 (see per_token.py)
-    activations: str = "per_tensor"
+    # per_token (the default): each row its own scale, so a text's scores do not depend on its batch
+    # (per_token.py); per_tensor: one scale over the whole batch, padding included (faster, not batch-invariant)
+    activations: str = "per_token"
 
     def __post_init__(self) -> None:
         if self.activations not in ACTIVATIONS:
@@ -134,7 +140,7 @@ def quantize_dynamic_int8(
     recipe = {
         "method": "dynamic",
         "layer_norm": "Sum + LayerNormalization" if split else "SkipLayerNormalization",
-        "gelu": "bias in the integer GEMM + Gelu" if gelu else "BiasGelu",
+        "gelu": "Sum(bias) + Gelu" if per_token else "bias in the integer GEMM + Gelu" if gelu else "BiasGelu",
         "weights": "int8 per-channel" if options.per_channel else "int8 per-tensor",
         "activations": (
             f"uint8 around {ZERO_POINT}, one symmetric scale per token row, quantized at run time (batch-invariant)"

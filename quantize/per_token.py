@@ -86,12 +86,12 @@ class _Rewriter:
         self.zp = self._const("per_token/zero_point", np.array(ZERO_POINT, np.uint8))
         self.w_zp = self._const("per_token/weight_zero_point", np.array(0, np.int8))
 
-    def weight(self, name: str) -> tuple[str, str, int]:
-        """(int8 weight, its per-column scales, K) for the fp32 initializer `name` (K, N)."""
-        w = numpy_helper.to_array(self.inits[name]).astype(np.float32)  # (K, N)
-        scale = np.maximum(np.abs(w).max(axis=0), TINY) / self.qmax  # (N,)
-        q = np.clip(np.rint(w / scale), -self.qmax, self.qmax).astype(np.int8)  # (K, N)
-        base = f"{name}/per_token"
+    def weight(self, name: str, columns: slice = slice(None), tag: str = "") -> tuple[str, str, int]:
+        """(int8 weight, its per-column scales, K) for `columns` of the fp32 initializer `name` (K, N)."""
+        w = numpy_helper.to_array(self.inits[name]).astype(np.float32)[:, columns]  # (K, N')
+        scale = np.maximum(np.abs(w).max(axis=0), TINY) / self.qmax  # (N',)
+        q = np.clip(np.rint(w / scale), -self.qmax, self.qmax).astype(np.int8)  # (K, N')
+        base = f"{name}/per_token{tag}"
         return (self._const(f"{base}/int8", q), self._const(f"{base}/scale", scale.astype(np.float32)), w.shape[0])
 
     def quantize(self, x: str, k: int, out: list[onnx.NodeProto]) -> tuple[str, str]:
@@ -115,8 +115,9 @@ class _Rewriter:
         self.report.quantizers += 1
         return self.quantized[x]
 
-    def matmul(self, x: str, weight: str, y: str, out: list[onnx.NodeProto]) -> None:
-        q_w, w_scale, k = self.weight(weight)
+    def matmul(self, x: str, weight: str, y: str, out: list[onnx.NodeProto], columns: slice = slice(None),
+               tag: str = "") -> None:  # fmt: skip
+        q_w, w_scale, k = self.weight(weight, columns, tag)
         q, scale = self.quantize(x, k, out)
         out.append(
             helper.make_node(
@@ -126,19 +127,28 @@ class _Rewriter:
         )  # fmt: skip
 
     def attention(self, node: onnx.NodeProto, out: list[onnx.NodeProto]) -> None:
+        """One integer product each for Q, K and V (no Split copy), the bias in MultiHeadAttention."""
         x, weight, bias = node.input[:3]
         mask = node.input[3] if len(node.input) > 3 else ""
         heads = next(a.i for a in node.attribute if a.name == "num_heads")
+        hidden = self.inits[weight].dims[1] // 3
         p = f"{node.name}/per_token/"
-        self.matmul(x, weight, p + "qkv", out)  # (B, S, 3H), no bias
-        out.append(helper.make_node("Split", [p + "qkv"], [p + "q", p + "k", p + "v"], axis=2, num_outputs=3,
-                                    name=p + "Split"))  # fmt: skip
+        for i, part in enumerate("qkv"):
+            self.matmul(x, weight, p + part, out, slice(i * hidden, (i + 1) * hidden), f"/{part}")  # (B, S, H)
         out.append(
             helper.make_node(
                 "MultiHeadAttention", [p + "q", p + "k", p + "v", bias, mask], [node.output[0]], num_heads=heads,
                 name=p + "MultiHeadAttention", domain=MS,
             )
         )  # fmt: skip
+
+    def bias_gelu(self, node: onnx.NodeProto, out: list[onnx.NodeProto]) -> None:
+        """BiasGelu(h, b) -> Sum(h, b) + Gelu: ONNX Runtime's CPU BiasGelu adds the bias in a pass of its own
+        over a temporary buffer, and its BiasGelu fusion matches Add, not Sum, so the session leaves this be."""
+        x, bias = node.input
+        p = f"{node.name}/per_token/"
+        out.append(helper.make_node("Sum", [x, bias], [p + "biased"], name=p + "Bias"))
+        out.append(helper.make_node("Gelu", [p + "biased"], [node.output[0]], name=p + "Gelu", domain=MS))
 
 
 def quantize_per_token(
@@ -157,6 +167,8 @@ def quantize_per_token(
         elif inside and node.op_type == "MatMul" and node.input[1] in rewriter.inits:
             rewriter.matmul(node.input[0], node.input[1], node.output[0], nodes)
             rewriter.report.matmul += 1
+        elif inside and node.op_type == "BiasGelu" and node.domain == MS and len(node.input) == 2:
+            rewriter.bias_gelu(node, nodes)
         else:
             nodes.append(node)
     del model.graph.node[:]

@@ -32,8 +32,13 @@ def test_texts_file_is_used_and_long_texts_land_in_truncated(tiny_artifact: Path
     with progress.reporting(lambda text, done, total: seen.append((text, done, total))):
         reports = check_artifact(tiny_artifact, ["短标题", "长文" * 600])
     stages = [text for text, _, total in seen if total == 0]
-    assert stages[0] == "rebuilding the source model" and len(stages) == 1 + len(reports)
-    assert all(done <= total for _, done, total in seen) and seen[-1][1] == seen[-1][2] > 0
+    assert stages[0] == "rebuilding the source model" and len(stages) == 1 + 2 * len(reports)  # parity, invariance
+    steps = [(done, total) for _, done, total in seen if total]
+    assert all(done <= total for done, total in steps) and steps[-1][0] == steps[-1][1] > 0
+    for key, report in reports.items():  # each artifact alone vs batched, as served: the same bits
+        invariance = report["invariance"]
+        assert invariance["rows"] == 32 and invariance["comparisons"] == 3 * 32, (key, invariance)
+        assert invariance["identical"] == invariance["comparisons"] and invariance["passed"], (key, invariance)
     buckets = reports["fp32"]["buckets"]
     assert buckets["truncated"]["rows"] == 1
     assert any(len(text) > 1000 for text in SAMPLE_TEXTS), "the built-in sample reaches the truncated bucket"

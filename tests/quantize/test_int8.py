@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +21,25 @@ def _ops(path: Path) -> Counter:
     return Counter(node.op_type for node in onnx.load(str(path)).graph.node)
 
 
-def test_dynamic_int8_makes_integer_kernels_and_keeps_the_head(tiny_artifact: Path, tmp_path: Path) -> None:
+def test_default_int8_is_per_token_integer_products_and_keeps_the_head(tiny_artifact: Path, tmp_path: Path) -> None:
     out = tmp_path / "int8.onnx"
     result = quantize_dynamic_int8(tiny_artifact / "model.opt.onnx", out, DynamicOptions(), VNNI)
+    ops = _ops(out)
+    # per layer: Q, K, V, the attention output and the two FFN projections, each its own integer product
+    assert ops["MatMulIntegerToFloat"] == 2 * 6 and ops["MultiHeadAttention"] == 2 and ops["Attention"] == 0
+    assert ops["QuantizeLinear"] == 2 * 4, "one per-row quantizer per distinct activation (Q, K, V share one)"
+    assert ops["QAttention"] == ops["DynamicQuantizeLinear"] == ops["MatMulInteger"] == 0, "no batch-wide scale"
+    assert ops["QEmbedLayerNormalization"] == 1 and ops["MatMul"] == 2, "fixed embedding tables; fp32 head"
+    assert ops["BiasGelu"] == 0 and ops["Gelu"] == 2 and ops["Sum"] == 2 * 3, "biases ride Sums, not the products"
+    assert result.recipe["gelu"] == "Sum(bias) + Gelu" and "batch-invariant" in result.recipe["activations"]
+    assert result.kept_fp32 == ["head (pooler, classifier)"] and result.recipe["reduce_range"] is False
+
+
+def test_per_tensor_int8_makes_integer_kernels_and_keeps_the_head(tiny_artifact: Path, tmp_path: Path) -> None:
+    out = tmp_path / "int8.onnx"
+    result = quantize_dynamic_int8(
+        tiny_artifact / "model.opt.onnx", out, DynamicOptions(activations="per_tensor"), VNNI
+    )
     ops = _ops(out)
     assert ops["QAttention"] == 2 and ops["Attention"] == 0
     assert ops["QEmbedLayerNormalization"] == 1
@@ -90,7 +107,8 @@ def _eval_set(path: Path, rows: int = 64):
 def test_fallback_keeps_the_planted_sensitive_layer(tiny_artifact: Path, tmp_path: Path) -> None:
     fused = _planted(tiny_artifact, tmp_path, layer=1)
     batches, reference = _eval_set(fused)
-    base = DynamicOptions(per_channel=False)  # the planted outlier spoils a per-tensor scale
+    # the planted outlier spoils a per-tensor scale (the fallback's search is the same for either recipe)
+    base = DynamicOptions(per_channel=False, activations="per_tensor")
     plain = tmp_path / "plain.onnx"
     quantize_dynamic_int8(fused, plain, base, VNNI)
     before = score(plain, batches, reference)
@@ -174,8 +192,9 @@ def test_bias_gelu_split_rides_the_integer_gemm_and_keeps_the_logits(tiny_artifa
     assert Counter(n.op_type for n in fused.graph.node)["Add"] >= 2
 
     split, unsplit = tmp_path / "split.onnx", tmp_path / "unsplit.onnx"
-    quantize_dynamic_int8(tiny_artifact / "model.opt.onnx", split, DynamicOptions(), VNNI)
-    quantize_dynamic_int8(tiny_artifact / "model.opt.onnx", unsplit, DynamicOptions(split_bias_gelu=False), VNNI)
+    per_tensor = DynamicOptions(activations="per_tensor")  # per_token never puts a bias in the product
+    quantize_dynamic_int8(tiny_artifact / "model.opt.onnx", split, per_tensor, VNNI)
+    quantize_dynamic_int8(tiny_artifact / "model.opt.onnx", unsplit, replace(per_tensor, split_bias_gelu=False), VNNI)
     session, ops = _as_run(split, tmp_path)
     assert ops["Gelu"] == 2 and ops["BiasGelu"] == 0, f"the session re-fused it: {ops}"
     assert ops["Add"] == 0, "the bias should be folded into DynamicQuantizeMatMul"
@@ -196,8 +215,9 @@ def test_a_tanh_gelu_model_splits_fast_gelu_the_same_way(tmp_path: Path) -> None
     fused = tmp_path / "fused.onnx"
     optimize_file(path, fused)
     split, unsplit = tmp_path / "split.onnx", tmp_path / "unsplit.onnx"
-    quantize_dynamic_int8(fused, split, DynamicOptions(), VNNI)
-    quantize_dynamic_int8(fused, unsplit, DynamicOptions(split_bias_gelu=False), VNNI)
+    per_tensor = DynamicOptions(activations="per_tensor")
+    quantize_dynamic_int8(fused, split, per_tensor, VNNI)
+    quantize_dynamic_int8(fused, unsplit, replace(per_tensor, split_bias_gelu=False), VNNI)
     session, ops = _as_run(split, tmp_path)
     assert ops["FastGelu"] == 2 and ops["Add"] == 0, f"the bias should be folded into DynamicQuantizeMatMul: {ops}"
     fast = [n for n in onnx.load(str(split)).graph.node if n.op_type == "FastGelu"]
@@ -225,16 +245,19 @@ def test_weight_format_follows_the_instruction_set(flags, reduce_range) -> None:
     assert chosen.reduce_range is reduce_range and chosen.reason
 
 
-def test_per_token_int8_gives_a_row_the_same_bits_alone_and_in_any_padded_batch(tiny_artifact, tmp_path) -> None:
-    """The opt-in per-token recipe (quantize/per_token.py): each text alone, at its own length, equals its row
-    of a padded batch bit for bit, with ONNX Runtime's fusions on (they must not fold a bias into the
-    per-row product: ORT_DISABLE_ALL gives the same)."""
+@pytest.mark.parametrize("activations", ["per_token", "per_tensor"])
+def test_a_row_gets_the_same_bits_alone_and_in_any_padded_batch_only_per_token(
+    tiny_artifact, tmp_path, activations
+) -> None:
+    """The default per-token recipe (quantize/per_token.py): each text alone, at its own length, equals its
+    row of a padded batch bit for bit, with ONNX Runtime's fusions on (they must not fold a bias into the
+    per-row product: ORT_DISABLE_ALL gives the same). The per-tensor recipe it replaced does not."""
     import onnxruntime as ort
 
-    out = tmp_path / "per_token.onnx"
-    options = DynamicOptions(activations="per_token")
-    result = quantize_dynamic_int8(tiny_artifact / "model.opt.onnx", out, options, VNNI)
-    assert result.recipe["per_token"]["attention"] == 2 and result.recipe["per_token"]["matmul"] == 6
+    out = tmp_path / f"{activations}.onnx"
+    result = quantize_dynamic_int8(tiny_artifact / "model.opt.onnx", out, DynamicOptions(activations=activations), VNNI)
+    if activations == "per_token":
+        assert result.recipe["per_token"] == {"attention": 2, "matmul": 6, "quantizers": 8}
 
     def session(level):
         options = ort.SessionOptions()
@@ -252,7 +275,12 @@ def test_per_token_int8_gives_a_row_the_same_bits_alone_and_in_any_padded_batch(
     feeds = {"input_ids": ids * mask, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
     batched = fused.run(None, feeds)[0]
     np.testing.assert_allclose(plain.run(None, feeds)[0], batched, atol=1e-5)
+    same = []
     for row in range(5):
         n = int(mask[row].sum())
         alone = fused.run(None, {k: v[row : row + 1, :n] for k, v in feeds.items()})[0]
-        assert np.array_equal(alone[0], batched[row]), f"row {row} (length {n}) changed with its batch"
+        same.append(bool(np.array_equal(alone[0], batched[row])))
+    if activations == "per_token":
+        assert all(same), f"rows changed with their batch: {same}"
+    else:
+        assert not all(same), "the per-tensor recipe's scale spans the batch: some row must move"
