@@ -1,7 +1,9 @@
 """`make bench`: speed side by side, in one process, interleaved, on 2 threads.
 
 Configurations: PyTorch eager fp32 (the source); ONNX Runtime on the unfused model.onnx; this
-project's fused fp32 (model.opt.onnx) and INT8 (model.int8.onnx); the public recipe (ONNX
+project's fused fp32 (model.opt.onnx) and INT8 (model.int8.onnx, per-token: batch-invariant), beside
+the per-tensor INT8 it replaced as the default (`--int8-activations per_tensor`, quantized here from
+model.opt.onnx with the same options otherwise); the public recipe (ONNX
 Runtime's transformer optimizer + quantize_dynamic on a TorchScript export of the eager attention);
 with openvino and nncf installed, the OpenVINO engine (model.int8.ov.xml) and OpenVINO's stock
 static INT8 (nncf.quantize defaults on model.onnx, the export's seeded calibration sample;
@@ -68,11 +70,13 @@ def main() -> int:
         _, recipe = public_recipe(eager.model, Path(tmp), config.num_attention_heads, config.hidden_size)
         del eager
         progress.step("public recipe")
+        per_tensor = per_tensor_int8(args.artifact, Path(tmp))
         sessions = {
             "onnxruntime unfused fp32": session(str(args.artifact / "model.onnx")),
             "bert14 fused fp32": session(str(args.artifact / "model.opt.onnx")),
             "public recipe int8": session(str(recipe)),
             "bert14 int8": session(str(args.artifact / "model.int8.onnx")),
+            PER_TENSOR: session(str(per_tensor)),
         }
         sessions |= openvino_sessions(args.artifact, Path(tmp), config)
         progress.step("sessions")
@@ -101,6 +105,20 @@ def main() -> int:
     chart(report, args.out / "bench.png")
     print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.png'}")
     return 0
+
+
+PER_TENSOR = "bert14 int8 per-tensor"
+
+
+def per_tensor_int8(artifact: Path, work: Path) -> Path:
+    """The artifact's fused graph quantized with one activation scale per tensor (the default until the
+    per-token recipe): what the batch-invariant default is timed against."""
+    from bert14.artifact import cpu_flags
+    from bert14.quantize.dynamic import DynamicOptions, quantize_dynamic_int8
+
+    out = work / "per_tensor.int8.onnx"
+    quantize_dynamic_int8(artifact / "model.opt.onnx", out, DynamicOptions(activations="per_tensor"), cpu_flags())
+    return out
 
 
 def openvino_sessions(artifact: Path, work: Path, config) -> dict[str, object]:
