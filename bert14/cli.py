@@ -30,7 +30,11 @@ def _export(args: argparse.Namespace) -> int:
         optimize=not args.no_optimize,
         quantize=not args.no_int8,
         fp16_seqlen=not args.no_fp16_seqlen,
-        int8=DynamicOptions(per_channel=not args.int8_per_tensor, activations=args.int8_activations),
+        int8=DynamicOptions(
+            per_channel=not args.int8_per_tensor,
+            activations=args.int8_activations,
+            keep_embedding_fp32=args.int8_embedding == "fp32",
+        ),
         int8_eval_texts=Path(args.int8_eval_texts) if args.int8_eval_texts else None,
         int8_static=(
             StaticOptions(args.int8_calibrate, not args.int8_per_tensor) if args.int8_method == "static" else None
@@ -345,6 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="per_token",
         help="dynamic: per_token (default) scales each token row alone, so a text's scores do not depend on its "
         "batch; per_tensor scales the whole batch at once: faster, but scores move with the neighbours",
+    )
+    export.add_argument(
+        "--int8-embedding",
+        choices=("fp32", "int8"),
+        default="fp32",
+        help="dynamic: the embedding tables in fp32 (default: the most accurate) or int8 (a smaller file)",
     )
     export.add_argument("--int8-method", choices=("dynamic", "static"), default="dynamic")
     export.add_argument("--int8-calibration", help="static: UTF-8 file of real texts to calibrate on")

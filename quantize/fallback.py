@@ -111,7 +111,9 @@ def accuracy_fallback(
     say = progress or (lambda _: None)
     model = onnx.load(str(fused))
     mapping = layer_map(model)
-    units = [EMBEDDING, *[f"layer {i}" for i in range(len(mapping.layers))]]
+    units = [f"layer {i}" for i in range(len(mapping.layers))]
+    if not base.keep_embedding_fp32:  # already fp32 otherwise: nothing to choose
+        units.insert(0, EMBEDDING)
     sizes = _unit_megabytes(
         model, {EMBEDDING: mapping.embedding, **{f"layer {i}": n for i, n in enumerate(mapping.layers)}}
     )
@@ -119,7 +121,8 @@ def accuracy_fallback(
 
     def build(kept: list[str], path: Path) -> QuantizeResult:
         layer_ids = [int(u.split()[1]) for u in kept if u != EMBEDDING]
-        opts = replace(base, keep_fp32_layers=layer_ids, keep_embedding_fp32=EMBEDDING in kept)
+        embedding = base.keep_embedding_fp32 or EMBEDDING in kept
+        opts = replace(base, keep_fp32_layers=layer_ids, keep_embedding_fp32=embedding)
         return quantize_dynamic_int8(fused, path, opts, cpu_flags)
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -76,7 +76,7 @@ def test_manifest_records_what_the_issue_asks(tiny_artifact: Path) -> None:
     assert "right padding only" in seqlen["mask"] and seqlen["validation_cpu"]["passed"]
     assert all(case["case"].endswith("-right") for case in seqlen["validation_cpu"]["cases"])
     int8 = manifest["artifacts"]["int8"]
-    assert int8["recipe"]["method"] == "dynamic" and int8["kept_fp32"] == ["head (pooler, classifier)"]
+    assert int8["recipe"]["method"] == "dynamic" and int8["kept_fp32"] == ["head (pooler, classifier)", "embedding"]
     assert int8["recipe"]["reduce_range"] is choose_weight_format(manifest["cpu_flags"]).reduce_range
     assert 0 < int8["size_vs_fp32"] < 1 and int8["validation"]["passed"]
     for key in ("argmax_agreement", "max_abs_prob_diff", "mean_abs_prob_diff"):

@@ -29,20 +29,37 @@ def test_default_int8_is_per_token_integer_products_and_keeps_the_head(tiny_arti
     assert ops["MatMulIntegerToFloat"] == 2 * 6 and ops["MultiHeadAttention"] == 2 and ops["Attention"] == 0
     assert ops["QuantizeLinear"] == 2 * 4, "one per-row quantizer per distinct activation (Q, K, V share one)"
     assert ops["QAttention"] == ops["DynamicQuantizeLinear"] == ops["MatMulInteger"] == 0, "no batch-wide scale"
-    assert ops["QEmbedLayerNormalization"] == 1 and ops["MatMul"] == 2, "fixed embedding tables; fp32 head"
+    assert ops["EmbedLayerNormalization"] == 1 and ops["MatMul"] == 2, "fp32 embedding and head"
+    assert ops["QEmbedLayerNormalization"] == 0
     assert ops["BiasGelu"] == 0 and ops["Gelu"] == 2 and ops["Sum"] == 2 * 3, "biases ride Sums, not the products"
     assert result.recipe["gelu"] == "Sum(bias) + Gelu" and "batch-invariant" in result.recipe["activations"]
-    assert result.kept_fp32 == ["head (pooler, classifier)"] and result.recipe["reduce_range"] is False
+    assert result.kept_fp32 == ["head (pooler, classifier)", "embedding"] and result.recipe["reduce_range"] is False
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_per_token_weights_follow_the_per_channel_option(tiny_artifact: Path, tmp_path: Path, per_channel) -> None:
+    out = tmp_path / "int8.onnx"
+    result = quantize_dynamic_int8(tiny_artifact / "model.opt.onnx", out, DynamicOptions(per_channel=per_channel), VNNI)
+    model = onnx.load(str(out))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    scales = [inits[n.input[3]] for n in model.graph.node if n.op_type == "MatMulIntegerToFloat"]  # (N,) each
+    assert len(scales) == 2 * 6
+    distinct = [len(np.unique(s)) for s in scales]
+    if per_channel:
+        assert min(distinct) > 1, "one scale per output column"
+        assert result.recipe["weights"] == "int8 per-channel"
+    else:
+        assert distinct == [1] * len(scales), "one scale for the whole weight tensor"
+        assert result.recipe["weights"] == "int8 per-tensor"
 
 
 def test_per_tensor_int8_makes_integer_kernels_and_keeps_the_head(tiny_artifact: Path, tmp_path: Path) -> None:
     out = tmp_path / "int8.onnx"
-    result = quantize_dynamic_int8(
-        tiny_artifact / "model.opt.onnx", out, DynamicOptions(activations="per_tensor"), VNNI
-    )
+    options = DynamicOptions(activations="per_tensor", keep_embedding_fp32=False)  # the default before per_token
+    result = quantize_dynamic_int8(tiny_artifact / "model.opt.onnx", out, options, VNNI)
     ops = _ops(out)
     assert ops["QAttention"] == 2 and ops["Attention"] == 0
-    assert ops["QEmbedLayerNormalization"] == 1
+    assert ops["QEmbedLayerNormalization"] == 1 and ops["EmbedLayerNormalization"] == 0, "int8 tables on request"
     # per layer: the attention output projection and the two FFN projections
     assert ops["MatMulInteger"] + ops["DynamicQuantizeMatMul"] == 6
     assert ops["MatMul"] == 2, "pooler and classifier stay fp32 (quantize_dynamic turns their Gemm into MatMul)"
@@ -284,3 +301,29 @@ def test_a_row_gets_the_same_bits_alone_and_in_any_padded_batch_only_per_token(
         assert all(same), f"rows changed with their batch: {same}"
     else:
         assert not all(same), "the per-tensor recipe's scale spans the batch: some row must move"
+
+
+@pytest.mark.parametrize(
+    ("flags", "embedding_fp32", "activations", "per_channel"),
+    [
+        ([], True, "per_token", True),
+        (["--int8-embedding", "int8", "--int8-activations", "per_tensor", "--int8-per-tensor"], False,
+         "per_tensor", False),  # fmt: skip
+    ],
+)
+def test_export_flags_reach_the_int8_options(monkeypatch, tmp_path: Path, flags, embedding_fp32, activations,
+                                             per_channel) -> None:  # fmt: skip
+    import bert14.build
+    from bert14.cli import main
+
+    seen = []
+
+    def capture(options):  # noqa: ANN001, ANN202
+        seen.append(options)
+        raise QuantizeError("stop here")
+
+    monkeypatch.setattr(bert14.build, "export_artifact", capture)
+    assert main(["export", "--out", str(tmp_path / "out"), *flags]) != 0
+    (options,) = seen
+    assert options.int8.keep_embedding_fp32 is embedding_fp32
+    assert (options.int8.activations, options.int8.per_channel) == (activations, per_channel)
