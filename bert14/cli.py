@@ -11,6 +11,12 @@ from pathlib import Path
 
 from bert14 import progress
 from bert14.errors import Bert14Error, InputError, Terminated
+from bert14.options import add_flags, values
+
+# LoadOptions a batch job sets itself: its workers run on the CPU with --threads-per-worker threads.
+BATCH_FIXED = ("provider", "threads", "inter_op_threads", "cuda_graph")
+# LoadOptions a Triton repository carries (its postprocess model's labels); Triton runs the rest.
+REPO_HONOURS = ("threshold", "label_thresholds")
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -86,32 +92,10 @@ def _optimize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _label_thresholds(items: list[str]) -> dict[str, float]:
-    out = {}
-    for item in items:
-        label, sep, value = item.rpartition("=")
-        try:
-            if not sep or not label:
-                raise ValueError
-            out[label] = float(value)
-        except ValueError:
-            raise InputError(f"--label-threshold: expected LABEL=SCORE, e.g. 体育=0.7, got {item!r}") from None
-    return out
-
-
 def _load_options(args: argparse.Namespace):
     from bert14.runtime import LoadOptions
 
-    return LoadOptions(
-        precision=args.precision,
-        provider=args.provider,
-        engine=args.engine,
-        threads=args.threads,
-        max_batch=args.batch_size,
-        cuda_graph=args.cuda_graph,
-        threshold=args.threshold,
-        label_thresholds=_label_thresholds(args.label_threshold),
-    )
+    return LoadOptions(**values(LoadOptions, args))
 
 
 def _load_classifier(args: argparse.Namespace):
@@ -227,6 +211,7 @@ def _batch(args: argparse.Namespace) -> int:
         import ray  # noqa: F401
     except ImportError as exc:
         raise InputError("batch: classifying on Ray Data needs the ray extra (pip install 'bert14[ray]')") from exc
+    from bert14.runtime import LoadOptions
     from bert14.scale import BatchOptions, run_batch
 
     options = BatchOptions(
@@ -238,11 +223,9 @@ def _batch(args: argparse.Namespace) -> int:
         pair_column=args.pair_column,
         id_column=args.id_column,
         output_format=args.output_format,
-        precision=args.precision,
-        engine=args.engine,
+        load=LoadOptions(**values(LoadOptions, args, skip=BATCH_FIXED)),
         workers=args.workers,
         threads_per_worker=args.threads_per_worker,
-        batch_size=args.batch_size,
         probs=args.probs,
         address=args.address,
         progress=not args.quiet,
@@ -252,6 +235,7 @@ def _batch(args: argparse.Namespace) -> int:
 
 
 def _triton_repo(args: argparse.Namespace) -> int:
+    from bert14.runtime import LoadOptions
     from bert14.scale.triton import RepoOptions, write_repo
 
     options = RepoOptions(
@@ -261,6 +245,7 @@ def _triton_repo(args: argparse.Namespace) -> int:
         instances=args.instances,
         threads=args.threads,
         name=args.name,
+        load=LoadOptions(**values(LoadOptions, args, only=REPO_HONOURS)),
     )
     files = write_repo(Path(args.artifact), Path(args.out), options)
     print(f"wrote {args.out}/ ({len(files)} files): ensemble {options.name!r} = tokenize -> model -> postprocess")
@@ -268,36 +253,11 @@ def _triton_repo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _engine_flag(parser: argparse.ArgumentParser) -> None:
-    from bert14.providers import DEFAULT_ENGINE, ENGINES
-
-    parser.add_argument(
-        "--engine",
-        choices=ENGINES,
-        default=DEFAULT_ENGINE,
-        help="what runs the model on the CPU: ONNX Runtime, OpenVINO (the artifact's OpenVINO INT8 model; "
-        "the openvino extra) or auto (OpenVINO for INT8 when both are there)",
-    )
-
-
 def _runtime_flags(parser: argparse.ArgumentParser) -> None:
+    from bert14.runtime import LoadOptions
+
     parser.add_argument("artifact", help="artifact directory written by `bert14 export`")
-    parser.add_argument("--precision", choices=("auto", "int8", "fp16", "fp32"), default="auto")
-    parser.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto")
-    _engine_flag(parser)
-    parser.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
-    parser.add_argument("--batch-size", type=int, default=32, help="rows per bucketed batch")
-    parser.add_argument("--cuda-graph", action="store_true", help="CUDA: replay one CUDA graph per fixed bucket")
-    parser.add_argument(
-        "--threshold", type=float, default=0.5, help="multi-label models: a label applies from this score on"
-    )
-    parser.add_argument(
-        "--label-threshold",
-        action="append",
-        default=[],
-        metavar="LABEL=SCORE",
-        help="multi-label models: one label's threshold (repeatable; the others keep --threshold)",
-    )
+    add_flags(parser, LoadOptions)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -323,6 +283,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bert14.runtime import LoadOptions
+
     parser = argparse.ArgumentParser(prog="bert14", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -441,11 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--pair-column", help="column of second segments, for sentence-pair models")
     batch.add_argument("--id-column", help="column of unique row ids (default: 'id' if present, else row numbers)")
     batch.add_argument("--output-format", choices=("parquet", "jsonl"), default="parquet")
-    batch.add_argument("--precision", choices=("auto", "int8", "fp32"), default="auto")
-    _engine_flag(batch)
+    add_flags(batch, LoadOptions, skip=BATCH_FIXED)
     batch.add_argument("--workers", type=int, help="Ray actors, each loading the model once (default: see README)")
     batch.add_argument("--threads-per-worker", type=int, help="CPUs each actor reserves = ONNX Runtime threads")
-    batch.add_argument("--batch-size", type=int, default=32, help="rows per model run, bucketed by length")
     batch.add_argument("--probs", action="store_true", help="add every label's score (a probs column)")
     batch.add_argument(
         "--address",
@@ -468,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     triton.add_argument("--instances", type=int, default=1, help="model instances per device")
     triton.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads per CPU instance")
     triton.add_argument("--name", default="bert14", help="the ensemble's name: what clients call")
+    add_flags(triton, LoadOptions, only=REPO_HONOURS)
     triton.set_defaults(func=_triton_repo)
 
     serve = commands.add_parser("serve", help="serve the classifier over HTTP (needs the serve extra)")

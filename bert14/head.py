@@ -16,7 +16,11 @@ case the reported `label` is the one with the highest score, as the pipeline rep
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
+
+from bert14.errors import InputError
 
 SOFTMAX = "softmax"
 SIGMOID = "sigmoid"
@@ -49,6 +53,40 @@ def scores(logits: np.ndarray, function: str) -> np.ndarray:
     if function == IDENTITY:
         return values
     raise ValueError(f"score function: expected one of {FUNCTIONS}, got {function!r}")
+
+
+def check_threshold(what: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < float(value) < 1.0:
+        raise InputError(f"Classifier.load: expected a {what} between 0 and 1 (exclusive), got {value!r}")
+    return float(value)
+
+
+def label_thresholds(labels: list[str], threshold: float, per_label: Mapping[str, float] | None) -> np.ndarray:
+    """(C,) float64: where each sigmoid label starts to apply, `per_label` where it names the label,
+    `threshold` for the rest; a name that is not a label, or a value outside (0, 1), is an InputError."""
+    named = dict(per_label or {})
+    unknown = sorted(set(named) - set(labels))
+    if unknown:
+        raise InputError(f"Classifier.load: label_thresholds names {unknown}, not labels of this model ({labels})")
+    check_threshold("threshold", threshold)
+    return np.array(
+        [check_threshold(f"threshold for {label!r}", named.get(label, threshold)) for label in labels],
+        dtype=np.float64,
+    )
+
+
+def parse_label_thresholds(items: list[str]) -> dict[str, float] | None:
+    """["体育=0.7", ...] (the CLI's repeated --label-threshold) -> {"体育": 0.7, ...}; None for none."""
+    out = {}
+    for item in items:
+        label, sep, value = item.rpartition("=")
+        try:
+            if not sep or not label:
+                raise ValueError
+            out[label] = float(value)
+        except ValueError:
+            raise InputError(f"--label-threshold: expected LABEL=SCORE, e.g. 体育=0.7, got {item!r}") from None
+    return out or None
 
 
 def applied(row_scores: np.ndarray, function: str, threshold: float | np.ndarray = DEFAULT_THRESHOLD) -> np.ndarray:

@@ -22,9 +22,19 @@ import numpy as np
 from bert14.artifact import MANIFEST_NAME, SUPPORT_FILES, Manifest, read_manifest, verify_files, with_companions
 from bert14.encode import Batch, Encoded, buckets, check_texts, encode
 from bert14.errors import ArtifactError, InputError
-from bert14.head import DEFAULT_THRESHOLD, FUNCTIONS, applied, score_function, scores
-from bert14.providers import DEFAULT_ENGINE
-from bert14.runtime.session import SessionSettings, create, resolve
+from bert14.head import (
+    DEFAULT_THRESHOLD,
+    FUNCTIONS,
+    applied,
+    check_threshold,
+    label_thresholds,
+    parse_label_thresholds,
+    score_function,
+    scores,
+)
+from bert14.options import flag
+from bert14.providers import DEFAULT_ENGINE, ENGINES
+from bert14.runtime.session import PRECISIONS, PROVIDERS, SessionSettings, create, resolve
 from bert14.tokenizer import load_tokenizer
 
 log = logging.getLogger("bert14.runtime")
@@ -75,19 +85,40 @@ class Prediction:
 
 @dataclass(frozen=True)
 class LoadOptions:
-    precision: str = "auto"  # auto | int8 | fp16 | fp32
-    provider: str = "auto"  # auto | cpu | cuda
-    engine: str = DEFAULT_ENGINE  # onnxruntime | openvino | auto (runtime/session.py)
-    threads: int | None = None
-    inter_op_threads: int = 1
-    spinning: bool = True
+    """How an artifact is loaded and run. Each field with `flag` metadata is also the flag of that
+    name on `predict`, `serve` and (the CPU ones) `batch` (bert14/options.py)."""
+
+    precision: str = field(default="auto", metadata=flag("auto: fp16 on CUDA, INT8 on the CPU", choices=PRECISIONS))
+    provider: str = field(default="auto", metadata=flag("auto: CUDA when onnxruntime-gpu has a GPU", choices=PROVIDERS))
+    engine: str = field(
+        default=DEFAULT_ENGINE,
+        metadata=flag(
+            "what runs the model on the CPU: ONNX Runtime, OpenVINO (the artifact's OpenVINO INT8 model; the "
+            "openvino extra) or auto (OpenVINO for INT8 when both are there)",
+            choices=ENGINES,
+        ),
+    )
+    threads: int | None = field(default=None, metadata=flag("intra-op threads (default: all cores)", type=int))
+    inter_op_threads: int = field(default=1, metadata=flag("inter-op threads"))
+    spinning: bool = field(default=True, metadata=flag("pool threads sleep between ops instead of spinning"))
     warmup: bool = True
     verify: bool = True  # check every used file against the manifest's sha256
-    max_batch: int = 32
-    max_tokens: int = 8192  # padded tokens per batch
-    cuda_graph: bool = False  # CUDA: pad to fixed buckets and replay one CUDA graph per bucket
-    threshold: float = DEFAULT_THRESHOLD  # multi-label heads: a label applies from this score on
-    label_thresholds: Mapping[str, float] | None = None  # multi-label heads: per-label thresholds over `threshold`
+    max_batch: int = field(default=32, metadata=flag("rows per bucketed batch", name="batch-size"))
+    max_tokens: int = field(default=8192, metadata=flag("padded tokens per bucketed batch"))
+    cuda_graph: bool = field(default=False, metadata=flag("CUDA: replay one CUDA graph per fixed bucket"))
+    threshold: float = field(
+        default=DEFAULT_THRESHOLD, metadata=flag("multi-label models: a label applies from this score on")
+    )
+    label_thresholds: Mapping[str, float] | None = field(
+        default=None,
+        metadata=flag(
+            "multi-label models: one label's threshold (repeatable; the others keep --threshold)",
+            name="label-threshold",
+            metavar="LABEL=SCORE",
+            repeat=True,
+            parse=parse_label_thresholds,
+        ),
+    )
 
     def __post_init__(self) -> None:
         if self.threads is not None:
@@ -125,7 +156,7 @@ class Classifier:
                 f"Classifier.load: unknown option(s) {unknown}; expected {sorted(LoadOptions.__dataclass_fields__)}"
             )
         options = replace(options or LoadOptions(), **kwargs)  # type: ignore[arg-type]
-        _check_threshold("threshold", options.threshold)
+        check_threshold("threshold", options.threshold)
         directory = Path(directory)
         manifest = read_manifest(directory)
         available = set(manifest.files)
@@ -147,7 +178,7 @@ class Classifier:
         labels = [str(label) for label in manifest.model.labels]
         if not labels:
             raise ArtifactError(f"{directory / MANIFEST_NAME}: expected the model's labels, found none")
-        thresholds = _thresholds(options, labels)
+        thresholds = label_thresholds(labels, options.threshold, options.label_thresholds)
         function = _score_function(manifest, directory, len(labels))
         max_length = min(tokenizer_settings.model_max_length, manifest.model.max_position_embeddings)
         pad_id = tokenizer.token_to_id(tokenizer_settings.pad_token) or 0
@@ -295,20 +326,3 @@ def _score_function(manifest: Manifest, directory: Path, num_labels: int) -> str
     return function
 
 
-def _check_threshold(what: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < float(value) < 1.0:
-        raise InputError(f"Classifier.load: expected a {what} between 0 and 1 (exclusive), got {value!r}")
-    return float(value)
-
-
-def _thresholds(options: LoadOptions, labels: list[str]) -> np.ndarray:
-    """(C,) thresholds: `label_thresholds` where named, `threshold` for the rest."""
-    per_label = dict(options.label_thresholds or {})
-    unknown = sorted(set(per_label) - set(labels))
-    if unknown:
-        raise InputError(f"Classifier.load: label_thresholds names {unknown}, not labels of this model ({labels})")
-    default = float(options.threshold)
-    return np.array(
-        [_check_threshold(f"threshold for {label!r}", per_label.get(label, default)) for label in labels],
-        dtype=np.float64,
-    )

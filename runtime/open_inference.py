@@ -13,6 +13,8 @@ the one the tests use). The model takes text and answers labels:
          outputs  label      BYTES [N]                the top label
                   score      FP32  [N]                its score
                   probs      FP32  [N, C]             every label's score, in /v2/models/{name}'s label order
+                  labels     BOOL  [N, C]             which labels apply (Prediction.labels: the top one, or
+                                                      for a multi-label model each at its threshold)
 
 Requests and responses may carry tensors in JSON or in the binary tensor extension (the body is the
 JSON header, `Inference-Header-Content-Length` bytes long, then each binary tensor in order; BYTES
@@ -39,7 +41,7 @@ from bert14.runtime.server import HTTPFailure, ascii_count, error_response
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 INPUTS = ("text", "text_pair")
-OUTPUTS = ("label", "score", "probs")
+OUTPUTS = ("label", "score", "probs", "labels")  # labels: (N, C) bool, label j applies to text i
 EXTENSIONS = ("binary_tensor_data",)
 INLINE_PARSE_BYTES = 64 << 10  # bodies up to this are parsed on the event loop; a thread hop costs more
 
@@ -207,6 +209,12 @@ def _tensor(name: str, values: object, binary: bool) -> tuple[dict, bytes]:
         if not binary:
             return entry | {"data": labels}, b""
         raw = b"".join(struct.pack("<I", len(b)) + b for b in (label.encode("utf-8") for label in labels))
+    elif name == "labels":
+        array = np.ascontiguousarray(values, dtype=np.bool_)  # (N, C)
+        entry = {"name": name, "datatype": "BOOL", "shape": list(array.shape)}
+        if not binary:
+            return entry | {"data": array.ravel().tolist()}, b""
+        raw = array.tobytes()  # one byte per element, as the protocol's BOOL is
     else:
         array = np.ascontiguousarray(values, dtype="<f4")
         entry = {"name": name, "datatype": "FP32", "shape": list(array.shape)}
@@ -221,6 +229,9 @@ def infer_response(request: InferRequest, predictions: list, labels: list[str], 
         "label": [p.label for p in predictions],
         "score": [p.score for p in predictions],
         "probs": [[p.probs[label] for label in labels] for p in predictions],
+        "labels": np.array([[label in p.labels for label in labels] for p in predictions], dtype=np.bool_).reshape(
+            len(predictions), len(labels)
+        ),
     }
     head: dict[str, object] = {"model_name": model, "model_version": version, "outputs": []}
     if request.id is not None:
@@ -255,6 +266,7 @@ def add_routes(app: FastAPI, service: object, model: str) -> None:
             {"name": "label", "datatype": "BYTES", "shape": [-1]},
             {"name": "score", "datatype": "FP32", "shape": [-1]},
             {"name": "probs", "datatype": "FP32", "shape": [-1, len(clf.labels)]},
+            {"name": "labels", "datatype": "BOOL", "shape": [-1, len(clf.labels)]},
         ],
         "parameters": {"labels": clf.labels, "score_function": clf.score_function, "precision": clf.precision},
     }

@@ -3,9 +3,11 @@
     bert14.scale.classify_dataset / run_batch   a corpus on Ray Data (`bert14 batch`, the ray extra)
     bert14.scale.triton.write_repo              a Triton model repository (`bert14 triton-repo`)
 
+    from bert14.runtime import LoadOptions
     from bert14.scale import WorkerOptions, classify_dataset
     ds = ray.data.read_parquet("news/")                       # any Dataset with a "text" column
-    labelled = classify_dataset(ds, "artifacts/bert14", WorkerOptions(threads=2), workers=4)
+    options = WorkerOptions(LoadOptions(provider="cpu", threads=2))  # the runtime's options, per actor
+    labelled = classify_dataset(ds, "artifacts/bert14", options, workers=4)
     labelled.write_parquet("labels/")
 
 `bert14 batch` (run_batch) adds what a whole job needs: input files checked before it starts, ids

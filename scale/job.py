@@ -23,7 +23,7 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +35,8 @@ from ray.data.datasource import Datasource, ReadTask
 
 from bert14 import errors
 from bert14.errors import BatchError, Bert14Error, InputError
-from bert14.providers import DEFAULT_ENGINE
 from bert14.publish import Layout, preflight, staging
-from bert14.runtime import Classifier
+from bert14.runtime import Classifier, LoadOptions
 from bert14.runtime.classifier import positive_int
 from bert14.scale.cluster import join
 from bert14.scale.sources import ID, PAIR, TEXT, InputSpec, hash_ids, id_hashes, ids_of, open_input, read_blocks
@@ -75,11 +74,11 @@ class BatchOptions:
     pair_column: str | None = None
     id_column: str | None = None  # None: "id" when the input has it, else generated row numbers
     output_format: str = "parquet"
-    precision: str = "auto"
-    engine: str = DEFAULT_ENGINE  # onnxruntime | openvino | auto
+    # The runtime's options (precision, engine, max_batch = rows per model run, thresholds, ...); each
+    # worker runs them on the CPU with threads_per_worker threads.
+    load: LoadOptions = field(default_factory=LoadOptions)
     workers: int | None = None  # None: see plan()
     threads_per_worker: int | None = None
-    batch_size: int = 32  # rows per model run
     probs: bool = False
     address: str | None = None  # None: an embedded local cluster; "auto" or "ray://host:port": an existing one
     progress: bool = True
@@ -91,7 +90,9 @@ class BatchOptions:
         for name in ("workers", "threads_per_worker"):
             if getattr(self, name) is not None:
                 positive_int(name.replace("_", "-"), getattr(self, name), 100_000)
-        positive_int("batch-size", self.batch_size, 4096)
+        if not isinstance(self.load, LoadOptions):
+            raise InputError(f"BatchOptions.load: expected a LoadOptions, got {type(self.load).__name__}")
+        positive_int("batch-size", self.load.max_batch, 4096)
         positive_int("rows_per_file", self.rows_per_file, 1 << 40)
 
 
@@ -120,7 +121,7 @@ class BatchReport:
 def run_batch(options: BatchOptions) -> BatchReport:
     """Classify every row of options.input into options.output (see the module's docstring)."""
     spec = open_input(options.input, options.format, options.text_column, options.pair_column, options.id_column)
-    model_file = Classifier.files(options.artifact, options.precision, "cpu", options.engine)[1]  # fails before Ray
+    model_file = Classifier.files(options.artifact, options.load.precision, "cpu", options.load.engine)[1]  # before Ray
     preflight(options.output, OUTPUT)
     _apart(spec, options.output)
     expected = id_hashes(spec)
@@ -130,14 +131,11 @@ def run_batch(options: BatchOptions) -> BatchReport:
         workers, threads, nodes = plan(options.workers, options.threads_per_worker, options.address is None)
         log.info("%d worker(s) x %d thread(s) on %d node(s)", workers, threads, nodes)
         worker_options = WorkerOptions(
-            options.precision,
-            threads,
-            options.batch_size,
+            replace(options.load, provider="cpu", threads=threads),
             options.probs,
             TEXT,
             PAIR if spec.pair_column else None,
             node_column=NODE,
-            engine=options.engine,
         )
         shipment = ship(options.artifact, worker_options, to_other_nodes=nodes > 1)
         ds = ray.data.read_datasource(
@@ -369,6 +367,8 @@ def _write_manifest(stage: Path, options: BatchOptions, spec: InputSpec, report:
             "file": report.model_file,
             "version": manifest.files[report.model_file][:16],
             "labels": manifest.model.labels,
+            "threshold": options.load.threshold,
+            "label_thresholds": dict(options.load.label_thresholds or {}),
         },
         "seconds": round(report.seconds, 3),
     }

@@ -1,14 +1,14 @@
 """`bert14 triton-repo ARTIFACT OUT`: the artifact as a Triton Inference Server model repository.
 
     OUT/
-      bert14/               ensemble: text (and text_pair) in, label, score, probs out: the names
+      bert14/               ensemble: text (and text_pair) in, label, score, probs, labels out: the names
                             bert14 serve's Open Inference Protocol uses, so one client fits both
         config.pbtxt, 1/
       bert14_tokenize/      Python backend: bert14's tokenizer (scale/triton_models/tokenize.py)
         config.pbtxt, 1/model.py, 1/tokenizer.json, 1/bert14_tokenize.json
       bert14_model/         ONNX Runtime backend: model.int8.onnx (CPU) or model.fp16.onnx (GPU)
         config.pbtxt, 1/model.onnx, labels.txt
-      bert14_postprocess/   Python backend: logits -> label, score, probs (scale/triton_models/postprocess.py)
+      bert14_postprocess/   Python backend: logits -> label, score, probs, labels (scale/triton_models/postprocess.py)
         config.pbtxt, 1/model.py, 1/bert14_head.json
 
 The ONNX model batches dynamically (preferred sizes, a queue delay); the tokenizer pads each request
@@ -24,17 +24,18 @@ import json
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bert14.artifact import read_manifest
 from bert14.errors import InputError
-from bert14.head import score_function
-from bert14.runtime import Classifier
+from bert14.head import label_thresholds, score_function
+from bert14.runtime import Classifier, LoadOptions
 from bert14.runtime.classifier import positive_int
 from bert14.tokenizer import load_tokenizer
 
 ENSEMBLE, TOKENIZE, MODEL, POSTPROCESS = "bert14", "bert14_tokenize", "bert14_model", "bert14_postprocess"
+HEAD_OUTPUTS = ("label", "score", "probs", "labels")  # what the ensemble answers, as /v2 on bert14 serve
 TEMPLATES = Path(__file__).parent / "triton_models"
 MARKER = ".bert14-triton-repo.json"  # lists the model directories triton-repo wrote (and may replace)
 # A model's name is its directory in the repository: one path component, of the characters Triton's
@@ -51,6 +52,9 @@ class RepoOptions:
     instances: int = 1  # model instances per device
     threads: int = 2  # ONNX Runtime intra-op threads per instance (CPU)
     name: str = ENSEMBLE  # the ensemble's name: what clients call
+    # The runtime's options; a repository honours those of the head: threshold and label_thresholds
+    # decide the postprocess model's `labels`, as they decide Classifier.predict's.
+    load: LoadOptions = field(default_factory=LoadOptions)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -93,6 +97,7 @@ def _head_outputs(num_labels: int, labels_file: bool = False) -> list[str]:
         _io("output", "label", "TYPE_STRING", [1]),
         _io("output", "score", "TYPE_FP32", [1]),
         _io("output", "probs", "TYPE_FP32", [num_labels], '\n  label_filename: "labels.txt"' if labels_file else ""),
+        _io("output", "labels", "TYPE_BOOL", [num_labels]),  # [i, j]: label j applies to row i
     ]
 
 
@@ -129,7 +134,7 @@ def _ensemble_config(options: RepoOptions, num_labels: int) -> str:
     steps = [
         _step(TOKENIZE, {"text": "text", "text_pair": "text_pair"}, features),
         _step(MODEL, {n: v for n, v in features.items()}, {"logits": "_logits"}),
-        _step(POSTPROCESS, {"logits": "_logits"}, {n: n for n in ("label", "score", "probs")}),
+        _step(POSTPROCESS, {"logits": "_logits"}, {n: n for n in HEAD_OUTPUTS}),
     ]
     body = [*_text_inputs(), *_head_outputs(num_labels), "ensemble_scheduling {\n" + "\n".join(steps) + "\n}"]
     return _config(options.name, body, options.max_batch, platform="ensemble")
@@ -185,6 +190,8 @@ def write_repo(artifact: Path, out: Path, options: RepoOptions | None = None) ->
         )
     tokenizer, settings = load_tokenizer(artifact)
     labels = [str(label) for label in manifest.model.labels]
+    function = manifest.model.score_function or score_function(None, len(labels))
+    thresholds = label_thresholds(labels, options.load.threshold, options.load.label_thresholds)  # before writing
     max_length = min(settings.model_max_length, manifest.model.max_position_embeddings)
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".bert14-stage-", dir=out))
@@ -198,7 +205,7 @@ def write_repo(artifact: Path, out: Path, options: RepoOptions | None = None) ->
         pad_id = tokenizer.token_to_id(settings.pad_token) or 0
         (tok / "bert14_tokenize.json").write_text(json.dumps({"max_length": max_length, "pad_id": pad_id}) + "\n")
         shutil.copyfile(TEMPLATES / "postprocess.py", post / "model.py")
-        head = {"labels": labels, "score_function": manifest.model.score_function or score_function(None, len(labels))}
+        head = {"labels": labels, "score_function": function, "thresholds": thresholds.tolist()}
         (post / "bert14_head.json").write_text(json.dumps(head, ensure_ascii=False) + "\n", encoding="utf-8")
         shutil.copyfile(artifact / model_file, model / "model.onnx")
         (stage / MODEL / "labels.txt").write_text("".join(label + "\n" for label in labels), encoding="utf-8")

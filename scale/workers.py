@@ -26,31 +26,42 @@ from pathlib import Path
 import pyarrow as pa
 
 from bert14.errors import InputError
-from bert14.providers import DEFAULT_ENGINE
-from bert14.runtime import Classifier, Prediction
+from bert14.runtime import Classifier, LoadOptions, Prediction
 from bert14.runtime.classifier import positive_int
 from bert14.scale.sources import ERROR, ROWS_PER_BLOCK, TEXT
 
 RESULT_COLUMNS = ("label", "score", "labels", "truncated", "tokens", "probs", ERROR)
 
 
+# A worker always runs on the CPU; its threads are the CPUs its actor reserves.
+WORKER_LOAD = LoadOptions(provider="cpu", threads=1)
+
+
 @dataclass(frozen=True)
 class WorkerOptions:
-    """How each actor loads and runs the classifier."""
+    """How each actor loads and runs the classifier: `load` is the runtime's own LoadOptions
+    (precision, engine, max_batch, thresholds, ...), so every runtime option reaches batch jobs."""
 
-    precision: str = "auto"  # auto | int8 | fp32 | fp16 (the CPU provider: auto means int8 when present)
-    threads: int = 1  # ONNX Runtime intra-op threads = CPUs the actor reserves
-    max_batch: int = 32  # rows per model run, bucketed by length (Classifier's max_batch)
+    load: LoadOptions = WORKER_LOAD
     probs: bool = False  # add every label's score as a struct column
     text_column: str = TEXT
     pair_column: str | None = None
     keep_text: bool = False  # keep the text (and pair) columns in the output
     node_column: str | None = None  # record the Ray node that classified each row in this column
-    engine: str = DEFAULT_ENGINE  # onnxruntime | openvino | auto (bert14/runtime/session.py)
 
     def __post_init__(self) -> None:
-        positive_int("threads_per_worker", self.threads, 1024)
-        positive_int("batch_size", self.max_batch, 4096)
+        if not isinstance(self.load, LoadOptions):
+            raise InputError(f"WorkerOptions.load: expected a LoadOptions, got {type(self.load).__name__}")
+        if self.load.provider != "cpu":
+            raise InputError(f"batch workers run on the CPU: expected provider 'cpu', got {self.load.provider!r}")
+        if self.load.threads is None:
+            raise InputError("batch workers: expected load.threads, the CPUs each actor reserves")
+        positive_int("threads_per_worker", self.load.threads, 1024)
+        positive_int("batch_size", self.load.max_batch, 4096)
+
+    @property
+    def threads(self) -> int:
+        return self.load.threads  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -68,7 +79,7 @@ def ship(artifact: str | Path, options: WorkerOptions, to_other_nodes: bool) -> 
 
     directory = Path(artifact).resolve()
     # An InputError/ArtifactError before the job.
-    names = Classifier.files(directory, options.precision, "cpu", options.engine)
+    names = Classifier.files(directory, options.load.precision, "cpu", options.load.engine)
     ref = ray.put({name: (directory / name).read_bytes() for name in names}) if to_other_nodes else None
     return ArtifactShipment(str(directory), ray.get_runtime_context().get_node_id(), ref)
 
@@ -87,8 +98,7 @@ class _Worker:
             self._copy = directory = tempfile.mkdtemp(prefix="bert14-artifact-")
             for name, data in ray.get(shipment.files).items():
                 (Path(directory) / name).write_bytes(data)
-        self.clf = Classifier.load(directory, precision=options.precision, provider="cpu", engine=options.engine,
-                                   threads=options.threads, max_batch=options.max_batch)  # fmt: skip
+        self.clf = Classifier.load(directory, options.load)
 
     def __del__(self) -> None:
         if self._copy:

@@ -104,9 +104,7 @@ def test_the_cli_offers_the_library_choices_and_defaults() -> None:
     from bert14.export.model import ATTN_IMPLEMENTATIONS
     from bert14.export.onnx_export import EXPORTERS
     from bert14.quantize.static import CALIBRATORS
-    from bert14.runtime.classifier import LoadOptions
     from bert14.runtime.server import ServerOptions
-    from bert14.runtime.session import PRECISIONS, PROVIDERS
 
     commands = build_parser()._bert14_commands
 
@@ -116,13 +114,9 @@ def test_the_cli_offers_the_library_choices_and_defaults() -> None:
     assert set(action("export", "exporter").choices) == set(EXPORTERS)
     assert set(action("export", "attn").choices) == set(ATTN_IMPLEMENTATIONS)
     assert set(action("export", "int8_calibrate").choices) == set(CALIBRATORS)
-    assert set(action("predict", "precision").choices) == set(PRECISIONS)
-    assert set(action("predict", "provider").choices) == set(PROVIDERS)
     export_defaults = {f.name: f.default for f in dataclasses.fields(ExportOptions)}
     for dest in ("exporter", "attn", "opset", "seed"):
         assert action("export", dest).default == export_defaults[dest], dest
-    assert action("predict", "batch_size").default == LoadOptions().max_batch
-    assert action("predict", "threshold").default == LoadOptions().threshold
     server = ServerOptions()
     for dest, field in [
         ("host", "host"), ("port", "port"), ("max_texts", "max_texts"), ("max_body_bytes", "max_body_bytes"),
@@ -139,11 +133,9 @@ def test_the_batch_command_offers_the_scale_librarys_choices() -> None:
     from bert14.runtime.session import PRECISIONS
     from bert14.scale.job import OUTPUT_FORMATS, BatchOptions
     from bert14.scale.sources import FORMATS
-    from bert14.scale.workers import WorkerOptions
 
     batch = build_parser()._bert14_commands["batch"]
     action = {a.dest: a for a in batch._actions}
-    assert action["batch_size"].default == BatchOptions.batch_size == WorkerOptions.max_batch
     assert tuple(action["output_format"].choices) == OUTPUT_FORMATS
     assert action["output_format"].default == BatchOptions.output_format
     assert set(action["format"].choices) == set(FORMATS)

@@ -1,9 +1,12 @@
-"""Triton Python backend: logits -> label, score, probs, read as bert14's head means them.
+"""Triton Python backend: logits -> label, score, probs, labels, read as bert14's head means them.
 
-    logits  FP32 [C]  ->  label BYTES [1], score FP32 [1], probs FP32 [C]
+    logits  FP32 [C]  ->  label BYTES [1], score FP32 [1], probs FP32 [C], labels BOOL [C]
 
-The score function (softmax, sigmoid or identity) and the labels come from bert14_head.json
-beside this file, written from the artifact's manifest (bert14/head.py defines them).
+labels[i, j]: label j applies to row i, as Prediction.labels says: the top label for a softmax
+head, every label whose score reaches its threshold for a sigmoid head, none for regression.
+The score function (softmax, sigmoid or identity), the labels and the thresholds come from
+bert14_head.json beside this file, written from the artifact's manifest and triton-repo's
+--threshold / --label-threshold (bert14/head.py defines them; this file runs without bert14).
 """
 
 import json
@@ -23,11 +26,20 @@ def scores(logits, function):
     return values
 
 
+def applied(probs, function, thresholds):
+    if function == "softmax":
+        return np.arange(probs.shape[-1]) == probs.argmax(-1)[:, None]
+    if function == "sigmoid":
+        return probs >= thresholds
+    return np.zeros(probs.shape, dtype=bool)
+
+
 class TritonPythonModel:
     def initialize(self, args):
         head = json.loads((Path(__file__).parent / "bert14_head.json").read_text(encoding="utf-8"))
         self.labels = np.array([label.encode("utf-8") for label in head["labels"]], dtype=object)
         self.function = head["score_function"]
+        self.thresholds = np.array(head["thresholds"], dtype=np.float64)  # (C,)
 
     def execute(self, requests):
         responses = []
@@ -39,5 +51,6 @@ class TritonPythonModel:
                 pb_utils.Tensor("label", self.labels[top].reshape(-1, 1)),
                 pb_utils.Tensor("score", probs[np.arange(len(top)), top].astype(np.float32).reshape(-1, 1)),
                 pb_utils.Tensor("probs", probs.astype(np.float32)),
+                pb_utils.Tensor("labels", applied(probs, self.function, self.thresholds)),
             ]))  # fmt: skip
         return responses

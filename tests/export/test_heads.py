@@ -127,6 +127,47 @@ def test_cli_prints_the_labels_that_apply_at_its_threshold(head_artifacts, capsy
     assert "expected LABEL=SCORE" in capsys.readouterr().err
 
 
+# The multi-label head at --threshold 0.01 --label-threshold LABEL_0=0.99 (test_cli_prints_...):
+# LABEL_0 scores 0.982 < 0.99, the others are over 0.01.
+THRESHOLD_FLAGS = ["--threshold", "0.01", "--label-threshold", "LABEL_0=0.99"]
+AT_THRESHOLD_FLAGS = ["LABEL_1", "LABEL_2"]
+
+
+def test_batch_decides_labels_with_the_threshold_flags_as_predict_does(head_artifacts, tmp_path: Path) -> None:
+    """Issue 22: `bert14 batch` had no --threshold / --label-threshold (its options re-listed LoadOptions')."""
+    pytest.importorskip("ray", reason="bert14 batch needs the ray extra")
+    _, artifact = head_artifacts["multi_label"]
+    texts = [t for t in TEXTS if t]
+    (tmp_path / "in.txt").write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+    out = tmp_path / "out"
+    argv = ["batch", str(artifact), "--input", str(tmp_path / "in.txt"), "--output", str(out), "--output-format",
+            "jsonl", "--workers", "1", "--threads-per-worker", "1", "--quiet", *THRESHOLD_FLAGS]  # fmt: skip
+    assert main(argv) == 0
+    manifest = json.loads((out / "_bert14_batch.json").read_text(encoding="utf-8"))
+    rows = [json.loads(line) for name in manifest["files"] for line in (out / name).read_text().splitlines()]
+    assert [r["labels"] for r in sorted(rows, key=lambda r: r["id"])] == [AT_THRESHOLD_FLAGS] * len(texts)
+    assert manifest["model"]["threshold"] == 0.01 and manifest["model"]["label_thresholds"] == {"LABEL_0": 0.99}
+
+
+def test_the_triton_postprocess_answers_labels_at_the_repositorys_thresholds(head_artifacts, tmp_path: Path) -> None:
+    """Issue 22: the Triton postprocess model returned no `labels`; now the same ones as predict."""
+    from triton_stub import Tensor, install_pb_utils, load_model
+
+    _, artifact = head_artifacts["multi_label"]
+    assert main(["triton-repo", str(artifact), str(tmp_path / "repo"), *THRESHOLD_FLAGS]) == 0
+    at = {"threshold": 0.01, "label_thresholds": {"LABEL_0": 0.99}}  # THRESHOLD_FLAGS
+    clf = Classifier.load(artifact, precision="fp32", provider="cpu", **at)
+    with pytest.MonkeyPatch.context() as patch:
+        install_pb_utils(patch)
+        post = load_model(tmp_path / "repo" / "bert14_postprocess" / "1" / "model.py")
+        (answer,) = post.execute([{"logits": Tensor("logits", clf.logits(TEXTS))}])
+    expected = [[label in p.labels for label in clf.labels] for p in clf.predict(TEXTS)]
+    assert answer.outputs["labels"].dtype == np.bool_ and answer.outputs["labels"].tolist() == expected
+    assert expected == [[False, True, True]] * len(TEXTS)
+    assert main(["triton-repo", str(artifact), str(tmp_path / "bad"), "--label-threshold", "LABEL_9=0.5"]) == 2
+    assert not (tmp_path / "bad").exists(), "refused before anything is written"
+
+
 def test_manifest_records_the_head_and_check_reads_it(head_artifacts) -> None:
     for name, (_, artifact) in head_artifacts.items():
         model = json.loads((artifact / "manifest.json").read_text())["model"]

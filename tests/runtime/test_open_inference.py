@@ -71,10 +71,10 @@ def test_health_and_metadata_through_tritonclient(server: str) -> None:
     metadata = client.get_model_metadata("bert14", headers=_auth())
     assert [t["name"] for t in metadata["inputs"]] == ["text", "text_pair"]
     assert [(t["name"], t["datatype"]) for t in metadata["outputs"]] == [
-        ("label", "BYTES"), ("score", "FP32"), ("probs", "FP32")
+        ("label", "BYTES"), ("score", "FP32"), ("probs", "FP32"), ("labels", "BOOL")
     ]  # fmt: skip
     labels = metadata["parameters"]["labels"]
-    assert metadata["outputs"][2]["shape"] == [-1, len(labels)]
+    assert metadata["outputs"][2]["shape"] == metadata["outputs"][3]["shape"] == [-1, len(labels)]
     assert client.get_server_metadata(headers=_auth())["extensions"] == ["binary_tensor_data"]
     with pytest.raises(InferenceServerException, match="unknown model 'nope'"):
         client.get_model_metadata("nope", headers=_auth())
@@ -84,7 +84,8 @@ def test_health_and_metadata_through_tritonclient(server: str) -> None:
 def test_infer_answers_what_v1_classify_answers(server: str, binary: bool) -> None:
     client = _client(server)
     labels = client.get_model_metadata("bert14", headers=_auth())["parameters"]["labels"]
-    outputs = [httpclient.InferRequestedOutput(n, binary_data=binary) for n in ("label", "score", "probs")]
+    names = ("label", "score", "probs", "labels")
+    outputs = [httpclient.InferRequestedOutput(n, binary_data=binary) for n in names]
     result = client.infer("bert14", _inputs(TEXTS, binary), outputs=outputs, headers=_auth(), request_id="r-1")
     expected = _v1(server, TEXTS)
     # JSON BYTES come back as str, binary ones as bytes: both are the same labels
@@ -95,13 +96,15 @@ def test_infer_answers_what_v1_classify_answers(server: str, binary: bool) -> No
     np.testing.assert_array_equal(
         result.as_numpy("probs"), np.float32([[p["probs"][label] for label in labels] for p in expected])
     )
+    applies = result.as_numpy("labels")  # (N, C) bool: /v1's labels, as a mask in the metadata's order
+    assert applies.dtype == np.bool_ and applies.tolist() == [[k in p["labels"] for k in labels] for p in expected]
     assert result.get_response()["id"] == "r-1"
 
 
-def test_infer_without_named_outputs_returns_all_three_and_pairs_work(server: str) -> None:
+def test_infer_without_named_outputs_returns_all_four_and_pairs_work(server: str) -> None:
     pairs = ["体育", "财经", "科技", "教育"]
     result = _client(server).infer("bert14", _inputs(TEXTS, True, pairs), headers=_auth())
-    assert {o["name"] for o in result.get_response()["outputs"]} == {"label", "score", "probs"}
+    assert {o["name"] for o in result.get_response()["outputs"]} == {"label", "score", "probs", "labels"}
     expected = _v1(server, TEXTS, pairs)
     np.testing.assert_array_equal(result.as_numpy("score"), np.float32([p["score"] for p in expected]))
 
@@ -347,7 +350,7 @@ def _fuzz_bodies():
     return plain | framed | framed | framed
 
 
-OUTPUT_NAMES = ("label", "score", "probs")
+OUTPUT_NAMES = ("label", "score", "probs", "labels")
 
 
 # Reached by every run, whatever the generator draws (a clean CI checkout once drew no well-formed body)

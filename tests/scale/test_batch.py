@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from bert14.errors import ArtifactError, InputError
-from bert14.runtime import Classifier
+from bert14.runtime import Classifier, LoadOptions
 
 pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'bert14[ray]')")
 pa = pytest.importorskip("pyarrow")
@@ -53,8 +53,9 @@ def _corpus(path: Path, n: int) -> list[str]:
 
 def test_fp32_labels_and_scores_are_the_classifiers(ray_local, tiny_artifact: Path, tmp_path: Path) -> None:
     texts = _corpus(tmp_path / "in.txt", 300)
-    report = run_batch(BatchOptions(tiny_artifact, str(tmp_path / "in.txt"), tmp_path / "out", precision="fp32",
-                                    probs=True, workers=2, threads_per_worker=1, progress=False))  # fmt: skip
+    report = run_batch(BatchOptions(tiny_artifact, str(tmp_path / "in.txt"), tmp_path / "out",
+                                    load=LoadOptions(precision="fp32"), probs=True, workers=2, threads_per_worker=1,
+                                    progress=False))  # fmt: skip
     assert (report.rows, report.errors, report.workers, report.threads) == (300, 0, 2, 1)
     table = _read(tmp_path / "out").sort_by("id")
     assert table.column("id").to_pylist() == list(range(1, 301)), "line numbers as ids, each once"

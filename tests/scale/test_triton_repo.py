@@ -4,7 +4,6 @@ bert14's runtime gives. tritonserver itself is not installable here (NVIDIA's co
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 import types
@@ -12,6 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from triton_stub import Tensor as _Tensor
+from triton_stub import install_pb_utils
+from triton_stub import load_model as _model
 
 from bert14.errors import InputError
 from bert14.head import scores
@@ -28,42 +30,9 @@ def _parse(path: Path):
     return text_format.Parse(path.read_text(encoding="utf-8"), pb2.ModelConfig())
 
 
-class _Tensor:
-    def __init__(self, name: str, array: np.ndarray) -> None:
-        self._name, self._array = name, array
-
-    def name(self) -> str:
-        return self._name
-
-    def as_numpy(self) -> np.ndarray:
-        return self._array
-
-
-class _Response:
-    def __init__(self, output_tensors: list | None = None, error: object = None) -> None:
-        self.outputs = {t.name(): t.as_numpy() for t in output_tensors or []}
-        self.error = error
-
-
 @pytest.fixture()
 def pb_utils(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    """What Triton's Python backend gives a model.py: tensors, responses, input lookup."""
-    module = types.ModuleType("triton_python_backend_utils")
-    module.Tensor = _Tensor
-    module.InferenceResponse = _Response
-    module.TritonError = lambda message: message
-    module.get_input_tensor_by_name = lambda request, name: request.get(name)
-    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", module)
-    return module
-
-
-def _model(path: Path) -> object:
-    spec = importlib.util.spec_from_file_location(f"triton_model_{path.parent.parent.name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    model = module.TritonPythonModel()
-    model.initialize({})
-    return model
+    return install_pb_utils(monkeypatch)
 
 
 def _texts(values: list[str]) -> _Tensor:
