@@ -300,7 +300,13 @@ def _openvino_int8(
         target = options.int8_fallback.target_agreement
         accuracy = AccuracyTarget(feeds, reference, target, source.score_function)
     quantized = quantize_openvino(
-        stage / FUSED_FILE, stage / OPENVINO_INT8_FILE, calibration, options.openvino_int8, accuracy, origin
+        stage / FUSED_FILE,
+        stage / OPENVINO_INT8_FILE,
+        calibration,
+        options.openvino_int8,
+        accuracy,
+        origin,
+        cpu_flags(),
     )
     what = f"{OPENVINO_INT8_FILE} (OpenVINO int8)"
     results = checks.gate(stage / OPENVINO_INT8_FILE, padded, INT8_LOGIT_ATOL, what, strict=False)

@@ -225,3 +225,50 @@ def test_bert14_check_names_the_changed_or_missing_weights_file(tiny_artifact: P
     weights.unlink()
     with pytest.raises(ArtifactError, match=rf"{OPENVINO_INT8_WEIGHTS}: listed in the manifest but missing"):
         check_artifact(copy, ["央行宣布降准"])
+
+
+@pytest.mark.parametrize(
+    ("flags", "every_layer"),
+    [({"avx2": True, "avx512_vnni": False}, True), ({"avx2": True, "avx512_vnni": True}, False)],
+)
+def test_avx2_only_cpus_get_7_bit_weights_in_every_layer(
+    tiny_artifact: Path, tmp_path: Path, flags: dict, every_layer: bool
+) -> None:
+    """oneDNN's u8s8 kernels without VNNI saturate 16-bit pair sums: NNCF's overflow fix in every layer there."""
+    import openvino as ov
+
+    from bert14.quantize.openvino import OpenVinoOptions, quantize_openvino, seeded_calibration
+
+    manifest = read_manifest(tiny_artifact)
+    calibration = seeded_calibration(manifest.model.vocab_size, manifest.model.type_vocab_size, 64)[:8]
+    target = tmp_path / "m.xml"
+    result = quantize_openvino(
+        tiny_artifact / "model.opt.onnx", target, calibration, OpenVinoOptions(), cpu_flags=flags
+    )
+    assert result.recipe["overflow_fix"]["every_layer"] is every_layer
+    model = ov.Core().read_model(str(target))
+    weights = [
+        op.get_data()
+        for op in model.get_ops()
+        if op.get_type_name() == "Constant" and op.get_element_type().get_type_name() == "i8" and _feeds_a_product(op)
+    ]
+    widest = [int(np.abs(w.astype(np.int16)).max()) for w in weights]
+    assert len(widest) >= 4 * 2 + 2  # the dense layers of both encoder layers and the head
+    if every_layer:
+        assert max(widest) <= 64, widest  # 7 bits: [-64, 63]
+    else:
+        assert sum(w > 64 for w in widest) >= len(widest) - 1, widest  # full range past the first layer
+
+
+def _feeds_a_product(constant) -> bool:
+    """Whether an int8 constant reaches a MatMul through its dequantize chain (and not a Gather:
+    embedding tables are looked up, never multiplied in the u8s8 kernel)."""
+    node = constant
+    while True:
+        users = [target.get_node() for target in node.output(0).get_target_inputs()]
+        if len(users) != 1:
+            return False
+        node = users[0]
+        kind = node.get_type_name()
+        if kind not in ("Convert", "Subtract", "Multiply", "Reshape", "Transpose"):
+            return kind == "MatMul"
