@@ -1,4 +1,4 @@
-"""The HTTP server's counters in Prometheus' text format (`GET /metrics`), with no dependency.
+"""The HTTP server's counters, on prometheus_client, for `GET /metrics` in Prometheus' text format.
 
     bert14_requests_total{code}     responses by HTTP status
     bert14_texts_total              texts classified
@@ -7,105 +7,83 @@
     bert14_pending_texts            gauge: texts accepted and not yet answered
     bert14_model_info{...} 1        precision, provider, score function
 
-Everything is updated from the server's event loop, one thread, so no lock is needed. With replicas
-(bert14/scale/replicas.py) every series also carries a `replica` label, and any replica's /metrics
-shows them all.
+Each server has a registry of its own, not prometheus_client's global one: an application that embeds
+the server (or runs two) keeps its own metrics apart, and nothing is registered at import. With replicas
+(bert14/scale/replicas.py) each replica publishes a `snapshot()` of its families and `render_all` shows
+every replica's samples under one HELP/TYPE each, with a `replica` label.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client.metrics_core import Metric
+
+__all__ = ["BATCH_BUCKETS", "LATENCY_BUCKETS", "Metric", "Metrics", "render_all"]
 
 # Seconds: a title on the CPU takes a few ms, a full micro-batch of long texts up to seconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
-@dataclass
-class Histogram:
-    bounds: tuple[float, ...]
-    counts: list[int] = field(default_factory=list)
-    total: float = 0.0
-    count: int = 0
-
-    def __post_init__(self) -> None:
-        self.counts = [0] * len(self.bounds)
-
-    def observe(self, value: float) -> None:
-        self.total += value
-        self.count += 1
-        for index, bound in enumerate(self.bounds):
-            if value <= bound:
-                self.counts[index] += 1
-
-    def lines(self, name: str, labels: str = "") -> list[str]:
-        """The histogram's series; `labels` ('replica="a"') is added to every one."""
-        sep = "," if labels else ""
-        out = [f'{name}_bucket{{{labels}{sep}le="{b:g}"}} {n}' for b, n in zip(self.bounds, self.counts, strict=True)]
-        plain = f"{{{labels}}}" if labels else ""
-        return [
-            *out,
-            f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.count}',
-            f"{name}_sum{plain} {self.total:.6f}",
-            f"{name}_count{plain} {self.count}",
-        ]
-
-
-HEADERS = {
-    "bert14_requests_total": ("counter", "Responses to POST /v1/classify and /v2/models/NAME/infer by HTTP status."),
-    "bert14_texts_total": ("counter", "Texts classified."),
-    "bert14_request_seconds": ("histogram", "Time from a request's arrival to its response."),
-    "bert14_batch_texts": ("histogram", "Texts per model call (micro-batch size)."),
-    "bert14_pending_texts": ("gauge", "Texts accepted and not yet answered."),
-    "bert14_model_info": ("gauge", "The artifact being served."),
-}
-
-
-@dataclass
 class Metrics:
-    info: dict[str, str]
-    requests: Counter = field(default_factory=Counter)
-    texts: int = 0
-    latency: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
-    batches: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
+    """One server's counters. Updated from its event loop (and the batcher's thread for batch sizes);
+    prometheus_client's metrics take their own locks."""
+
+    def __init__(self, info: dict[str, str]) -> None:
+        self.registry = CollectorRegistry()
+        reg = self.registry
+        self.requests = Counter(
+            "bert14_requests", "Responses to POST /v1/classify and /v2/models/NAME/infer by HTTP status.",
+            ["code"], registry=reg,
+        )  # fmt: skip
+        self.texts = Counter("bert14_texts", "Texts classified.", registry=reg)
+        self.latency = Histogram(
+            "bert14_request_seconds", "Time from a request's arrival to its response.",
+            buckets=LATENCY_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.batches = Histogram(
+            "bert14_batch_texts", "Texts per model call (micro-batch size).", buckets=BATCH_BUCKETS, registry=reg
+        )
+        self.pending = Gauge("bert14_pending_texts", "Texts accepted and not yet answered.", registry=reg)
+        Info("bert14_model", "The artifact being served.", registry=reg).info(dict(info))
 
     def request(self, status: int, seconds: float, texts: int) -> None:
-        self.requests[status] += 1
+        self.requests.labels(code=str(status)).inc()
         self.latency.observe(seconds)
         if status == 200:
-            self.texts += texts
+            self.texts.inc(texts)
 
-    def series(self, pending: int, labels: dict[str, str] | None = None) -> dict[str, list[str]]:
-        """Each metric's sample lines, every one carrying `labels` (e.g. the replica)."""
-        extra = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted((labels or {}).items()))
-        sep, plain = ("," if extra else ""), (f"{{{extra}}}" if extra else "")
-        info = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted({**self.info, **(labels or {})}.items()))
-        return {
-            "bert14_requests_total": [
-                f'bert14_requests_total{{{extra}{sep}code="{code}"}} {n}' for code, n in sorted(self.requests.items())
-            ],
-            "bert14_texts_total": [f"bert14_texts_total{plain} {self.texts}"],
-            "bert14_request_seconds": self.latency.lines("bert14_request_seconds", extra),
-            "bert14_batch_texts": self.batches.lines("bert14_batch_texts", extra),
-            "bert14_pending_texts": [f"bert14_pending_texts{plain} {pending}"],
-            "bert14_model_info": [f"bert14_model_info{{{info}}} 1"],
-        }
+    def snapshot(self, pending: int) -> list[Metric]:
+        """Every family with its samples now: plain data, picklable, to publish to another process."""
+        self.pending.set(pending)
+        return list(self.registry.collect())
 
     def render(self, pending: int) -> str:
-        return render_all([self.series(pending)])
+        self.pending.set(pending)
+        return generate_latest(self.registry).decode("utf-8")
 
 
-def render_all(parts: list[dict[str, list[str]]]) -> str:
-    """Prometheus text for the series of one server or of several replicas: each metric's HELP and
-    TYPE once, then every part's samples."""
-    lines = []
-    for name, (kind, help_text) in HEADERS.items():
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-        for part in parts:
-            lines += part[name]
-    return "\n".join(lines) + "\n"
+class _Merged:
+    """A collector over published snapshots: one family per name, each part's samples labelled."""
+
+    def __init__(self, parts: dict[str, list[Metric]], label: str) -> None:
+        self.parts = parts
+        self.label = label
+
+    def collect(self) -> list[Metric]:
+        merged: dict[str, Metric] = {}
+        for part, families in sorted(self.parts.items()):
+            for family in families:
+                into = merged.setdefault(
+                    family.name, Metric(family.name, family.documentation, family.type, family.unit)
+                )
+                into.samples += [s._replace(labels={**s.labels, self.label: part}) for s in family.samples]
+        return list(merged.values())
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def render_all(parts: dict[str, list[Metric]], label: str = "replica") -> str:
+    """Prometheus text for several servers' snapshots ({replica: snapshot}): each metric's HELP and
+    TYPE once, then every part's samples with `label` set to the part's name."""
+    registry = CollectorRegistry()
+    registry.register(_Merged(parts, label))  # type: ignore[arg-type]
+    return generate_latest(registry).decode("utf-8")

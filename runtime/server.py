@@ -41,7 +41,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from bert14.encode import Encoded, check_text
 from bert14.errors import InputError
 from bert14.runtime.classifier import Classifier, positive_int
-from bert14.runtime.metrics import Metrics
+from bert14.runtime.metrics import Metric, Metrics
 from bert14.runtime.scheduler import BatchLimits, FairBatcher
 
 log = logging.getLogger("bert14.server")
@@ -258,8 +258,8 @@ class _RequireKey:
 class Hooks:
     """What a host running several copies of the server (Ray Serve replicas) plugs in."""
 
-    # Called about once a second with this server's metrics and pending texts (to publish them).
-    publish: Callable[[Metrics, int], Awaitable[None]] | None = None
+    # Called about once a second with a snapshot of this server's metric families (to publish them).
+    publish: Callable[[list[Metric]], Awaitable[None]] | None = None
     # GET /metrics answers this text instead of this server's own (every replica's series).
     metrics_text: Callable[[], Awaitable[str]] | None = None
 
@@ -272,7 +272,7 @@ def create_app(clf: Classifier, options: ServerOptions | None = None, hooks: Hoo
     async def publishing() -> None:
         while True:
             try:
-                await hooks.publish(service.metrics, service.pending)  # type: ignore[misc]
+                await hooks.publish(service.metrics.snapshot(service.pending))  # type: ignore[misc]
             except Exception:  # a metrics sink that is down must not take the server with it
                 log.warning("publishing metrics failed", exc_info=True)
             await asyncio.sleep(1.0)

@@ -36,7 +36,7 @@ from bert14.providers import DEFAULT_ENGINE
 from bert14.runtime import Classifier, LoadOptions
 from bert14.runtime.classifier import positive_int
 from bert14.runtime.listener import api_key_from, auth_note, bind
-from bert14.runtime.metrics import Metrics, render_all
+from bert14.runtime.metrics import Metric, render_all
 from bert14.runtime.server import Hooks, ServerOptions, create_app
 from bert14.scale.cluster import join
 
@@ -67,13 +67,13 @@ class MetricsBoard:
     """The last counters each replica published; renders them all, one `replica` label each."""
 
     def __init__(self) -> None:
-        self.parts: dict[str, tuple[Metrics, int]] = {}
+        self.parts: dict[str, list[Metric]] = {}
 
-    def put(self, replica: str, metrics: Metrics, pending: int) -> None:
-        self.parts[replica] = (metrics, pending)
+    def put(self, replica: str, snapshot: list[Metric]) -> None:
+        self.parts[replica] = snapshot
 
     def text(self) -> str:
-        return render_all([m.series(p, {"replica": r}) for r, (m, p) in sorted(self.parts.items())])
+        return render_all(self.parts, "replica")
 
 
 def _board() -> ray.actor.ActorHandle:
@@ -91,8 +91,8 @@ class Replica:
         self.board = _board()
 
     def __serve_build_asgi_app__(self) -> object:
-        async def publish(metrics: Metrics, pending: int) -> None:
-            await self.board.put.remote(self.name, metrics, pending)
+        async def publish(snapshot: list[Metric]) -> None:
+            await self.board.put.remote(self.name, snapshot)
 
         async def text() -> str:
             return await self.board.text.remote()

@@ -7,6 +7,8 @@ import pytest
 
 fastapi = pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
+prometheus_client = pytest.importorskip("prometheus_client")
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from bert14.runtime import Classifier  # noqa: E402
 from bert14.runtime.server import ServerOptions, create_app  # noqa: E402
@@ -126,11 +128,37 @@ def test_metrics_count_requests_texts_and_batches_in_prometheus_format(clf: Clas
         text = client.get("/metrics").text
     sample = re.compile(r'^[a-z_0-9]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+-]+$')
     assert all(sample.match(line) for line in text.splitlines() if not line.startswith("#")), text
-    assert 'bert14_requests_total{code="200"} 2' in text and 'bert14_requests_total{code="422"} 1' in text
-    assert "bert14_texts_total 3" in text and "bert14_request_seconds_count 3" in text
-    assert 'bert14_batch_texts_bucket{le="+Inf"} 2' in text and "bert14_batch_texts_sum 3" in text
-    assert "bert14_pending_texts 0" in text
-    assert 'bert14_model_info{precision="int8",provider="cpu",score_function="softmax"} 1' in text
+    assert 'bert14_requests_total{code="200"} 2.0' in text and 'bert14_requests_total{code="422"} 1.0' in text
+    assert "bert14_texts_total 3.0" in text and "bert14_request_seconds_count 3.0" in text
+    assert 'bert14_batch_texts_bucket{le="+Inf"} 2.0' in text and "bert14_batch_texts_sum 3.0" in text
+    assert "bert14_pending_texts 0.0" in text
+    assert 'bert14_model_info{precision="int8",provider="cpu",score_function="softmax"} 1.0' in text
+    # What a Prometheus server reads: the client library's own parser takes every family.
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert {"bert14_requests", "bert14_texts", "bert14_request_seconds", "bert14_batch_texts"} <= set(families)
+    assert families["bert14_request_seconds"].type == "histogram"
+
+
+def test_replica_snapshots_merge_under_one_header_each_with_a_replica_label() -> None:
+    import pickle
+
+    from bert14.runtime.metrics import Metrics, render_all
+
+    parts = {}
+    for name, texts in (("b", 5), ("a", 2)):
+        metrics = Metrics({"precision": "int8"})
+        metrics.request(200, 0.01, texts)
+        metrics.batches.observe(texts)
+        parts[name] = pickle.loads(pickle.dumps(metrics.snapshot(pending=texts)))  # as Ray ships it
+    text = render_all(parts)
+    assert text.count("# TYPE bert14_texts_total counter") == 1
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    texts = {s.labels["replica"]: s.value for s in families["bert14_texts"].samples if s.name.endswith("_total")}
+    assert texts == {"a": 2.0, "b": 5.0}
+    pending = {s.labels["replica"]: s.value for s in families["bert14_pending_texts"].samples}
+    assert pending == {"a": 2.0, "b": 5.0}
+    buckets = [s for s in families["bert14_batch_texts"].samples if s.name.endswith("_bucket")]
+    assert {s.labels["replica"] for s in buckets} == {"a", "b"}
 
 
 def test_a_full_queue_answers_503_at_once_and_recovers(clf: Classifier, monkeypatch) -> None:
@@ -162,4 +190,4 @@ def test_a_full_queue_answers_503_at_once_and_recovers(clf: Classifier, monkeypa
     seen = asyncio.run(scenario())
     assert seen["codes"] == (200, 503, 200) and seen["refused"].headers.get("retry-after") == "1"
     text = seen["refused"].json()["error"] + seen["m"]
-    assert "3 texts are waiting (limit 3)" in text and "bert14_pending_texts 3" in text
+    assert "3 texts are waiting (limit 3)" in text and "bert14_pending_texts 3.0" in text
