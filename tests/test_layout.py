@@ -4,6 +4,9 @@
     export/ -> optimize/ -> quantize/      the build side; bert14/build.py chains them
     runtime/                               numpy + onnxruntime + tokenizers, nothing of the build
     scale/                                 Ray on top of the runtime's public API, nothing of the build
+
+Every file of every folder is read, subfolders included, and relative imports are resolved to the
+module they name; torch and transformers belong to export/ and check/ (the PyTorch reference) only.
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_SIDE = ("bert14.export", "bert14.optimize", "bert14.quantize", "bert14.build", "bert14.check")
-HEAVY = ("torch", "transformers", "onnx", "onnxscript", "onnx_ir", "safetensors")
+TORCH = ("torch", "transformers")
+HEAVY = TORCH + ("onnx", "onnxscript", "onnx_ir", "safetensors")
 # folder -> module prefixes its files must not import
 FORBIDDEN = {
     "runtime": BUILD_SIDE + HEAVY,
     "export": ("bert14.runtime", "bert14.optimize", "bert14.quantize", "bert14.build"),
-    "optimize": ("bert14.runtime", "bert14.export", "bert14.quantize", "bert14.build"),
-    "quantize": ("bert14.runtime", "bert14.export", "bert14.build", "bert14.check.reference", "bert14.check.artifact"),
+    "optimize": ("bert14.runtime", "bert14.export", "bert14.quantize", "bert14.build") + TORCH,
+    "quantize": ("bert14.runtime", "bert14.export", "bert14.build", "bert14.check.reference", "bert14.check.artifact")
+    + TORCH,
     "check": ("bert14.runtime", "bert14.build", "bert14.optimize", "bert14.quantize"),
     # Scale-out adds no model logic: the runtime's public API (Classifier, the server app), not its engines.
     "scale": BUILD_SIDE + HEAVY + ("bert14.runtime.session", "bert14.runtime.cuda"),
@@ -33,39 +38,75 @@ FORBIDDEN = {
 CORE_ALLOWED_TO_CHAIN = {"build.py", "cli.py"}
 
 
-def _imports(path: Path) -> list[str]:
+def _package(path: Path) -> str:
+    """The installed package a file of the tree belongs to: runtime/x.py -> bert14.runtime."""
+    parts = path.parent.relative_to(ROOT).parts
+    return ".".join(parts) if parts[0] == "bert14" else ".".join(("bert14", *parts))
+
+
+def _imports(path: Path, package: str | None = None) -> list[str]:
+    """Every module a file imports, relative imports resolved against `package` (its own by default)."""
+    package = package or _package(path)
     names = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.append(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1])
+            if node.module:
+                names.append(f"{base}.{node.module}")
+            else:  # from . import x, y: each is a module (or a name) of the package
+                names += [f"{base}.{alias.name}" for alias in node.names]
     return names
 
 
-def _violations(files: list[Path], forbidden: tuple[str, ...]) -> list[str]:
+def _files(folder: str) -> list[Path]:
+    return sorted((ROOT / folder).rglob("*.py"))
+
+
+def _violations(files: list[Path], forbidden: tuple[str, ...], package: str | None = None) -> list[str]:
     return [
         f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} imports {name}"
         for path in files
-        for name in _imports(path)
+        for name in _imports(path, package)
         if any(name == f or name.startswith(f + ".") for f in forbidden)
     ]
 
 
 @pytest.mark.parametrize("folder", sorted(FORBIDDEN))
 def test_dependencies_point_one_way(folder: str) -> None:
-    assert _violations(sorted((ROOT / folder).glob("*.py")), FORBIDDEN[folder]) == []
+    files = _files(folder)
+    assert files, f"{folder}/ has no Python files: the layout check would pass on nothing"
+    assert _violations(files, FORBIDDEN[folder]) == []
 
 
 def test_the_core_package_imports_no_stage() -> None:
-    files = [p for p in sorted((ROOT / "bert14").glob("*.py")) if p.name not in CORE_ALLOWED_TO_CHAIN]
+    files = [p for p in _files("bert14") if p.name not in CORE_ALLOWED_TO_CHAIN]
     assert _violations(files, BUILD_SIDE + HEAVY + ("bert14.runtime", "bert14.scale", "ray")) == []
 
 
 def test_the_layout_check_sees_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("import torch\nfrom bert14.export.model import x\n")
-    assert len(_violations([bad], FORBIDDEN["runtime"])) == 2
+    assert len(_violations([bad], FORBIDDEN["runtime"], "bert14.runtime")) == 2
+
+
+def test_relative_imports_are_resolved_and_subfolders_read(tmp_path: Path) -> None:
+    nested = tmp_path / "engines" / "bad.py"
+    nested.parent.mkdir()
+    nested.write_text("from ...export import model\nfrom ..quantize.dynamic import x\nfrom . import session\n")
+    found = _imports(nested, "bert14.runtime.engines")
+    assert found == ["bert14.export", "bert14.runtime.quantize.dynamic", "bert14.runtime.engines.session"]
+    assert _violations([nested], FORBIDDEN["runtime"], "bert14.runtime.engines") == [f"{nested} imports bert14.export"]
+    assert ROOT / "scale" / "triton_models" / "tokenize.py" in _files("scale")
+
+
+def test_torch_stays_in_export_and_check() -> None:
+    for folder in ("optimize", "quantize", "runtime", "scale"):
+        assert not _violations(_files(folder), TORCH), folder
+    assert _violations(_files("export"), TORCH), "export/ builds the model in PyTorch: the check sees it"
 
 
 def test_runtime_imports_without_torch_or_onnx_in_a_fresh_interpreter() -> None:
