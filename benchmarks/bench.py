@@ -124,7 +124,7 @@ def per_tensor_int8(artifact: Path, work: Path) -> Path:
 
 def openvino_sessions(artifact: Path, work: Path, config) -> dict[str, object]:
     """The OpenVINO rows, when the artifact has the OpenVINO model and openvino + nncf are installed."""
-    from bert14 import openvino_engine
+    from bert14.runtime.engines import openvino as openvino_engine
 
     if not (artifact / "model.int8.ov.xml").is_file() or not openvino_engine.available():
         print("bench: no OpenVINO rows (no model.int8.ov.xml, or openvino is not installed)", file=sys.stderr)

@@ -19,14 +19,12 @@ import onnxruntime as ort  # noqa: E402
 THREADS = 2
 
 
-def session(path: str, level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = THREADS
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = level
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+def session(path: str, optimized: bool = True):
+    """A CPU session as every benchmark times one: THREADS intra-op threads, threads that never spin
+    (the side-by-side rows take turns on the same cores), the runtime's session options otherwise."""
+    from bert14.runtime.engines import SessionSettings, onnxruntime
+
+    return onnxruntime.open_session(Path(path), "cpu", SessionSettings(THREADS, spinning=False, optimized=optimized))[0]
 
 
 def measured() -> dict[str, object]:

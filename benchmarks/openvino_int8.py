@@ -79,9 +79,9 @@ def speed(artifact: Path, rounds: int, work: Path) -> dict[str, object]:
     from common import session
 
     from bert14.export.model import build_default
-    from bert14.openvino_engine import OpenVinoSession
     from bert14.quantize.openvino import seeded_calibration
     from bert14.runtime import Classifier
+    from bert14.runtime.engines.openvino import OpenVinoSession
 
     source = build_default(attn="eager")  # the public recipe exports the eager attention (benchmarks/bench.py)
     config = source.config

@@ -24,12 +24,12 @@ RUNS = 30
 
 def profile(path: Path) -> tuple[dict[str, float], dict[tuple[str, str], float]]:
     """ms per run by op type, and the median ms per run of each node (op type, name)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = THREADS
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as in the other benchmarks
+    from bert14.runtime.engines import SessionSettings
+    from bert14.runtime.engines.onnxruntime import session_options
+
+    options = session_options(SessionSettings(THREADS, spinning=False))  # as in the other benchmarks
     options.enable_profiling = True
     options.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "profile")
-    options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     feeds = bert_feeds(1, 128)
     for _ in range(RUNS):

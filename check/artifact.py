@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bert14 import openvino_engine, progress
+from bert14 import progress
 from bert14.artifact import MODEL_FILES, OPENVINO_INT8_FILE, read_manifest, verify_files, with_companions
 from bert14.check.cases import BUCKETS, RIGHT_PADDING_ONLY, SAMPLE_TEXTS, TRUNCATED, random_cases, text_cases
 from bert14.check.compare import THRESHOLDS, Threshold
@@ -28,6 +28,7 @@ from bert14.check.reference import TorchReference, source_of
 from bert14.check.runners import runner_for
 from bert14.errors import ArtifactError
 from bert14.head import SOFTMAX, disagreements, scores
+from bert14.runtime.engines import openvino as openvino_engine
 
 
 @dataclass

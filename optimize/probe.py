@@ -16,6 +16,9 @@ import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
 
+from bert14.runtime.engines import SessionSettings
+from bert14.runtime.engines.onnxruntime import session_options
+
 # A bias this negative zeroes a softmax term in fp32 (exp(-1e4) underflows), which is what
 # ONNX Runtime's raw-mask attention does with its default mask_filter_value of -10000.
 MASKED_BIAS_MAX = -1e4
@@ -114,9 +117,7 @@ def evaluate(model: ir.Model, values: list[ir.Value], feeds: list[ProbeFeed]) ->
     graph = ir.convenience.extract(model.graph, inputs=needed, outputs=values)
     probe = ir.Model(graph, ir_version=model.ir_version)
     proto = ir.to_proto(probe)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
+    options = session_options(SessionSettings(optimized=False))  # the subgraph as written
     session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
     names = [value.name for value in graph.outputs]
     results = []

@@ -59,9 +59,9 @@ from bert14.check.cases import make_case
 from bert14.check.compare import agreement
 from bert14.errors import QuantizeError
 from bert14.head import SOFTMAX
-from bert14.openvino_engine import PRECISION_HINT
 from bert14.quantize.dynamic import QuantizeResult
 from bert14.quantize.isa import WeightFormat, choose_weight_format
+from bert14.runtime.engines.openvino import PRECISION_HINT
 
 INSTALL_HINT = "pip install 'bert14[export]' (requirements/export.txt has openvino and nncf)"
 CALIBRATION_SEED = 77  # apart from the validation suites' seeds (check/cases.py): calibration is not what is checked

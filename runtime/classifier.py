@@ -33,8 +33,15 @@ from bert14.head import (
     scores,
 )
 from bert14.options import flag
-from bert14.providers import DEFAULT_ENGINE, ENGINES
-from bert14.runtime.session import PRECISIONS, PROVIDERS, SessionSettings, create, resolve
+from bert14.runtime.engines import (
+    DEFAULT_ENGINE,
+    ENGINE_CHOICES,
+    PRECISIONS,
+    PROVIDERS,
+    SessionSettings,
+    open_session,
+    resolve,
+)
 from bert14.tokenizer import load_tokenizer
 
 log = logging.getLogger("bert14.runtime")
@@ -95,7 +102,7 @@ class LoadOptions:
         metadata=flag(
             "what runs the model on the CPU: ONNX Runtime, OpenVINO (the artifact's OpenVINO INT8 model; the "
             "openvino extra) or auto (OpenVINO for INT8 when both are there)",
-            choices=ENGINES,
+            choices=ENGINE_CHOICES,
         ),
     )
     threads: int | None = field(default=None, metadata=flag("intra-op threads (default: all cores)", type=int))
@@ -160,20 +167,19 @@ class Classifier:
         directory = Path(directory)
         manifest = read_manifest(directory)
         available = set(manifest.files)
-        precision, provider, path, engine = resolve(
-            directory, options.precision, options.provider, available, options.engine
-        )
+        resolved = resolve(directory, options.precision, options.provider, available, options.engine)
         if options.verify:
             # Every file the runtime reads, and the tokenizer.json and config.json that travel with
             # it: a file swapped for another model's must not load silently.
-            verify_files(directory, manifest, [*with_companions(path.name), *SUPPORT_FILES])
+            verify_files(directory, manifest, [*with_companions(resolved.path.name), *SUPPORT_FILES])
         settings = SessionSettings(options.threads, options.inter_op_threads, options.spinning, options.cuda_graph)
-        session, actual = create(path, provider, settings, engine)
-        if actual != provider and options.provider == "auto":
-            precision, provider, path, engine = resolve(directory, options.precision, "cpu", available, options.engine)
+        session, actual = open_session(resolved, settings)
+        if actual != resolved.provider and options.provider == "auto":
+            resolved = resolve(directory, options.precision, "cpu", available, options.engine)
             if options.verify:
-                verify_files(directory, manifest, with_companions(path.name))
-            session, actual = create(path, "cpu", settings, engine)
+                verify_files(directory, manifest, with_companions(resolved.path.name))
+            session, actual = open_session(resolved, settings)
+        precision, path, engine = resolved.precision, resolved.path, resolved.engine
         tokenizer, tokenizer_settings = load_tokenizer(directory)
         labels = [str(label) for label in manifest.model.labels]
         if not labels:

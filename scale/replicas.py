@@ -32,7 +32,6 @@ import ray
 from ray import serve
 
 from bert14.errors import InputError, ServeError
-from bert14.providers import DEFAULT_ENGINE
 from bert14.runtime import Classifier, LoadOptions
 from bert14.runtime.classifier import positive_int
 from bert14.runtime.listener import api_key_from, auth_note, bind
@@ -126,7 +125,7 @@ def build(args: dict[str, str]) -> object:
             f"serve run bert14.scale.replicas:build: expected artifact=DIR and {sorted(known)}, got {args}"
         )
     options = ReplicaOptions(int(args.get("replicas", 2)), int(args.get("threads_per_replica", 1)))
-    engine = args.get("engine", DEFAULT_ENGINE)
+    engine = args.get("engine", LoadOptions.engine)
     load = LoadOptions(precision=args.get("precision", "auto"), provider="cpu", engine=engine)
     server = ServerOptions(model_name=args.get("model_name", "bert14"), api_key=api_key_from(None))
     return application(Path(args["artifact"]), load, server, options)

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bert14 import openvino_engine
 from bert14.artifact import OPENVINO_INT8_FILE, OPENVINO_INT8_WEIGHTS, read_manifest
 from bert14.check.compare import INT8_LOGIT_ATOL
 from bert14.errors import ArtifactError, InputError, QuantizeError
 from bert14.runtime import Classifier
+from bert14.runtime.engines import openvino as openvino_engine
 
 TEXTS = ["央行宣布降准0.5个百分点", "湖人主场险胜勇士", "秋冬流行色盘点", "记者从市交通委获悉，" * 70]
 

@@ -78,17 +78,18 @@ def test_long_text_is_truncated_and_reported(clf: Classifier) -> None:
 def test_auto_picks_int8_on_cpu_and_int8_on_cuda_is_refused(tiny_artifact: Path, monkeypatch) -> None:
     auto = Classifier.load(tiny_artifact, provider="cpu", warmup=False)
     assert auto.precision == "int8" and auto.provider == "cpu"
-    from bert14.runtime import session
+    from bert14.runtime import engines
+    from bert14.runtime.engines import onnxruntime
 
-    monkeypatch.setattr(session, "cuda_present", lambda: True)  # as if onnxruntime-gpu saw a GPU
+    monkeypatch.setattr(onnxruntime, "cuda_in_onnxruntime", lambda: True)  # as if onnxruntime-gpu saw a GPU
     available = {"model.int8.onnx", "model.fp16.onnx", "model.opt.onnx"}
     with pytest.raises(InputError, match="INT8 on the CUDA provider is refused.*fp16"):
-        session.resolve(tiny_artifact, "int8", "cuda", available)
-    assert session.resolve(tiny_artifact, "auto", "auto", available)[:2] == ("fp16", "cuda")
+        engines.resolve(tiny_artifact, "int8", "cuda", available)
+    assert engines.resolve(tiny_artifact, "auto", "auto", available)[:2] == ("fp16", "cuda")
     with_seqlen = available | {"model.fp16.seqlen.onnx"}
-    assert session.resolve(tiny_artifact, "fp16", "cuda", with_seqlen)[2].name == "model.fp16.seqlen.onnx"
-    monkeypatch.setattr(session, "cuda_present", lambda: False)
-    assert session.resolve(tiny_artifact, "fp16", "cpu", with_seqlen)[2].name == "model.fp16.onnx"
+    assert engines.resolve(tiny_artifact, "fp16", "cuda", with_seqlen)[2].name == "model.fp16.seqlen.onnx"
+    monkeypatch.setattr(onnxruntime, "cuda_in_onnxruntime", lambda: False)
+    assert engines.resolve(tiny_artifact, "fp16", "cpu", with_seqlen)[2].name == "model.fp16.onnx"
 
 
 @pytest.mark.parametrize(
@@ -107,9 +108,10 @@ def test_bad_items_get_a_clear_error(clf: Classifier, bad) -> None:
     ids=["spin-only-while-running", "never-spin"],
 )
 def test_spinning_option_reaches_the_session(tiny_artifact: Path, spinning: bool, entry: str, value: str) -> None:
-    from bert14.runtime.session import SessionSettings, create
+    from bert14.runtime.engines import SessionSettings, onnxruntime
 
-    session, _ = create(tiny_artifact / "model.opt.onnx", "cpu", SessionSettings(threads=2, spinning=spinning))
+    settings = SessionSettings(threads=2, spinning=spinning)
+    session, _ = onnxruntime.open_session(tiny_artifact / "model.opt.onnx", "cpu", settings)
     assert session.get_session_options().get_session_config_entry(entry) == value
 
 

@@ -1,5 +1,5 @@
 """The OpenVINO engine: the artifact's OpenVINO INT8 model (model.int8.ov.xml + .bin) on the CPU.
-Shared by the runtime (runtime/session.py) and the parity runner (check/runners.py).
+Shared by the runtime (runtime/classifier.py) and the parity runners (check/runners.py).
 
 `openvino` is the `bert14[openvino]` extra, not part of the runtime-only install, so this module
 imports it only when a session is made; `available()` says whether it can be.
@@ -24,9 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bert14.artifact import OPENVINO_INT8_FILE
 from bert14.errors import ArtifactError, InputError
+from bert14.runtime.engines.base import Resolved, SessionSettings
 
-ENGINE = "openvino"
+NAME = "openvino"
 INSTALL_HINT = "install the OpenVINO engine: pip install 'bert14[openvino]' (requirements/openvino.txt)"
 PRECISION_HINT = "f32"
 
@@ -73,3 +75,28 @@ class OpenVinoSession:
         names = output_names or [port.get_any_name() for port in self.compiled.outputs]
         # The request reuses its output buffers at the next call: hand back copies.
         return [np.array(result[self.compiled.output(name)], copy=True) for name in names]
+
+
+def resolve(directory: Path, precision: str, provider: str, files: set[str]) -> Resolved:
+    if provider == "cuda":
+        raise InputError("engine 'openvino' runs on the CPU; for CUDA use engine='onnxruntime' (fp16)")
+    if precision not in ("auto", "int8"):
+        raise InputError(
+            f"engine 'openvino' runs the artifact's INT8 model ({OPENVINO_INT8_FILE}), not {precision}; "
+            "use engine='onnxruntime' for fp32 or fp16"
+        )
+    if not available():
+        raise missing()
+    if OPENVINO_INT8_FILE not in files:
+        raise ArtifactError(
+            f"{directory}: no OpenVINO INT8 model ({OPENVINO_INT8_FILE}) in the artifact (a checkpoint exported "
+            "without --calibration FILE, or with --no-openvino); re-run `bert14 export` with --calibration, "
+            "or use engine='onnxruntime'"
+        )
+    return Resolved("int8", "cpu", directory / OPENVINO_INT8_FILE, NAME)
+
+
+def open_session(path: Path, provider: str, settings: SessionSettings) -> tuple[OpenVinoSession, str]:
+    if provider != "cpu":
+        raise InputError(f"{OPENVINO_INT8_FILE} runs on the CPU (OpenVINO), not on {provider}")
+    return OpenVinoSession(path, settings.threads or None), "cpu"
