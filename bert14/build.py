@@ -28,15 +28,7 @@ from bert14.artifact import (
     write_manifest,
 )
 from bert14.check.cases import Case, validation_suite
-from bert14.check.compare import (
-    FP16_CPU_LOGIT_ATOL,
-    FP32_LOGIT_ATOL,
-    INT8_LOGIT_ATOL,
-    CaseResult,
-    format_table,
-    require_pass,
-    summarize,
-)
+from bert14.check.compare import THRESHOLDS, CaseResult, format_table, require_pass, summarize
 from bert14.check.invariance import check_invariance, rows_of
 from bert14.check.reference import TorchReference, torch_logits, validate_onnx
 from bert14.check.runners import runner_for
@@ -147,14 +139,16 @@ class _Checks:
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     invariance: dict[str, dict[str, object]] = field(default_factory=dict)  # file -> check/invariance.py's report
 
-    def gate(
-        self, path: Path, cases: list[Case], atol: float, what: str, strict: bool = True, invariant: bool = True
-    ) -> list[CaseResult]:
-        """Parity with PyTorch on `cases`, then each row alone against batched as served (check/invariance.py):
-        a label flip fails the export unless `invariant` is False (a recipe the caller chose knowing its scores
-        depend on the batch), where the figures are still recorded."""
+    def gate(self, key: str, path: Path, cases: list[Case], what: str, invariant: bool = True) -> dict[str, Any]:
+        """Parity with PyTorch on `cases` under the comparator's threshold for artifact `key` on the CPU
+        (check/compare.py THRESHOLDS, as `bert14 check` applies it), then each row alone against batched as
+        served (check/invariance.py): a label flip fails the export unless `invariant` is False (a recipe the
+        caller chose knowing its scores depend on the batch), where the figures are still recorded.
+        Returns the validation summary the manifest keeps."""
+        threshold = THRESHOLDS["cpu"][key]
+        atol = threshold.logit_atol
         progress.stage(f"checking {path.name} against PyTorch ({len(cases)} cases)")
-        results = validate_onnx(self.reference, path, cases, atol, strict)
+        results = validate_onnx(self.reference, path, cases, atol, not threshold.near_ties_allowed)
         require_pass(results, atol, what)
         self.validation[path.name], self.tolerances[path.name] = results, atol
         rows = rows_of([case for case in cases if not case.name.endswith("-left")])
@@ -166,7 +160,7 @@ class _Checks:
                 f"{what}: {report.flips} of {report.comparisons} rows changed label between alone and batched "
                 f"(max |dprob| {report.max_abs_prob_diff:.3g}); a text's answer must not depend on its batch"
             )
-        return results
+        return summarize(results, atol)
 
 
 def load_source(options: ExportOptions) -> SourceModel:
@@ -191,8 +185,8 @@ def export_artifact(options: ExportOptions) -> ExportReport:
         config.to_json_file(str(stage / CONFIG_FILE))
         write_tokenizer_files(stage, source.vocab, source.tokenizer_settings)
         suite = validation_suite(config.vocab_size, config.type_vocab_size, config.max_position_embeddings)
-        results = checks.gate(stage / MODEL_FILE, suite, FP32_LOGIT_ATOL, f"{MODEL_FILE} ({options.exporter} export)")
-        checks.artifacts["fp32"] = {"file": MODEL_FILE, "validation": summarize(results, FP32_LOGIT_ATOL)}
+        validation = checks.gate("fp32", stage / MODEL_FILE, suite, f"{MODEL_FILE} ({options.exporter} export)")
+        checks.artifacts["fp32"] = {"file": MODEL_FILE, "validation": validation}
         if options.optimize:
             extra = _fused_variants(source, stage, suite, checks, options)
         for entry in checks.artifacts.values():
@@ -220,8 +214,8 @@ def _fused_variants(
     padded = suite + validation_suite(
         config.vocab_size, config.type_vocab_size, config.max_position_embeddings, left_pad=True
     )
-    results = checks.gate(stage / FUSED_FILE, padded, FP32_LOGIT_ATOL, f"{FUSED_FILE} (fused)")
-    checks.artifacts["fp32_fused"] = {"file": FUSED_FILE, "validation": summarize(results, FP32_LOGIT_ATOL)}
+    validation = checks.gate("fp32_fused", stage / FUSED_FILE, padded, f"{FUSED_FILE} (fused)")
+    checks.artifacts["fp32_fused"] = {"file": FUSED_FILE, "validation": validation}
 
     progress.stage(f"converting {FP16_FILE}")
     convert_fp16(stage / FUSED_FILE, stage / FP16_FILE)
@@ -230,12 +224,8 @@ def _fused_variants(
     # in `make gpu-check`.
     small = [case for case in padded if case.input_ids.size <= FP16_CPU_MAX_TOKENS]
     what = f"{FP16_FILE} (fp16, checked on the CPU provider)"
-    results = checks.gate(stage / FP16_FILE, small, FP16_CPU_LOGIT_ATOL, what, strict=False)
-    checks.artifacts["fp16"] = {
-        "file": FP16_FILE,
-        "provider": "cuda",
-        "validation_cpu": summarize(results, FP16_CPU_LOGIT_ATOL),
-    }
+    validation = checks.gate("fp16", stage / FP16_FILE, small, what)
+    checks.artifacts["fp16"] = {"file": FP16_FILE, "provider": "cuda", "validation_cpu": validation}
     if options.fp16_seqlen:
         _fp16_seqlen(stage, [case for case in small if case.name.endswith("-right")], checks)
     extra = {"fusions": fusion.to_manifest()}
@@ -253,7 +243,7 @@ def _fused_variants(
     # per_tensor scales span the batch: asked for by name, so its flips are recorded, not refused
     invariant = options.int8_static is not None or options.int8.activations != "per_tensor"
     what = f"{INT8_FILE} (int8)"
-    results = checks.gate(stage / INT8_FILE, padded, INT8_LOGIT_ATOL, what, strict=False, invariant=invariant)
+    validation = checks.gate("int8", stage / INT8_FILE, padded, what, invariant=invariant)
     fp32_size = (stage / MODEL_FILE).stat().st_size
     int8_size = (stage / INT8_FILE).stat().st_size
     checks.artifacts["int8"] = {
@@ -263,7 +253,7 @@ def _fused_variants(
         "kept_fp32": quantized.kept_fp32,
         "size_bytes": int8_size,
         "size_vs_fp32": round(int8_size / fp32_size, 4),
-        "validation": summarize(results, INT8_LOGIT_ATOL),
+        "validation": validation,
     }
     if fallback is not None:
         checks.artifacts["int8"]["fallback"] = fallback.to_manifest()
@@ -309,7 +299,7 @@ def _openvino_int8(
         cpu_flags(),
     )
     what = f"{OPENVINO_INT8_FILE} (OpenVINO int8)"
-    results = checks.gate(stage / OPENVINO_INT8_FILE, padded, INT8_LOGIT_ATOL, what, strict=False)
+    validation = checks.gate("int8_openvino", stage / OPENVINO_INT8_FILE, padded, what)
     size = (stage / OPENVINO_INT8_FILE).stat().st_size + (stage / OPENVINO_INT8_WEIGHTS).stat().st_size
     checks.artifacts["int8_openvino"] = {
         "file": OPENVINO_INT8_FILE,
@@ -319,7 +309,7 @@ def _openvino_int8(
         "recipe": quantized.recipe,
         "size_bytes": size,
         "size_vs_fp32": round(size / (stage / MODEL_FILE).stat().st_size, 4),
-        "validation": summarize(results, INT8_LOGIT_ATOL),
+        "validation": validation,
     }
 
 
@@ -332,12 +322,12 @@ def _fp16_seqlen(stage: Path, right_padded: list[Case], checks: _Checks) -> None
     progress.stage(f"writing {FP16_SEQLEN_FILE}")
     write_seqlen_fp16(stage / FUSED_FILE, stage / FP16_SEQLEN_FILE)
     what = f"{FP16_SEQLEN_FILE} (fp16, sequence-length mask, right padding, on the CPU provider)"
-    results = checks.gate(stage / FP16_SEQLEN_FILE, right_padded, FP16_CPU_LOGIT_ATOL, what, strict=False)
+    validation = checks.gate("fp16_seqlen", stage / FP16_SEQLEN_FILE, right_padded, what)
     checks.artifacts["fp16_seqlen"] = {
         "file": FP16_SEQLEN_FILE,
         "provider": "cuda",
         "mask": "sequence lengths: right padding only (bert14.runtime always pads on the right)",
-        "validation_cpu": summarize(results, FP16_CPU_LOGIT_ATOL),
+        "validation_cpu": validation,
     }
 
 

@@ -12,10 +12,11 @@
     retype_final      the same once more at the end: no dead nodes, every value typed
 
 Every pass returns a PassResult (passes.py): what it rewrote and, one line each, why it refused
-the candidates it did not. The fusion passes in SKIPPABLE can be switched off by name
-(`OptimizeOptions(skip=...)`, `bert14 optimize --skip NAME`); the gate then expects what the
-others make. To add a fusion: a family module with a `fuse_*(model) -> PassResult`, one line in
-PASSES, its op in the gate's expectations, a positive and a near-miss rule test.
+the candidates it did not. Each pass is declared once, as a `Pass` in PASSES: its name, its run,
+what the gate expects of it, and whether a user may switch it off by name
+(`OptimizeOptions(skip=...)`, `bert14 optimize --skip NAME`; the gate then expects what the
+others make). To add a fusion: a family module with a `fuse_*(model) -> PassResult`, one `Pass`
+in PASSES (with `expects`), its op in FUSED_OPS, a positive and a near-miss rule test.
 
 The order matters: the LayerNorm rule runs before constant folding, which drops the tiny
 `Add(variance, 1e-12)` of a decomposed LayerNorm and so breaks its pattern;
@@ -65,7 +66,7 @@ class OptimizeOptions:
     num_heads: int | None = None  # only needed when the graph's shapes do not show the head size
     debug: bool = False  # also collect why onnxscript's rules refused their closest candidates
     gate: bool = True  # raise FusionError when the counts fall short
-    skip: frozenset[str] = frozenset()  # fusion passes to switch off (SKIPPABLE); the gate expects the rest
+    skip: frozenset[str] = frozenset()  # fusion passes to switch off (Pass.skippable); the gate expects the rest
 
 
 @dataclass
@@ -127,53 +128,75 @@ def retype(model: ir.Model) -> None:
     propagate_shapes(model)
 
 
-# A pass changes the model in place and says what it did (passes.py).
-Pass = Callable[[ir.Model, "OptimizeOptions"], PassResult]
+# What a pass's run does: change the model in place and say what it did (passes.py).
+Run = Callable[[ir.Model, "OptimizeOptions"], PassResult]
 
 
-def _run_upgrade(model: ir.Model, options: OptimizeOptions) -> PassResult:
-    upgrade(model)
-    return PassResult()
+@dataclass(frozen=True)
+class Pass:
+    """One step of the pipeline, declared once: its name, what it runs, and what the gate expects of it.
+
+    `expects(model, layers)` gives the fused ops it leaves and how many, for an encoder of `layers`
+    layers. A `skippable` fusion may be switched off by name; the gate then stops expecting the ops in
+    `makes` (its own, and those of later passes that need its output) and stops counting the
+    leftovers in `consumes`. The other passes keep the graph valid and later fusions possible."""
+
+    name: str
+    run: Run
+    expects: Callable[[ir.Model, int], dict[str, int]] | None = None
+    skippable: bool = False
+    makes: tuple[str, ...] = ()
+    consumes: tuple[str, ...] = ()
 
 
-def _run_canonicalize(model: ir.Model, options: OptimizeOptions) -> PassResult:
-    canonicalize(model)
-    return PassResult()
+def _quiet(step: Callable[[ir.Model], None]) -> Run:
+    """A pass that keeps the graph well-formed and has nothing to report."""
+
+    def run(model: ir.Model, options: OptimizeOptions) -> PassResult:
+        step(model)
+        return PassResult()
+
+    return run
 
 
-def _run_retype(model: ir.Model, options: OptimizeOptions) -> PassResult:
-    retype(model)
-    return PassResult()
-
-
-PASSES: list[tuple[str, Pass]] = [
-    ("upgrade", _run_upgrade),
-    ("layer_norm", lambda model, options: fuse_decomposed_layer_norm(model, options.debug)),
-    ("canonicalize", _run_canonicalize),
-    ("embed_layer_norm", lambda model, options: fuse_embed_layer_norm(model)),
-    ("attention", lambda model, options: fuse_attention(model, options.num_heads)),
-    ("retype", _run_retype),
-    ("skip_layer_norm", lambda model, options: fuse_skip_layer_norm(model, options.debug)),
-    ("gelu", lambda model, options: fuse_gelu(model, options.debug)),
-    ("first_token", lambda model, options: run_tail_on_first_token(model)),
-    ("retype_final", _run_retype),
-]
-# A fusion pass a user may switch off, and what the gate stops expecting when it is off: the ops
-# it (or a pass that needs its output) makes, and the leftovers it would have consumed. The
-# other passes keep the graph valid and the later fusions possible, so they always run.
-SKIPPABLE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "layer_norm": (("EmbedLayerNormalization", "SkipLayerNormalization"), ("ReduceMean", "LayerNormalization")),
-    "embed_layer_norm": (("EmbedLayerNormalization", "SkipLayerNormalization"), ("LayerNormalization",)),
+PASSES: list[Pass] = [
+    Pass("upgrade", _quiet(lambda model: upgrade(model))),
+    Pass(
+        "layer_norm", lambda model, options: fuse_decomposed_layer_norm(model, options.debug),
+        skippable=True, makes=("EmbedLayerNormalization", "SkipLayerNormalization"),
+        consumes=("ReduceMean", "LayerNormalization"),
+    ),
+    Pass("canonicalize", _quiet(lambda model: canonicalize(model))),
+    Pass(
+        "embed_layer_norm", lambda model, options: fuse_embed_layer_norm(model),
+        expects=lambda model, layers: {"EmbedLayerNormalization": 1},
+        skippable=True, makes=("EmbedLayerNormalization", "SkipLayerNormalization"), consumes=("LayerNormalization",),
+    ),
     # The residual Add after an unfused attention block is not the skip rule's pattern.
-    "attention": (("Attention", "SkipLayerNormalization"), ("Softmax", "LayerNormalization")),
-    "skip_layer_norm": (("SkipLayerNormalization",), ("LayerNormalization",)),
-    "gelu": (("BiasGelu", "FastGelu"), ("Erf",)),
-    "first_token": ((), ()),
-}
+    Pass(
+        "attention", lambda model, options: fuse_attention(model, options.num_heads),
+        expects=lambda model, layers: {"Attention": layers},
+        skippable=True, makes=("Attention", "SkipLayerNormalization"), consumes=("Softmax", "LayerNormalization"),
+    ),
+    Pass("retype", _quiet(lambda model: retype(model))),
+    Pass(
+        "skip_layer_norm", lambda model, options: fuse_skip_layer_norm(model, options.debug),
+        expects=lambda model, layers: {"SkipLayerNormalization": 2 * layers},
+        skippable=True, makes=("SkipLayerNormalization",), consumes=("LayerNormalization",),
+    ),
+    Pass(
+        "gelu", lambda model, options: fuse_gelu(model, options.debug),
+        expects=lambda model, layers: {op: layers for op in gelu_counts(model)},  # BiasGelu, or FastGelu (tanh)
+        skippable=True, makes=("BiasGelu", "FastGelu"), consumes=("Erf",),
+    ),
+    Pass("first_token", lambda model, options: run_tail_on_first_token(model), skippable=True),
+    Pass("retype_final", _quiet(lambda model: retype(model))),
+]  # fmt: skip
+SKIPPABLE = tuple(p.name for p in PASSES if p.skippable)
 
 
 def check_skip(skip: frozenset[str]) -> None:
-    names = [name for name, _ in PASSES]
+    names = [p.name for p in PASSES]
     for name in sorted(skip):
         if name not in names:
             raise InputError(f"--skip {name}: expected a pass name, one of {sorted(SKIPPABLE)}")
@@ -191,28 +214,24 @@ def optimize_model(model: ir.Model, options: OptimizeOptions | None = None) -> t
     seconds: dict[str, float] = {}
     reasons: dict[str, list[str]] = {}
     layers = options.num_layers
-    for name, run in PASSES:
-        if name == "embed_layer_norm" and layers is None:
+    for step in PASSES:
+        if step.name == "embed_layer_norm" and layers is None:
             layers = count_ops(model).get("Softmax", 0)  # one attention softmax per encoder layer
-        if name in options.skip:
+        if step.name in options.skip:
             continue
         started = time.perf_counter()
-        result = run(model, options)
-        seconds[name] = round(time.perf_counter() - started, 3)
+        result = step.run(model, options)
+        seconds[step.name] = round(time.perf_counter() - started, 3)
         if result.refused:
-            reasons[name] = list(result.refused)
+            reasons[step.name] = list(result.refused)
     layers = layers or 0
 
     ops = count_ops(model)
     gelu = gelu_counts(model)  # BiasGelu, or FastGelu for a tanh-GELU model
-    unchecked_ops = {op for name in options.skip for op in SKIPPABLE[name][0]}
-    unchecked_leftovers = {op for name in options.skip for op in SKIPPABLE[name][1]}
-    expected = {
-        "EmbedLayerNormalization": 1,
-        "Attention": layers,
-        "SkipLayerNormalization": 2 * layers,
-        **{op: layers for op in gelu},
-    }
+    skipped = [step for step in PASSES if step.name in options.skip]
+    unchecked_ops = {op for step in skipped for op in step.makes}
+    unchecked_leftovers = {op for step in skipped for op in step.consumes}
+    expected = {op: n for step in PASSES if step.expects for op, n in step.expects(model, layers).items()}
     report = FusionReport(
         counts={op: ops.get(op, 0) for op in FUSED_OPS} | gelu,
         expected={op: n for op, n in expected.items() if op not in unchecked_ops},
