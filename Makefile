@@ -19,7 +19,7 @@ ifneq ($(strip $(MODEL)),)
 EXPORT_FLAGS += --model "$(MODEL)"
 endif
 
-.PHONY: export test lint venv clean gpu-check gpu-profile check bench
+.PHONY: export test lint venv clean gpu-check gpu-profile check bench docs
 
 export: $(STAMP)
 	$(VENV)/bin/bert14 export $(EXPORT_FLAGS) $(EXPORT_ARGS)
@@ -31,6 +31,11 @@ test: $(STAMP)
 # a table, bench-results/bench.json and bench-results/bench.png.
 bench: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/bench.py "$(OUT)" --out bench-results
+
+# docs/numbers.md's generated sections and README's headline table, from docs/results/*.json
+# (re-run a benchmark with --out/--json docs/results first).
+docs: $(STAMP)
+	$(PY) docs/numbers_page.py
 
 # Every artifact in OUT against the PyTorch source, by sequence-length bucket.
 check: $(STAMP)

@@ -8,7 +8,7 @@ Once the MatMul is quantized, the session folds the Add into the DynamicQuantize
 the integer product (the bias is added in the GEMM's output loop, which scales the int32 result
 anyway), so what is left is a plain Gelu. ONNX Runtime's CPU BiasGelu kernel adds the bias in a
 pass of its own over a temporary buffer; its Gelu kernel does not, and takes about 30% less time
-per (128, 3072) call (0.100 vs 0.142 ms on 2 threads, an ad-hoc measurement; benchmarks/
+per (128, 3072) call (0.100 vs 0.142 ms on 2 threads, an ad-hoc measurement; benchmarks/studies/
 ablate_int8.py times the whole model both ways: 3-5% at 1 x 512 and 8 x 128, noise at 1 x 128). The math is
 the same erf GELU of the same sum, so the logits do not move.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs"))
 
 import numbers_page  # noqa: E402
 
@@ -13,7 +13,7 @@ import numbers_page  # noqa: E402
 def test_numbers_page_and_readme_say_what_the_benchmark_json_says() -> None:
     page = numbers_page.PAGE.read_text(encoding="utf-8")
     readme = numbers_page.README.read_text(encoding="utf-8")
-    assert numbers_page.render(page, readme) == (page, readme), "run benchmarks/numbers_page.py"
+    assert numbers_page.render(page, readme) == (page, readme), "run docs/numbers_page.py"
 
 
 def test_a_figure_edited_by_hand_is_put_back() -> None:

@@ -5,7 +5,7 @@ full-size default BERT-14: fused-op counts from each optimizer, and CPU latency 
 128 on 2 threads (interleaved rounds, medians) of the unfused and the three optimized models;
 with --int8, also of each optimized model after ONNX Runtime's quantize_dynamic.
 
-    .venv/bin/python benchmarks/compare_optimizers.py [--rounds 30] [--int8] [--json out.json]
+    .venv/bin/python benchmarks/studies/compare_optimizers.py [--rounds 30] [--int8] [--json out.json]
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from common import bert_feeds, interleaved, ort_transformers_optimizer, public_recipe_int8, session
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py, data.py
+
+from common import bert_feeds, interleaved, ort_transformers_optimizer, public_recipe_int8, session  # noqa: E402
 
 VARIANTS = [("torchscript", "eager"), ("torchscript", "sdpa"), ("dynamo", "eager"), ("dynamo", "sdpa")]
 COUNTED = ("EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "BiasGelu", "FastGelu", "Gelu")

@@ -12,17 +12,21 @@ side (2 threads, spinning off, interleaved rounds, medians) at batch 1 x seq 128
 It prints the medians, each variant's time over the default's, and the largest logit difference
 from the default at 1 x 128 (the rewrites are exact, so only float rounding should show).
 
-    .venv/bin/python benchmarks/ablate_int8.py artifacts/bert14 [--rounds 20]
+    .venv/bin/python benchmarks/studies/ablate_int8.py artifacts/bert14 [--rounds 20]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import bert_feeds, interleaved, session
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py, data.py
+
+from common import bert_feeds, interleaved, session  # noqa: E402
 
 SHAPES = ((1, 128), (1, 512), (8, 128))
 VARIANTS = {

@@ -8,19 +8,23 @@
 2. Interleaved at 1 x 128: the public recipe's INT8 and bert14's, each with spinning off and with
    spinning only while running, to show whether the benchmarks' spinning-off setting favours one.
 
-    .venv/bin/python benchmarks/spinning.py [ARTIFACT]
+    .venv/bin/python benchmarks/studies/spinning.py [ARTIFACT]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import onnxruntime as ort
-from common import bert_feeds, interleaved, public_recipe
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py, data.py
+
+from common import bert_feeds, interleaved, public_recipe  # noqa: E402
 
 MODES = ("default spinning", "spin while running", "no spinning")
 

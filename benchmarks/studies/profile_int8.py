@@ -1,7 +1,7 @@
 """Where an INT8 model's time goes, by op type (ONNX Runtime's profiler), batch 1 x seq 128.
 
-    .venv/bin/python benchmarks/profile_int8.py artifacts/bert14/model.int8.onnx
-    .venv/bin/python benchmarks/profile_int8.py artifacts/bert14/model.opt.onnx --quantize-keep-layer-norm
+    .venv/bin/python benchmarks/studies/profile_int8.py artifacts/bert14/model.int8.onnx
+    .venv/bin/python benchmarks/studies/profile_int8.py artifacts/bert14/model.opt.onnx --quantize-keep-layer-norm
 
 The second form quantizes the fused model without the LayerNorm decomposition first, to show
 the share the fused SkipLayerNormalization kernel had.
@@ -13,11 +13,15 @@ import argparse
 import collections
 import json
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
 import onnxruntime as ort
-from common import THREADS, bert_feeds
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py, data.py
+
+from common import THREADS, bert_feeds  # noqa: E402
 
 RUNS = 30
 

@@ -7,7 +7,7 @@ named in the section writes (`--json` / `--out docs/results`). Everything betwee
 this script's: tables, ratios, and the sentences that quote a figure. Run it after re-running a
 benchmark; `--check` fails when the page does not match the JSON (for a test or a review).
 
-    .venv/bin/python benchmarks/numbers_page.py [--check]
+    .venv/bin/python docs/numbers_page.py [--check]
 """
 
 from __future__ import annotations
