@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bert14.errors import ArtifactError
+from bert14.family import DEFAULT_FAMILY, FAMILIES, ModelFamily
 from bert14.jsonfile import read_json_object
 
 MANIFEST_NAME = "manifest.json"
@@ -56,8 +57,9 @@ SUPPORT_FILES = (VOCAB_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_JSON_FILE, CONFIG_
 ARTIFACT_FILE_NAMES = frozenset(
     {*MODEL_FILES.values(), *(n for names in COMPANION_FILES.values() for n in names), *SUPPORT_FILES, MANIFEST_NAME}
 )
-# The model's inputs, int64 (batch, sequence), and its output, float32 (batch, num_labels).
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+# The default family's inputs, int64 (batch, sequence) (an artifact's own: Manifest.model.family), and
+# the output every artifact has, float32 (batch, num_labels).
+INPUT_NAMES = DEFAULT_FAMILY.input_names
 OUTPUT_NAME = "logits"
 
 
@@ -139,9 +141,14 @@ class ModelInfo:
     max_position_embeddings: int
     type_vocab_size: int
     layer_norm_eps: float
-    architecture: str = "BertForSequenceClassification"
+    architecture: str = DEFAULT_FAMILY.architecture
     problem_type: str | None = None
     score_function: str | None = None  # softmax | sigmoid | identity (bert14/head.py); absent before 2026-11
+    model_type: str = DEFAULT_FAMILY.model_type  # the family (bert14/family.py); absent before 2026-12
+
+    @property
+    def family(self) -> ModelFamily:
+        return FAMILIES[self.model_type]
 
 
 @dataclass(frozen=True)
@@ -177,6 +184,11 @@ class Manifest:
             info = ModelInfo(**{k: v for k, v in model.items() if k in known})
         except TypeError as exc:
             raise ArtifactError(f"{path}: the 'model' table lacks a field ({exc})") from exc
+        if info.model_type not in FAMILIES:
+            raise ArtifactError(
+                f"{path}: model_type {info.model_type!r} is not one this bert14 runs ({', '.join(FAMILIES)}); "
+                "upgrade bert14 to load it"
+            )
         return cls(
             schema_version=version,
             bert14_version=str(raw.get("bert14_version", "")),

@@ -209,7 +209,9 @@ def _fused_variants(
     fusion = optimize_file(
         stage / MODEL_FILE,
         stage / FUSED_FILE,
-        OptimizeOptions(num_layers=config.num_hidden_layers, num_heads=config.num_attention_heads),
+        OptimizeOptions(
+            num_layers=config.num_hidden_layers, num_heads=config.num_attention_heads, family=source.family
+        ),
     )
     padded = suite + validation_suite(
         config.vocab_size, config.type_vocab_size, config.max_position_embeddings, left_pad=True
@@ -407,7 +409,8 @@ def _manifest(
         "created_unix": int(time.time()),
         "source": {**source.origin, "attn_implementation": options.attn},
         "model": {
-            "architecture": "BertForSequenceClassification",
+            "model_type": source.family.model_type,
+            "architecture": source.family.architecture,
             "vocab_size": config.vocab_size,
             "hidden_size": config.hidden_size,
             "num_hidden_layers": config.num_hidden_layers,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from tokenizers import Encoding, Tokenizer, normalizers
 
+from bert14.artifact import INPUT_NAMES
 from bert14.errors import InputError
 
 Text = str
@@ -25,18 +26,15 @@ class Encoded:
 
 
 class ModelInputs:
-    """The three int64 (B, S) arrays every artifact takes, by input name."""
+    """The int64 (B, S) arrays the encoder makes, by input name; a model takes those its family names."""
 
     input_ids: np.ndarray
     attention_mask: np.ndarray
     token_type_ids: np.ndarray
 
-    def feeds(self) -> dict[str, np.ndarray]:
-        return {
-            "input_ids": self.input_ids,
-            "attention_mask": self.attention_mask,
-            "token_type_ids": self.token_type_ids,
-        }
+    def feeds(self, names: tuple[str, ...] = INPUT_NAMES) -> dict[str, np.ndarray]:
+        """The arrays the model's inputs `names` take (Manifest.model.family.input_names)."""
+        return {name: getattr(self, name) for name in names}
 
 
 @dataclass(frozen=True)

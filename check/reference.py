@@ -18,11 +18,13 @@ from bert14.check.cases import Case
 from bert14.check.compare import FP32_LOGIT_ATOL, CaseResult, validate
 from bert14.check.runners import runner_for
 from bert14.export.model import SourceModel, model_score_function, rebuild
+from bert14.family import family_for
 
 
 def torch_logits(model: torch.nn.Module, case: Case, device: str = "cpu") -> np.ndarray:
     with torch.inference_mode():
-        out = model(**{name: torch.from_numpy(array).to(device) for name, array in case.feeds().items()})
+        inputs = family_for(model.config.model_type).input_names  # what the model takes (bert14/family.py)
+        out = model(**{name: torch.from_numpy(array).to(device) for name, array in case.feeds(inputs).items()})
     return out.logits.float().cpu().numpy()  # (B, C)
 
 

@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import BertConfig, BertForSequenceClassification
+import transformers
+from transformers import PretrainedConfig, PreTrainedModel
 
 from bert14.artifact import sha256_file
 from bert14.errors import ArtifactError, InputError
 from bert14.export.vocab import build_vocab
+from bert14.family import DEFAULT_FAMILY, ModelFamily, family_for
 from bert14.head import PROBLEM_TYPES, score_function
 from bert14.jsonfile import read_json_object
 from bert14.tokenizer import (
@@ -69,14 +71,18 @@ BERT14_SHAPE: dict[str, Any] = {
 class SourceModel:
     """A loaded PyTorch classifier plus what it takes to rebuild or re-read it later."""
 
-    model: BertForSequenceClassification
+    model: PreTrainedModel  # the family's `*ForSequenceClassification`
     vocab: list[str]
     tokenizer_settings: TokenizerSettings
     origin: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def config(self) -> BertConfig:
+    def config(self) -> PretrainedConfig:
         return self.model.config
+
+    @property
+    def family(self) -> ModelFamily:
+        return family_for(self.config.model_type)
 
     @property
     def labels(self) -> list[str]:
@@ -92,17 +98,25 @@ def model_score_function(model: torch.nn.Module) -> str:
     return score_function(model.config.problem_type, model.config.num_labels)
 
 
-def bert14_config(attn: str = "sdpa", **overrides: Any) -> BertConfig:
+def classes(family: ModelFamily) -> tuple[type[PretrainedConfig], type[PreTrainedModel]]:
+    """The transformers config and classifier classes the family names (bert14/family.py)."""
+    return getattr(transformers, family.config_class), getattr(transformers, family.architecture)
+
+
+def bert14_config(attn: str = "sdpa", **overrides: Any) -> PretrainedConfig:
     """BERT-14's config; overrides change the shape (the tests use tiny ones)."""
     shape = {**BERT14_SHAPE, **overrides}
     labels = shape.pop("labels", BERT14_LABELS)
     return _config(shape, list(labels), attn)
 
 
-def _config(shape: dict[str, Any], labels: list[str], attn: str) -> BertConfig:
+def _config(
+    shape: dict[str, Any], labels: list[str], attn: str, family: ModelFamily = DEFAULT_FAMILY
+) -> PretrainedConfig:
     if attn not in ATTN_IMPLEMENTATIONS:
         raise InputError(f"attention implementation: expected one of {ATTN_IMPLEMENTATIONS}, got {attn!r}")
-    config = BertConfig(
+    config_class, _ = classes(family)
+    config = config_class(
         **shape,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
@@ -117,7 +131,7 @@ def _config(shape: dict[str, Any], labels: list[str], attn: str) -> BertConfig:
     return config
 
 
-def build_seeded(config: BertConfig, seed: int = DEFAULT_SEED) -> BertForSequenceClassification:
+def build_seeded(config: PretrainedConfig, seed: int = DEFAULT_SEED) -> PreTrainedModel:
     """Same config + same seed -> the same weights, bit for bit (CPU, same torch version).
 
     Hugging Face's initializer sets every bias to 0 and every LayerNorm to (1, 0). Parity checks
@@ -128,7 +142,7 @@ def build_seeded(config: BertConfig, seed: int = DEFAULT_SEED) -> BertForSequenc
     generator_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        model = BertForSequenceClassification(config)
+        model = classes(family_for(config.model_type))[1](config)
     finally:
         torch.random.set_rng_state(generator_state)
     with torch.no_grad():
@@ -198,13 +212,13 @@ _IGNORED_KEYS = ("embeddings.position_ids", "embeddings.token_type_ids")
 
 
 def load_checkpoint(directory: Path, attn: str = "sdpa") -> SourceModel:
-    """A local Hugging Face BertForSequenceClassification directory, any size and label count."""
+    """A local Hugging Face classifier directory of a supported family (bert14/family.py), any size and label count."""
     directory = Path(directory)
     if not directory.is_dir():
         raise InputError(f"{directory}: expected a checkpoint directory (config.json, model.safetensors, vocab.txt)")
     config = _read_config(directory / "config.json", attn)
     state, weights_path = _read_weights(directory)
-    model = BertForSequenceClassification(config).eval()
+    model = classes(family_for(config.model_type))[1](config).eval()
     _load_state(model, state, weights_path)
     vocab_path, vocab, settings = _read_tokenizer(directory)
     if len(vocab) > config.vocab_size:
@@ -236,12 +250,11 @@ def _read_tokenizer(directory: Path) -> tuple[Path, list[str], TokenizerSettings
     )
 
 
-def _read_config(path: Path, attn: str) -> BertConfig:
+def _read_config(path: Path, attn: str) -> PretrainedConfig:
     if not path.is_file():
         raise InputError(f"{path}: expected the model's config.json, file is missing")
     raw = read_json_object(path, InputError, "a Hugging Face model config")
-    if raw.get("model_type") != "bert":
-        raise InputError(f"{path}: expected model_type 'bert', found {raw.get('model_type')!r}")
+    family = family_for(raw.get("model_type"), str(path))
     missing = [key for key in BERT14_SHAPE if not isinstance(raw.get(key), int)]
     if missing:
         raise InputError(f"{path}: expected integer fields {', '.join(missing)}")
@@ -275,7 +288,7 @@ def _read_config(path: Path, attn: str) -> BertConfig:
             "one output is 'multi_label_classification' (a sigmoid) or 'regression'"
         )
     shape = {key: raw[key] for key in BERT14_SHAPE}
-    config = _config(shape, labels, attn)
+    config = _config(shape, labels, attn, family)
     config.problem_type = problem_type
     config.hidden_act = hidden_act
     config.layer_norm_eps = float(raw.get("layer_norm_eps", 1e-12))
@@ -303,7 +316,7 @@ def _read_weights(directory: Path) -> tuple[dict[str, torch.Tensor], Path]:
     return state, path
 
 
-def _load_state(model: BertForSequenceClassification, state: dict[str, torch.Tensor], path: Path) -> None:
+def _load_state(model: PreTrainedModel, state: dict[str, torch.Tensor], path: Path) -> None:
     renamed = {}
     for key, tensor in state.items():
         for old, new in _LEGACY_SUFFIXES.items():
@@ -319,7 +332,7 @@ def _load_state(model: BertForSequenceClassification, state: dict[str, torch.Ten
             parts.append(f"missing {len(missing)} (e.g. {missing[0]})")
         if unexpected:
             parts.append(f"unexpected {len(unexpected)} (e.g. {unexpected[0]})")
-        raise InputError(f"{path}: weights do not fit config.json's BertForSequenceClassification: {'; '.join(parts)}")
+        raise InputError(f"{path}: weights do not fit config.json's {type(model).__name__}: {'; '.join(parts)}")
     wrong = [k for k, t in renamed.items() if k in expected and t.shape != expected[k].shape]
     if wrong:
         key = wrong[0]

@@ -18,10 +18,10 @@ from typing import Any
 import onnx
 import torch
 
+from bert14.artifact import INPUT_NAMES
 from bert14.errors import ExportError, InputError
 
 EXPORTERS = ("torchscript", "dynamo")
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAMES = ("logits",)
 MIN_OPSET = 17  # LayerNormalization is a standard op from 17 on
 MAX_OPSET = {"torchscript": 20, "dynamo": 23}
@@ -119,7 +119,7 @@ def _export_dynamo(
 
     batch = Dim(BATCH_AXIS, min=1, max=_MAX_BATCH)
     sequence = Dim(SEQUENCE_AXIS, min=1, max=max_positions)
-    shapes = {name: {0: batch, 1: sequence} for name in ("input_ids", "attention_mask", "token_type_ids")}
+    shapes = {name: {0: batch, 1: sequence} for name in INPUT_NAMES}
     program = torch.onnx.export(
         wrapper,
         example,

@@ -16,7 +16,8 @@ the candidates it did not. Each pass is declared once, as a `Pass` in PASSES: it
 what the gate expects of it, and whether a user may switch it off by name
 (`OptimizeOptions(skip=...)`, `bert14 optimize --skip NAME`; the gate then expects what the
 others make). To add a fusion: a family module with a `fuse_*(model) -> PassResult`, one `Pass`
-in PASSES (with `expects`), its op in FUSED_OPS, a positive and a near-miss rule test.
+in PASSES (with `expects`), its op in the family's `fused_ops` (bert14/family.py), a positive and a
+near-miss rule test.
 
 The order matters: the LayerNorm rule runs before constant folding, which drops the tiny
 `Add(variance, 1e-12)` of a decomposed LayerNorm and so breaks its pattern;
@@ -45,6 +46,7 @@ from onnxscript.rewriter.rules.common import _gemm_to_matmul_add
 from onnxscript.version_converter import convert_version
 
 from bert14.errors import FusionError, InputError
+from bert14.family import DEFAULT_FAMILY, ModelFamily
 from bert14.optimize.attention import fuse_attention
 from bert14.optimize.embed_layer_norm import fuse_embed_layer_norm
 from bert14.optimize.first_token import run_tail_on_first_token
@@ -56,7 +58,6 @@ from bert14.optimize.shapes import propagate_shapes
 from bert14.optimize.skip_layer_norm import fuse_skip_layer_norm
 
 MIN_OPSET = 18  # ReduceMean takes axes as an input from 18 on, which the LayerNorm rule matches
-FUSED_OPS = ("EmbedLayerNormalization", "Attention", "SkipLayerNormalization")  # + the GELU op (gelu.py)
 LEFTOVER_OPS = ("Softmax", "LayerNormalization", "ReduceMean", "Erf")
 
 
@@ -67,6 +68,7 @@ class OptimizeOptions:
     debug: bool = False  # also collect why onnxscript's rules refused their closest candidates
     gate: bool = True  # raise FusionError when the counts fall short
     skip: frozenset[str] = frozenset()  # fusion passes to switch off (Pass.skippable); the gate expects the rest
+    family: ModelFamily = DEFAULT_FAMILY  # whose fused ops the report counts (bert14/family.py), + the GELU op
 
 
 @dataclass
@@ -233,7 +235,7 @@ def optimize_model(model: ir.Model, options: OptimizeOptions | None = None) -> t
     unchecked_leftovers = {op for step in skipped for op in step.consumes}
     expected = {op: n for step in PASSES if step.expects for op, n in step.expects(model, layers).items()}
     report = FusionReport(
-        counts={op: ops.get(op, 0) for op in FUSED_OPS} | gelu,
+        counts={op: ops.get(op, 0) for op in options.family.fused_ops} | gelu,
         expected={op: n for op, n in expected.items() if op not in unchecked_ops},
         leftovers={op: ops.get(op, 0) for op in LEFTOVER_OPS if op not in unchecked_leftovers},
         reasons=reasons,

@@ -303,7 +303,8 @@ class Classifier:
     def _forward(self, batch: Batch) -> np.ndarray:
         if self._cuda is not None:
             return self._cuda(batch)  # type: ignore[operator]
-        return self._session.run(["logits"], batch.feeds())[0]  # type: ignore[attr-defined]
+        inputs = self.manifest.model.family.input_names  # the model's own inputs (bert14/family.py)
+        return self._session.run(["logits"], batch.feeds(inputs))[0]  # type: ignore[attr-defined]
 
     def describe(self) -> dict[str, object]:
         """What the HTTP server's /v1/model returns: what a client needs to read the answers, and a

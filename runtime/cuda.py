@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
+from bert14.artifact import INPUT_NAMES
 from bert14.encode import Batch
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)
 SEQUENCE_BUCKETS = (16, 32, 64, 128, 256, 512)
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def _bucket(value: int, buckets: tuple[int, ...]) -> int:

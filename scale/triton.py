@@ -27,7 +27,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bert14.artifact import read_manifest
+from bert14.artifact import INPUT_NAMES, read_manifest
 from bert14.errors import InputError
 from bert14.head import label_thresholds, score_function
 from bert14.runtime import Classifier, LoadOptions
@@ -104,7 +104,7 @@ def _head_outputs(num_labels: int, labels_file: bool = False) -> list[str]:
 def _model_config(options: RepoOptions, num_labels: int) -> str:
     kind = "KIND_GPU" if options.device == "gpu" else "KIND_CPU"
     body = [
-        *(_io("input", n, "TYPE_INT64", [-1]) for n in ("input_ids", "attention_mask", "token_type_ids")),
+        *(_io("input", n, "TYPE_INT64", [-1]) for n in INPUT_NAMES),
         _io("output", "logits", "TYPE_FP32", [num_labels], '\n  label_filename: "labels.txt"'),
         "dynamic_batching {\n"
         f"  preferred_batch_size: {list(options.preferred_batch)}\n"
@@ -130,7 +130,7 @@ def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> str:
 
 
 def _ensemble_config(options: RepoOptions, num_labels: int) -> str:
-    features = {n: f"_{n}" for n in ("input_ids", "attention_mask", "token_type_ids")}
+    features = {n: f"_{n}" for n in INPUT_NAMES}
     steps = [
         _step(TOKENIZE, {"text": "text", "text_pair": "text_pair"}, features),
         _step(MODEL, {n: v for n, v in features.items()}, {"logits": "_logits"}),
@@ -145,8 +145,7 @@ def configs(options: RepoOptions, num_labels: int) -> dict[str, str]:
     return {
         options.name: _ensemble_config(options, num_labels),
         TOKENIZE: _python_config(
-            TOKENIZE, _text_inputs(), [_io("output", n, "TYPE_INT64", [-1]) for n in ("input_ids", "attention_mask",
-                                                                                      "token_type_ids")], options),
+            TOKENIZE, _text_inputs(), [_io("output", n, "TYPE_INT64", [-1]) for n in INPUT_NAMES], options),
         MODEL: _model_config(options, num_labels),
         POSTPROCESS: _python_config(
             POSTPROCESS, [_io("input", "logits", "TYPE_FP32", [num_labels])], _head_outputs(num_labels), options

@@ -50,3 +50,45 @@ def test_a_malformed_manifest_is_an_artifact_error(tiny_artifact: Path, tmp_path
     copy = _copy_with(tiny_artifact, tmp_path, change)
     with pytest.raises(ArtifactError, match=message):
         read_manifest(copy)
+
+
+def test_the_manifest_names_the_family_and_the_runtime_feeds_its_inputs(
+    tiny_artifact: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """The family (bert14/family.py) is declared once: the export records it, and the runtime feeds the
+    inputs it names, read back from the manifest."""
+    import dataclasses
+
+    import numpy as np
+
+    from bert14 import family as families
+
+    model = read_manifest(tiny_artifact).model
+    assert (model.model_type, model.architecture) == ("bert", "BertForSequenceClassification")
+    assert model.family is families.BERT
+    # An earlier manifest, without model_type, reads as BERT.
+    older = _copy_with(tiny_artifact, tmp_path / "older", lambda raw: raw["model"].pop("model_type"))
+    assert read_manifest(older).model.family is families.BERT
+    # A family this bert14 does not run is refused on load, not half-run.
+    other = _copy_with(tiny_artifact, tmp_path / "other", lambda raw: raw["model"].update(model_type="gpt2"))
+    with pytest.raises(ArtifactError, match="model_type 'gpt2' is not one this bert14 runs"):
+        read_manifest(other)
+
+    seen: list[list[str]] = []
+
+    class Recording:
+        """Stands in for the session: records the feeds it is given, answers zeros."""
+
+        def run(self, names, feeds):
+            seen.append(sorted(feeds))
+            return [np.zeros((len(feeds["input_ids"]), 14), dtype=np.float32)]
+
+    clf = Classifier.load(tiny_artifact, precision="fp32", provider="cpu", warmup=False)
+    clf._session = Recording()
+    clf.predict(["央行宣布降准"])
+    assert seen == [sorted(families.BERT.input_names)]
+    # A family without token types gets two feeds, no more.
+    two = dataclasses.replace(families.BERT, input_names=("input_ids", "attention_mask"))
+    monkeypatch.setitem(families.FAMILIES, "bert", two)
+    clf.predict(["北京"])
+    assert seen[-1] == ["attention_mask", "input_ids"]

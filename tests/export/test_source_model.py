@@ -125,7 +125,8 @@ def test_malformed_files_are_named(tmp_path: Path) -> None:
     config.write_text("{not json")
     _expect_input_error(tmp_path, "config.json: expected a Hugging Face model config in JSON")
     config.write_text(json.dumps({**raw, "model_type": "gpt2"}))
-    _expect_input_error(tmp_path, "expected model_type 'bert'")
+    refused = _expect_input_error(tmp_path, "model_type 'gpt2' is not supported; expected one of")
+    assert "'bert' (BertForSequenceClassification)" in refused
     config.write_text(json.dumps({**raw, "hidden_size": 128}))
     _expect_input_error(tmp_path, "config.json implies")
 

@@ -1,0 +1,56 @@
+"""Model families: what every stage needs to know about one kind of checkpoint, declared once.
+
+A family is keyed by config.json's `model_type`. Export builds the model from its transformers
+classes and names the graph's inputs after it; the manifest records it (`model.model_type`); the
+runtime, the parity reference and the Triton repository read the inputs from it; the fusion gate
+expects its fused ops. Supporting another family (RoBERTa, DistilBERT, ...) starts with one entry
+in FAMILIES and then the code its differences need (positions, head, tokenizer), each in its stage.
+
+The core never imports transformers: classes are named here and looked up by the export stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bert14.errors import InputError
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    model_type: str  # config.json's model_type
+    architecture: str  # the transformers class of the classifier (`*ForSequenceClassification`)
+    config_class: str  # the transformers class of its config
+    # The exported graph's inputs, int64 (batch, sequence), in order; the runtime feeds exactly these.
+    input_names: tuple[str, ...]
+    tokenizer: str  # the `tokenizers` model its tokenizer.json uses
+    tokenizer_files: tuple[str, ...]  # what a checkpoint may bring for it, in the order they are read
+    positions: str  # how position ids are made
+    head: str  # what the classifier reads and computes
+    # Fused ops the gate expects per encoder (optimize/pipeline.py), besides the GELU op it detects.
+    fused_ops: tuple[str, ...]
+
+
+BERT = ModelFamily(
+    model_type="bert",
+    architecture="BertForSequenceClassification",
+    config_class="BertConfig",
+    input_names=("input_ids", "attention_mask", "token_type_ids"),
+    tokenizer="WordPiece",
+    tokenizer_files=("vocab.txt", "tokenizer.json"),
+    positions="absolute, 0..S-1 from the row's first token (padding on the right)",
+    head="pooler: dense + tanh on [CLS], then a linear classifier",
+    fused_ops=("EmbedLayerNormalization", "Attention", "SkipLayerNormalization"),
+)
+
+FAMILIES: dict[str, ModelFamily] = {family.model_type: family for family in (BERT,)}
+DEFAULT_FAMILY = BERT
+
+
+def family_for(model_type: object, where: str = "config.json") -> ModelFamily:
+    """The family of `model_type`, or an InputError that lists the supported ones."""
+    family = FAMILIES.get(model_type) if isinstance(model_type, str) else None
+    if family is None:
+        supported = ", ".join(f"'{name}' ({f.architecture})" for name, f in FAMILIES.items())
+        raise InputError(f"{where}: model_type {model_type!r} is not supported; expected one of {supported}")
+    return family
