@@ -32,7 +32,7 @@ python3 -c "import torch, onnxruntime as o; print(torch.cuda.get_device_name() i
     else 'no CUDA device', o.__version__, o.get_available_providers())" | tee "$OUT/device.txt"
 
 status=0
-timeout 240 python3 -m bert14.cli export --out "$ART" --exporter torchscript --no-int8 >"$OUT/export.log" 2>&1 || status=$?
+timeout 240 python3 -m bert14.commands.cli export --out "$ART" --exporter torchscript --no-int8 >"$OUT/export.log" 2>&1 || status=$?
 tail -n 3 "$OUT/export.log"
 if [ "$status" -eq 0 ]; then
     timeout 300 python3 benchmarks/gpu_check.py "$ART" --json "$OUT/check.json" 2>&1 | tee "$OUT/check.txt" || status=$?

@@ -69,7 +69,7 @@ def _agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]
 
 
 def accuracy(workdir: Path, args: argparse.Namespace) -> dict[str, object]:
-    from bert14.build import ExportOptions, export_artifact
+    from bert14.commands.build import ExportOptions, export_artifact
     from bert14.export.model import load_checkpoint
     from bert14.quantize.dynamic import DynamicOptions
     from bert14.quantize.fallback import FallbackOptions

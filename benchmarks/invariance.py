@@ -45,7 +45,7 @@ def texts_400() -> list[str]:
 def export_fixture(work: Path) -> tuple[Path, Path]:
     """(the fixture's artifact, a copy whose model.int8.onnx is the per-tensor INT8)."""
     from bert14.artifact import INT8_FILE, cpu_flags
-    from bert14.build import ExportOptions, export_artifact
+    from bert14.commands.build import ExportOptions, export_artifact
     from bert14.quantize.dynamic import DynamicOptions, quantize_dynamic_int8
 
     calibration = work / "calibration.txt"

@@ -126,7 +126,7 @@ def running_server(artifact: Path, *flags: str) -> Iterator[str]:
     import httpx
 
     port = _free_port()
-    command = [PYTHON, "-m", "bert14.cli", "serve", str(artifact), "--precision", "int8", "--provider", "cpu"]
+    command = [PYTHON, "-m", "bert14.commands.cli", "serve", str(artifact), "--precision", "int8", "--provider", "cpu"]
     command += ["--threads", "2", "--port", str(port), *flags]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"

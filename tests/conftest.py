@@ -24,7 +24,7 @@ def need(path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One default-model artifact at tiny size, exported once per test session."""
-    from bert14.build import ExportOptions, export_artifact
+    from bert14.commands.build import ExportOptions, export_artifact
 
     out = tmp_path_factory.mktemp("artifact") / "bert14"
     export_artifact(ExportOptions(out_dir=out, shape_overrides=dict(TINY_SHAPE)))

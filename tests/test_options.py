@@ -66,7 +66,7 @@ def test_only_and_skip_pick_fields_and_unknown_names_are_a_programming_error() -
 def test_every_runtime_option_reaches_predict_serve_batch_and_triton_repo_from_one_declaration() -> None:
     """A LoadOptions field with flag metadata is a flag of predict and serve, of batch unless the job
     sets it itself, and of triton-repo when a repository carries it; no command lists them by hand."""
-    from bert14.cli import BATCH_FIXED, REPO_HONOURS, build_parser
+    from bert14.commands.cli import BATCH_FIXED, REPO_HONOURS, build_parser
     from bert14.runtime import LoadOptions
 
     commands = build_parser()._bert14_commands

@@ -41,11 +41,11 @@ def test_no_connection_and_no_telemetry_file_from_export_check_predict_serve(tmp
     home, log, art = tmp_path / "home", tmp_path / "connections.log", tmp_path / "art"
     home.mkdir()
     log.touch()
-    export = (f"from bert14.build import ExportOptions, export_artifact\n"
+    export = (f"from bert14.commands.build import ExportOptions, export_artifact\n"
               f"export_artifact(ExportOptions(out_dir={str(art)!r}, shape_overrides={dict(TINY_SHAPE)!r}))")
     _run(export, home, log)
     assert (art / "model.int8.ov.xml").is_file(), "the OpenVINO build (NNCF, the converter) ran"
-    cli = "import sys\nfrom bert14.cli import main\nsys.exit(main({argv!r}))"
+    cli = "import sys\nfrom bert14.commands.cli import main\nsys.exit(main({argv!r}))"
     _run(cli.format(argv=["check", str(art)]), home, log)
     for engine in ("onnxruntime", "openvino"):
         _run(cli.format(argv=["predict", str(art), "--engine", engine, "湖人主场险胜勇士"]), home, log)

@@ -8,7 +8,7 @@ import onnx
 
 from bert14.check.artifact import check_artifact
 from bert14.check.cases import SAMPLE_TEXTS
-from bert14.cli import main
+from bert14.commands.cli import main
 
 FIELDS = {"max_abs_logit_diff", "mean_abs_logit_diff", "max_abs_prob_diff", "top1_agreement", "passed", "buckets"}
 
@@ -82,7 +82,7 @@ def test_a_moved_checkpoint_is_named_and_found_with_model_and_must_be_the_same(
 ) -> None:
     from test_source_model import _save_checkpoint
 
-    from bert14.build import ExportOptions, export_artifact
+    from bert14.commands.build import ExportOptions, export_artifact
 
     checkpoint = tmp_path / "ckpt"
     checkpoint.mkdir()

@@ -9,11 +9,11 @@ import pytest
 from conftest import TINY_SHAPE
 
 from bert14.artifact import read_manifest, verify_files
-from bert14.build import ExportOptions, export_artifact
 from bert14.check.cases import validation_suite
 from bert14.check.compare import FP32_LOGIT_ATOL, require_pass
 from bert14.check.reference import validate_onnx
-from bert14.cli import main
+from bert14.commands.build import ExportOptions, export_artifact
+from bert14.commands.cli import main
 from bert14.errors import ParityError
 from bert14.export.model import build_default
 from bert14.quantize.isa import choose_weight_format
@@ -130,7 +130,7 @@ def test_failed_export_leaves_previous_artifact_untouched(tmp_path: Path, monkey
     export_artifact(ExportOptions(out_dir=out, shape_overrides=dict(TINY_SHAPE)))
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
-    import bert14.build as pipeline
+    import bert14.commands.build as pipeline
 
     def broken(*args, **kwargs):
         raise ParityError("planted failure")

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from test_source_model import _expect_input_error, _save_checkpoint
 
-from bert14.build import ExportOptions, export_artifact
 from bert14.check.artifact import check_artifact, failures
-from bert14.cli import main
+from bert14.commands.build import ExportOptions, export_artifact
+from bert14.commands.cli import main
 from bert14.errors import InputError
 from bert14.runtime import Classifier
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import TINY_SHAPE
 
 from bert14.artifact import read_manifest, write_manifest
-from bert14.build import ExportOptions, export_artifact
+from bert14.commands.build import ExportOptions, export_artifact
 from bert14.errors import InputError
 from bert14.publish import JOURNAL_NAME, STAGE_MARKER, STAGE_PREFIX, staging
 
@@ -158,7 +158,7 @@ def test_export_into_a_mount_point_publishes_into_it(tmp_path: Path) -> None:
 
 
 def test_read_only_out_is_refused_before_the_work(tmp_path: Path, monkeypatch) -> None:
-    import bert14.build as pipeline
+    import bert14.commands.build as pipeline
 
     def must_not_run(options):
         raise AssertionError("the model was loaded before OUT was found unwritable")
@@ -220,7 +220,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_behind(tmp_path: Path) -> No
     with _tmpfs(tmp_path / "small", read_only=False, size="1m") as small:
         options = f"out_dir={str(small / 'art')!r}, shape_overrides={dict(TINY_SHAPE)!r}"
         code = (
-            "import sys\nfrom bert14 import cli\nfrom bert14.build import export_artifact, ExportOptions\n"
+            "import sys\nfrom bert14.commands import cli\nfrom bert14.commands.build import export_artifact, ExportOptions\n"
             f"def tiny(args):\n    export_artifact(ExportOptions({options}))\n"
             "cli._export = tiny\n"
             "sys.exit(cli.main(['export']))\n"

@@ -168,7 +168,7 @@ def test_a_checkpoint_with_tokenizer_json_only_tokenizes_as_transformers_does(tm
         assert ours.encode(text).ids == reference(text)["input_ids"], text
     assert (ours.encode("ABC").ids == ours.encode("abc").ids) is lower
 
-    from bert14.build import ExportOptions, export_artifact
+    from bert14.commands.build import ExportOptions, export_artifact
     from bert14.runtime import Classifier
 
     artifact = tmp_path / "artifact"
@@ -195,7 +195,7 @@ def test_tokenizer_json_that_bert14_would_read_differently_is_refused(tmp_path: 
 
 
 def test_a_tanh_gelu_checkpoint_exports_with_fast_gelu_and_others_are_refused(tmp_path: Path) -> None:
-    from bert14.build import ExportOptions, export_artifact
+    from bert14.commands.build import ExportOptions, export_artifact
 
     checkpoint = tmp_path / "ckpt"
     checkpoint.mkdir()

@@ -146,7 +146,7 @@ def test_mask_semantics_right_left_none_and_all_but_one(tmp_path: Path) -> None:
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
 def test_one_token_type_fuses_fully_and_refuses_text_pairs(tmp_path: Path, exporter: str) -> None:
     """type_vocab_size 1 (no segment B): the probes must not feed a token type the table lacks."""
-    from bert14.build import ExportOptions, export_artifact
+    from bert14.commands.build import ExportOptions, export_artifact
     from bert14.errors import InputError
     from bert14.runtime import Classifier
 
@@ -240,7 +240,7 @@ def test_skip_names_are_checked(tmp_path: Path) -> None:
 
 
 def test_cli_skip_and_debug_print_each_pass_refusals(tmp_path: Path, capsys) -> None:
-    from bert14.cli import main
+    from bert14.commands.cli import main
 
     _, path = _export(tmp_path, "torchscript", "eager", 14)
     assert main(["optimize", str(path), str(tmp_path / "o.onnx"), "--skip", "first_token", "--debug"]) == 0

@@ -166,7 +166,7 @@ def test_static_qdq_calibrates_on_real_text(tiny_artifact: Path, tmp_path: Path,
 
 
 def test_static_needs_calibration_texts(tiny_artifact: Path, capsys) -> None:
-    from bert14.cli import main
+    from bert14.commands.cli import main
 
     assert main(["export", "--out", str(tiny_artifact.parent / "x"), "--int8-method", "static"]) == 2
     assert "--int8-calibration" in capsys.readouterr().err
@@ -313,8 +313,8 @@ def test_a_row_gets_the_same_bits_alone_and_in_any_padded_batch_only_per_token(
 )
 def test_export_flags_reach_the_int8_options(monkeypatch, tmp_path: Path, flags, embedding_fp32, activations,
                                              per_channel) -> None:  # fmt: skip
-    import bert14.build
-    from bert14.cli import main
+    import bert14.commands.build
+    from bert14.commands.cli import main
 
     seen = []
 
@@ -322,7 +322,7 @@ def test_export_flags_reach_the_int8_options(monkeypatch, tmp_path: Path, flags,
         seen.append(options)
         raise QuantizeError("stop here")
 
-    monkeypatch.setattr(bert14.build, "export_artifact", capture)
+    monkeypatch.setattr(bert14.commands.build, "export_artifact", capture)
     assert main(["export", "--out", str(tmp_path / "out"), *flags]) != 0
     (options,) = seen
     assert options.int8.keep_embedding_fp32 is embedding_fp32

@@ -136,7 +136,7 @@ def test_quantize_refuses_empty_calibration(tiny_artifact: Path, tmp_path: Path)
 def test_export_with_calibration_texts_and_accuracy_control(tmp_path: Path) -> None:
     from conftest import TINY_SHAPE
 
-    from bert14.build import ExportOptions, export_artifact
+    from bert14.commands.build import ExportOptions, export_artifact
     from bert14.quantize.fallback import FallbackOptions
 
     texts = tmp_path / "texts.txt"
@@ -173,7 +173,7 @@ def test_the_runtime_does_not_import_openvino_until_asked() -> None:
 
 
 def test_calibration_options_are_checked_before_the_export_starts(tmp_path: Path) -> None:
-    from bert14.build import ExportOptions
+    from bert14.commands.build import ExportOptions
 
     texts = tmp_path / "texts.txt"
     texts.write_text("央行宣布降准\n", encoding="utf-8")

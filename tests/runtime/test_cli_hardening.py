@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bert14.cli import main
+from bert14.commands.cli import main
 from bert14.errors import ArtifactError, InputError
 from bert14.runtime import Classifier
 
@@ -139,7 +139,7 @@ def test_an_internal_error_is_one_line_with_exit_1(tiny_artifact: Path, capsys, 
 def test_sigterm_is_exit_143_and_one_line(tiny_artifact: Path) -> None:
     code = (
         "import os, signal, sys\n"
-        "from bert14 import cli\n"
+        "from bert14.commands import cli\n"
         "def waits(args):\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
         "    raise AssertionError('SIGTERM did not interrupt')\n"

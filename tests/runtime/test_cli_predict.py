@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bert14.cli import main
+from bert14.commands.cli import main
 
 
 def test_predict_texts_prints_json_lines(tiny_artifact: Path, capsys) -> None:

@@ -287,7 +287,7 @@ def test_an_empty_blank_or_malformed_api_key_is_refused_never_read_as_no_key(key
 
 
 def test_a_key_set_to_empty_in_the_environment_is_not_no_key(tiny_artifact: Path, monkeypatch, capsys) -> None:
-    from bert14.cli import main
+    from bert14.commands.cli import main
     from bert14.runtime.listener import API_KEY_ENV, api_key_from
 
     assert api_key_from(None, {}) is None

@@ -20,7 +20,7 @@ REPO_HONOURS = ("threshold", "label_thresholds")
 
 
 def _export(args: argparse.Namespace) -> int:
-    from bert14.build import ExportOptions, export_artifact
+    from bert14.commands.build import ExportOptions, export_artifact
     from bert14.quantize.dynamic import DynamicOptions
     from bert14.quantize.fallback import FallbackOptions
     from bert14.quantize.openvino import OpenVinoOptions
