@@ -79,7 +79,9 @@ def _optimize(args: argparse.Namespace) -> int:
     )
     report = optimize_file(source, target, options)
     for op, count in report.counts.items():
-        print(f"{op:<26} {count:>4} (expected {report.expected[op]})")
+        want = report.expected.get(op)
+        note = "not expected: a pass it needs was skipped" if want is None else f"expected {want}"
+        print(f"{op:<26} {count:>4} ({note})")
     leftovers = {op: n for op, n in report.leftovers.items() if n}
     print(f"left unfused: {leftovers or 'none'}")
     if report.skipped:

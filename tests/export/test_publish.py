@@ -220,7 +220,8 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_behind(tmp_path: Path) -> No
     with _tmpfs(tmp_path / "small", read_only=False, size="1m") as small:
         options = f"out_dir={str(small / 'art')!r}, shape_overrides={dict(TINY_SHAPE)!r}"
         code = (
-            "import sys\nfrom bert14.commands import cli\nfrom bert14.commands.build import export_artifact, ExportOptions\n"
+            "import sys\nfrom bert14.commands import cli\n"
+            "from bert14.commands.build import export_artifact, ExportOptions\n"
             f"def tiny(args):\n    export_artifact(ExportOptions({options}))\n"
             "cli._export = tiny\n"
             "sys.exit(cli.main(['export']))\n"

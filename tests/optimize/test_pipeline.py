@@ -247,3 +247,17 @@ def test_cli_skip_and_debug_print_each_pass_refusals(tmp_path: Path, capsys) -> 
     out = capsys.readouterr().out
     assert "skipped: first_token" in out and f"BiasGelu                      {LAYERS}" in out.replace("   (", "(")
     assert "  gelu: onnxscript" in out or "  skip_layer_norm: onnxscript" in out or "  layer_norm: onnxscript" in out
+
+
+def test_the_cli_reports_a_skipped_pass_instead_of_failing(tmp_path: Path) -> None:
+    """`bert14 optimize --skip attention` once ended in an internal error (exit 1) printing its report."""
+    import subprocess
+    import sys
+
+    _, path = _export(tmp_path, "dynamo", "sdpa", 18)
+    cli = str(Path(sys.executable).parent / "bert14")
+    done = subprocess.run([cli, "optimize", str(path), str(tmp_path / "o.onnx"), "--skip", "attention"],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Attention" in done.stdout and "not expected: a pass it needs was skipped" in done.stdout
+    assert "skipped: attention" in done.stdout and (tmp_path / "o.onnx").is_file()
