@@ -16,16 +16,20 @@ Per layer, from the fused fp32 graph:
 Status: the default (`DynamicOptions(activations="per_token")`; `--int8-activations per_tensor` builds the
 old recipe). Trained fixture, 400 real texts alone / in one call / in shuffled groups of 8: 400 bit-identical
 rows and no flip, against 0 of 400 for the per-tensor recipe (benchmarks/invariance.py, docs/numbers.md).
-Speed (make bench, full-size BERT-14, this 2-core EPYC, 2 threads, 2026-12-06): 1.40x / 1.41x / 1.39x / 1.56x
-the per-tensor INT8's time at 1 x 16 / 1 x 128 / 1 x 512 / 8 x 128, 0.66x its titles/s; 1.19x the public recipe's
-time at 1 x 128. Profile at 8 x 128, ms per run (per-tensor in brackets): MatMulIntegerToFloat 97 (Q, K, V
-included) and MultiHeadAttention 53 [DynamicQuantizeMatMul 67, QAttention 67 with its QKV]; Sum 38 [9]: the
-bias Sums, broadcast, are slow in ONNX Runtime, and Add(bias) + Sum(skip) gained only 1%; ReduceMin 9 +
-ReduceMax 7 + QuantizeLinear 9 + Max/Mul/Neg 3 [DynamicQuantizeLinear 2]; Gelu 22 [16]. Closing the gap would
-take a fused kernel: per-row dynamic quantize + u8s8 GEMM + bias after the row scale (a contrib op), or ONNX
-Runtime applying MatMulIntegerToFloat's bias after a per-row a_scale, which would fold the Sums away.
+Speed (make bench, full-size BERT-14, 2 cores of an Intel Xeon, 2 threads, 2026-12-06): 1.40x / 1.41x / 1.39x
+/ 1.56x the per-tensor INT8's time at 1 x 16 / 1 x 128 / 1 x 512 / 8 x 128, 0.66x its titles/s; 1.19x the
+public recipe's time at 1 x 128. Re-run 2026-12-07 on a noisier day (same machine type): 1.31x / 1.37x / 1.11x
+/ 1.25x the per-tensor time, 0.75x its titles/s, 1.07x the public recipe's time at 1 x 128. Profile at 8 x
+128, ms per run (per-tensor in brackets): MatMulIntegerToFloat 97 (Q, K, V included) and MultiHeadAttention 53
+[DynamicQuantizeMatMul 67, QAttention 67 with its QKV]; Sum 38 [9]: the bias Sums, broadcast, are slow in ONNX
+Runtime, and Add(bias) + Sum(skip) gained only 1%; ReduceMin 9 + ReduceMax 7 + QuantizeLinear 9 + Max/Mul/Neg
+3 [DynamicQuantizeLinear 2]; Gelu 22 [16]. Closing the gap would take a fused kernel: per-row dynamic quantize
++ u8s8 GEMM + bias after the row scale (a contrib op), or ONNX Runtime applying MatMulIntegerToFloat's bias
+after a per-row a_scale, which would fold the Sums away.
 
 Measured and dropped: one MatMulIntegerToFloat for the packed QKV and a Split (Split alone was 11 ms of 8 x 128);
+SkipLayerNormalization with its bias input in place of Sum + LayerNormalization (6.8 ms against 2.9 at
+(8, 128, 768), 2 threads, an ad-hoc interleaved micro-benchmark, 2026-12-07);
 BiasGelu instead of Sum + Gelu (ONNX Runtime's CPU BiasGelu adds the bias in a pass of its own over a
 temporary buffer: BiasGelu took 38 ms of 8 x 128, Sum + Gelu about 32); the FFN2 input (a GELU output,
 >= -0.17) quantized one-sided, shifted by 0.17 onto all 256 levels with zero point 0 and the shift's share
