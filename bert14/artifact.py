@@ -151,6 +151,30 @@ class ModelInfo:
         return FAMILIES[self.model_type]
 
 
+@dataclass
+class ArtifactEntry:
+    """One model file's entry in the manifest's `artifacts` table (keyed by MODEL_FILES' key), as the
+    export writes it: what the file is, how it was made, and its figures against PyTorch. Fields left
+    None are not written; the order of the fields is the order of the keys in manifest.json."""
+
+    file: str
+    weights: str | None = None  # a companion file it loads with (an OpenVINO IR's .bin)
+    engine: str | None = None  # absent: onnxruntime
+    provider: str | None = None  # where it is meant to run: cpu | cuda
+    mask: str | None = None  # what padding it assumes, where it assumes any
+    recipe: dict[str, Any] | None = None  # how it was quantized
+    kept_fp32: list[str] | None = None  # what quantization left in floating point
+    size_bytes: int | None = None
+    size_vs_fp32: float | None = None
+    validation: dict[str, Any] | None = None  # parity with PyTorch on this machine's provider
+    validation_cpu: dict[str, Any] | None = None  # the same, for a file meant for CUDA, checked on the CPU
+    fallback: dict[str, Any] | None = None  # the accuracy-driven fallback's steps
+    batch_invariance: dict[str, Any] | None = None  # each row alone against batched (check/invariance.py)
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+
 @dataclass(frozen=True)
 class Manifest:
     """manifest.json, read and checked. `raw` keeps every table as written (export settings,

@@ -22,6 +22,7 @@ from bert14.artifact import (
     MODEL_FILE,
     OPENVINO_INT8_FILE,
     OPENVINO_INT8_WEIGHTS,
+    ArtifactEntry,
     Manifest,
     cpu_flags,
     package_versions,
@@ -136,7 +137,7 @@ class _Checks:
     max_positions: int
     validation: dict[str, list[CaseResult]] = field(default_factory=dict)
     tolerances: dict[str, float] = field(default_factory=dict)
-    artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    artifacts: dict[str, ArtifactEntry] = field(default_factory=dict)
     invariance: dict[str, dict[str, object]] = field(default_factory=dict)  # file -> check/invariance.py's report
 
     def gate(self, key: str, path: Path, cases: list[Case], what: str, invariant: bool = True) -> dict[str, Any]:
@@ -186,11 +187,11 @@ def export_artifact(options: ExportOptions) -> ExportReport:
         write_tokenizer_files(stage, source.vocab, source.tokenizer_settings)
         suite = validation_suite(config.vocab_size, config.type_vocab_size, config.max_position_embeddings)
         validation = checks.gate("fp32", stage / MODEL_FILE, suite, f"{MODEL_FILE} ({options.exporter} export)")
-        checks.artifacts["fp32"] = {"file": MODEL_FILE, "validation": validation}
+        checks.artifacts["fp32"] = ArtifactEntry(MODEL_FILE, validation=validation)
         if options.optimize:
             extra = _fused_variants(source, stage, suite, checks, options)
         for entry in checks.artifacts.values():
-            entry["batch_invariance"] = checks.invariance[entry["file"]]
+            entry.batch_invariance = checks.invariance[entry.file]
         progress.stage(f"publishing into {options.out_dir}")
         manifest = write_manifest(stage, _manifest(source, options, export_info, checks.artifacts) | extra)
     return ExportReport(options.out_dir, manifest, checks.validation, checks.tolerances, time.perf_counter() - started)
@@ -217,7 +218,7 @@ def _fused_variants(
         config.vocab_size, config.type_vocab_size, config.max_position_embeddings, left_pad=True
     )
     validation = checks.gate("fp32_fused", stage / FUSED_FILE, padded, f"{FUSED_FILE} (fused)")
-    checks.artifacts["fp32_fused"] = {"file": FUSED_FILE, "validation": validation}
+    checks.artifacts["fp32_fused"] = ArtifactEntry(FUSED_FILE, validation=validation)
 
     progress.stage(f"converting {FP16_FILE}")
     convert_fp16(stage / FUSED_FILE, stage / FP16_FILE)
@@ -227,7 +228,7 @@ def _fused_variants(
     small = [case for case in padded if case.input_ids.size <= FP16_CPU_MAX_TOKENS]
     what = f"{FP16_FILE} (fp16, checked on the CPU provider)"
     validation = checks.gate("fp16", stage / FP16_FILE, small, what)
-    checks.artifacts["fp16"] = {"file": FP16_FILE, "provider": "cuda", "validation_cpu": validation}
+    checks.artifacts["fp16"] = ArtifactEntry(FP16_FILE, provider="cuda", validation_cpu=validation)
     if options.fp16_seqlen:
         _fp16_seqlen(stage, [case for case in small if case.name.endswith("-right")], checks)
     extra = {"fusions": fusion.to_manifest()}
@@ -248,17 +249,16 @@ def _fused_variants(
     validation = checks.gate("int8", stage / INT8_FILE, padded, what, invariant=invariant)
     fp32_size = (stage / MODEL_FILE).stat().st_size
     int8_size = (stage / INT8_FILE).stat().st_size
-    checks.artifacts["int8"] = {
-        "file": INT8_FILE,
-        "provider": "cpu",
-        "recipe": quantized.recipe,
-        "kept_fp32": quantized.kept_fp32,
-        "size_bytes": int8_size,
-        "size_vs_fp32": round(int8_size / fp32_size, 4),
-        "validation": validation,
-    }
-    if fallback is not None:
-        checks.artifacts["int8"]["fallback"] = fallback.to_manifest()
+    checks.artifacts["int8"] = ArtifactEntry(
+        INT8_FILE,
+        provider="cpu",
+        recipe=quantized.recipe,
+        kept_fp32=quantized.kept_fp32,
+        size_bytes=int8_size,
+        size_vs_fp32=round(int8_size / fp32_size, 4),
+        validation=validation,
+        fallback=None if fallback is None else fallback.to_manifest(),
+    )
     if options.openvino and options.model_dir is not None and options.calibration_texts is None:
         # Random tokens calibrate a trained model's activations badly (its gate fails on most real
         # checkpoints: max |dlogit| 0.3-0.7 against 0.25), and no text of the user's is at hand.
@@ -303,16 +303,16 @@ def _openvino_int8(
     what = f"{OPENVINO_INT8_FILE} (OpenVINO int8)"
     validation = checks.gate("int8_openvino", stage / OPENVINO_INT8_FILE, padded, what)
     size = (stage / OPENVINO_INT8_FILE).stat().st_size + (stage / OPENVINO_INT8_WEIGHTS).stat().st_size
-    checks.artifacts["int8_openvino"] = {
-        "file": OPENVINO_INT8_FILE,
-        "weights": OPENVINO_INT8_WEIGHTS,
-        "engine": "openvino",
-        "provider": "cpu",
-        "recipe": quantized.recipe,
-        "size_bytes": size,
-        "size_vs_fp32": round(size / (stage / MODEL_FILE).stat().st_size, 4),
-        "validation": validation,
-    }
+    checks.artifacts["int8_openvino"] = ArtifactEntry(
+        OPENVINO_INT8_FILE,
+        weights=OPENVINO_INT8_WEIGHTS,
+        engine="openvino",
+        provider="cpu",
+        recipe=quantized.recipe,
+        size_bytes=size,
+        size_vs_fp32=round(size / (stage / MODEL_FILE).stat().st_size, 4),
+        validation=validation,
+    )
 
 
 def _fp16_seqlen(stage: Path, right_padded: list[Case], checks: _Checks) -> None:
@@ -325,12 +325,12 @@ def _fp16_seqlen(stage: Path, right_padded: list[Case], checks: _Checks) -> None
     write_seqlen_fp16(stage / FUSED_FILE, stage / FP16_SEQLEN_FILE)
     what = f"{FP16_SEQLEN_FILE} (fp16, sequence-length mask, right padding, on the CPU provider)"
     validation = checks.gate("fp16_seqlen", stage / FP16_SEQLEN_FILE, right_padded, what)
-    checks.artifacts["fp16_seqlen"] = {
-        "file": FP16_SEQLEN_FILE,
-        "provider": "cuda",
-        "mask": "sequence lengths: right padding only (bert14.runtime always pads on the right)",
-        "validation_cpu": validation,
-    }
+    checks.artifacts["fp16_seqlen"] = ArtifactEntry(
+        FP16_SEQLEN_FILE,
+        provider="cuda",
+        mask="sequence lengths: right padding only (bert14.runtime always pads on the right)",
+        validation_cpu=validation,
+    )
 
 
 TEXTS_FILE_MAX_BYTES = 64 << 20  # calibration and eval files: thousands of texts at most, never a corpus
@@ -401,7 +401,7 @@ def _int8_with_fallback(source: SourceModel, stage: Path, options: ExportOptions
 
 
 def _manifest(
-    source: SourceModel, options: ExportOptions, export_info: dict[str, Any], artifacts: dict[str, Any]
+    source: SourceModel, options: ExportOptions, export_info: dict[str, Any], artifacts: dict[str, ArtifactEntry]
 ) -> dict[str, Any]:
     config = source.config
     return {
@@ -424,7 +424,7 @@ def _manifest(
             "score_function": source.score_function,
         },
         "export": export_info,
-        "artifacts": artifacts,
+        "artifacts": {key: entry.to_manifest() for key, entry in artifacts.items()},
         "versions": package_versions(TRACKED_PACKAGES),
         "cpu_flags": cpu_flags(),
     }

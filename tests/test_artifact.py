@@ -92,3 +92,14 @@ def test_the_manifest_names_the_family_and_the_runtime_feeds_its_inputs(
     monkeypatch.setitem(families.FAMILIES, "bert", two)
     clf.predict(["北京"])
     assert seen[-1] == ["attention_mask", "input_ids"]
+
+
+def test_an_artifact_entry_writes_its_set_fields_in_the_manifests_order(tiny_artifact: Path) -> None:
+    from bert14.artifact import ArtifactEntry
+
+    entry = ArtifactEntry("model.int8.onnx", provider="cpu", kept_fp32=[], validation={"passed": True})
+    assert list(entry.to_manifest()) == ["file", "provider", "kept_fp32", "validation"]  # None left out, [] kept
+    # What the export wrote reads back into the typed entry, key for key and in order.
+    for key, written in read_manifest(tiny_artifact).artifacts.items():
+        again = ArtifactEntry(**written).to_manifest()
+        assert again == written and list(again) == list(written), key
