@@ -21,7 +21,7 @@ import numpy as np
 from bert14.artifact import OPENVINO_INT8_FILE, OUTPUT_NAME
 from bert14.encode import ModelInputs
 from bert14.errors import InputError
-from bert14.runtime.engines import SessionSettings, onnxruntime, openvino
+from bert14.runtime.engines import Engine, SessionSettings, onnxruntime, openvino
 
 PROVIDERS = ("cpu", "cuda")
 
@@ -29,7 +29,9 @@ PROVIDERS = ("cpu", "cuda")
 class Runner:
     """One session over a model file; `runner(inputs)` returns its logits (B, C)."""
 
-    def __init__(self, path: Path, engine, provider: str = "cpu", optimized: bool = False, threads: int = 0) -> None:  # noqa: ANN001
+    def __init__(
+        self, path: Path, engine: Engine, provider: str = "cpu", optimized: bool = False, threads: int = 0
+    ) -> None:
         if provider not in PROVIDERS:
             raise InputError(f"provider: expected one of {PROVIDERS}, got {provider!r}")
         self.path = Path(path)
@@ -50,14 +52,14 @@ class OrtRunner(Runner):
     """A model file on ONNX Runtime."""
 
     def __init__(self, path: Path, provider: str = "cpu", optimized: bool = False, threads: int = 0) -> None:
-        super().__init__(path, onnxruntime, provider, optimized, threads)
+        super().__init__(path, onnxruntime, provider, optimized, threads)  # type: ignore[arg-type]
 
 
 class OpenVinoRunner(Runner):
     """An OpenVINO IR compiled for the CPU, as served."""
 
     def __init__(self, path: Path, threads: int = 0) -> None:
-        super().__init__(path, openvino, "cpu", True, threads)
+        super().__init__(path, openvino, "cpu", True, threads)  # type: ignore[arg-type]
 
 
 def runner_for(path: Path, provider: str = "cpu", optimized: bool = False) -> Runner:

@@ -162,13 +162,13 @@ def _quiet(step: Callable[[ir.Model], None]) -> Run:
 
 
 PASSES: list[Pass] = [
-    Pass("upgrade", _quiet(lambda model: upgrade(model))),
+    Pass("upgrade", _quiet(upgrade)),
     Pass(
         "layer_norm", lambda model, options: fuse_decomposed_layer_norm(model, options.debug),
         skippable=True, makes=("EmbedLayerNormalization", "SkipLayerNormalization"),
         consumes=("ReduceMean", "LayerNormalization"),
     ),
-    Pass("canonicalize", _quiet(lambda model: canonicalize(model))),
+    Pass("canonicalize", _quiet(canonicalize)),
     Pass(
         "embed_layer_norm", lambda model, options: fuse_embed_layer_norm(model),
         expects=lambda model, layers: {"EmbedLayerNormalization": 1},
@@ -180,7 +180,7 @@ PASSES: list[Pass] = [
         expects=lambda model, layers: {"Attention": layers},
         skippable=True, makes=("Attention", "SkipLayerNormalization"), consumes=("Softmax", "LayerNormalization"),
     ),
-    Pass("retype", _quiet(lambda model: retype(model))),
+    Pass("retype", _quiet(retype)),
     Pass(
         "skip_layer_norm", lambda model, options: fuse_skip_layer_norm(model, options.debug),
         expects=lambda model, layers: {"SkipLayerNormalization": 2 * layers},
@@ -192,7 +192,7 @@ PASSES: list[Pass] = [
         skippable=True, makes=("BiasGelu", "FastGelu"), consumes=("Erf",),
     ),
     Pass("first_token", lambda model, options: run_tail_on_first_token(model), skippable=True),
-    Pass("retype_final", _quiet(lambda model: retype(model))),
+    Pass("retype_final", _quiet(retype)),
 ]  # fmt: skip
 SKIPPABLE = tuple(p.name for p in PASSES if p.skippable)
 
