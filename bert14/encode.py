@@ -137,7 +137,7 @@ def _boundary_chars(cjk: bool) -> re.Pattern[str]:
     return re.compile("[" + "".join(re.escape(ch) for ch in chars) + "](?![" + marks + "])")
 
 
-def _safe_cut(text: str, start: int, cjk: bool, added: list[str]) -> int | None:
+def safe_cut(text: str, start: int, cjk: bool, added: list[str]) -> int | None:
     """The first safe boundary at or after `start` (see above), or None."""
     pattern = _boundary_chars(cjk)
     at = max(start, 1) - 1
@@ -154,7 +154,7 @@ def _safe_cut(text: str, start: int, cjk: bool, added: list[str]) -> int | None:
     return None
 
 
-def _cuts(tokenizer: Tokenizer) -> tuple[bool, list[str]] | None:
+def cuts(tokenizer: Tokenizer) -> tuple[bool, list[str]] | None:
     """(handle_chinese_chars, added tokens of more than one character), or None for a tokenizer whose
     locality this module does not know (it is then always given the whole text)."""
     if not isinstance(tokenizer.normalizer, normalizers.BertNormalizer):
@@ -163,12 +163,12 @@ def _cuts(tokenizer: Tokenizer) -> tuple[bool, list[str]] | None:
     return bool(tokenizer.normalizer.handle_chinese_chars), added
 
 
-def _prefixes(tokenizer: Tokenizer, text: str, start: int) -> Iterator[str]:
+def prefixes(tokenizer: Tokenizer, text: str, start: int) -> Iterator[str]:
     """Ever longer prefixes of `text` cut at safe boundaries, from about `start` characters, then `text`."""
-    rules = _cuts(tokenizer)
+    rules = cuts(tokenizer)
     size = start
     while rules is not None and size < len(text):
-        cut = _safe_cut(text, size, *rules)
+        cut = safe_cut(text, size, *rules)
         if cut is None:
             break  # one word to the end (a single [UNK], or a few tokens)
         yield text[:cut]
@@ -180,7 +180,7 @@ def bounded_prefix(tokenizer: Tokenizer, text: str, max_length: int) -> str:
     """`text`, or a prefix of it that tokenizes (truncated to max_length) to the very same ids."""
     if len(text) <= WHOLE_CHARS:
         return text
-    for prefix in _prefixes(tokenizer, text, PREFIX_CHARS):
+    for prefix in prefixes(tokenizer, text, PREFIX_CHARS):
         if prefix is text or tokenizer.encode(prefix).overflowing:  # more tokens than fit
             return prefix
     return text
@@ -210,7 +210,7 @@ def bounded_pair(tokenizer: Tokenizer, first: str, second: str, max_length: int)
 
 def _longer_than(tokenizer: Tokenizer, text: str, prefix: str, count: int) -> str:
     """The shortest of `prefix` and the safe prefixes of `text` after it that holds more than `count` tokens."""
-    for candidate in _prefixes(tokenizer, text, len(prefix)):
+    for candidate in prefixes(tokenizer, text, len(prefix)):
         if len(candidate) >= len(prefix) and token_count(tokenizer, candidate) > count:
             return candidate
     return text
@@ -224,18 +224,23 @@ COUNT_CHARS = 1 << 16  # characters tokenized at a time when counting a long tex
 _counters: dict[int, tuple[Tokenizer, Tokenizer]] = {}
 
 
-def token_count(tokenizer: Tokenizer, text: str) -> int:
-    """How many tokens `text` has (no specials, no truncation), tokenized a chunk at a time at safe
-    boundaries: the memory of one chunk, whatever the text's length."""
+def untruncated(tokenizer: Tokenizer) -> Tokenizer:
+    """A copy of `tokenizer` that never truncates (encode() sets truncation on the original), made once."""
     entry = _counters.get(id(tokenizer))
     if entry is None or entry[0] is not tokenizer:
         counter = Tokenizer.from_str(tokenizer.to_str())
         counter.no_truncation()
         entry = _counters[id(tokenizer)] = (tokenizer, counter)
-    counter, rules = entry[1], _cuts(tokenizer)
+    return entry[1]
+
+
+def token_count(tokenizer: Tokenizer, text: str) -> int:
+    """How many tokens `text` has (no specials, no truncation), tokenized a chunk at a time at safe
+    boundaries: the memory of one chunk, whatever the text's length."""
+    counter, rules = untruncated(tokenizer), cuts(tokenizer)
     total, at = 0, 0
     while at < len(text):
-        cut = _safe_cut(text, at + COUNT_CHARS, *rules) if rules is not None and at + COUNT_CHARS < len(text) else None
+        cut = safe_cut(text, at + COUNT_CHARS, *rules) if rules is not None and at + COUNT_CHARS < len(text) else None
         end = len(text) if cut is None else cut
         total += len(counter.encode(text[at:end], add_special_tokens=False).ids)
         at = end

@@ -12,6 +12,8 @@ default is the field's, so the library and the CLI cannot drift apart. A bool fi
 `--NAME` when it defaults to False, `--no-NAME` when it defaults to True. A field without `flag`
 metadata is the library's alone. `repeat=True` collects every occurrence into a list, which
 `parse` (when given) turns into the field's value; `parse` also reports a bad item as InputError.
+A field whose metadata is `nested()` holds another such dataclass: its flags join the parser's, and
+`values` builds it from them (`LoadOptions.long_text` is a `LongText`).
 Modelled on transformers' HfArgumentParser, without its magic: only what a field declares.
 """
 
@@ -23,6 +25,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 FLAG = "bert14.flag"  # the metadata key
+NESTED = "bert14.nested"  # the metadata key of a field that is a dataclass of flags itself
 
 
 def flag(
@@ -40,9 +43,14 @@ def flag(
     return {FLAG: spec | {"repeat": repeat, "parse": parse}}
 
 
+def nested() -> dict[str, bool]:
+    """A field's metadata that makes its dataclass's flags the parser's too (see the module's docstring)."""
+    return {NESTED: True}
+
+
 def flag_fields(cls: type, only: Collection[str] | None = None, skip: Collection[str] = ()) -> list[dataclasses.Field]:
     """The fields of dataclass `cls` that are flags, `only` those named (in the dataclass's order), minus `skip`."""
-    fields = [f for f in dataclasses.fields(cls) if FLAG in f.metadata and f.name not in skip]
+    fields = [f for f in dataclasses.fields(cls) if (FLAG in f.metadata or NESTED in f.metadata) and f.name not in skip]
     if only is not None:
         unknown = sorted(set(only) - {f.name for f in fields})
         if unknown:
@@ -67,6 +75,9 @@ def add_flags(
 ) -> None:
     """One argument per flag field of `cls`; its dest is the field's name."""
     for field in flag_fields(cls, only, skip):
+        if NESTED in field.metadata:
+            add_flags(parser, _nested_class(field))
+            continue
         spec = field.metadata[FLAG]
         kwargs: dict[str, Any] = {"dest": field.name, "help": spec["help"]}
         if isinstance(field.default, bool):
@@ -91,7 +102,17 @@ def values(
     """{field: value} for the flag fields of `cls` that add_flags put on the parser."""
     out = {}
     for field in flag_fields(cls, only, skip):
+        if NESTED in field.metadata:
+            inner = _nested_class(field)
+            out[field.name] = inner(**values(inner, args))
+            continue
         value = getattr(args, field.name)
         parse = field.metadata[FLAG]["parse"]
         out[field.name] = parse(value) if parse is not None else value
     return out
+
+
+def _nested_class(field: dataclasses.Field) -> type:
+    """The dataclass a nested() field holds, read from its default (annotations may be strings)."""
+    default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
+    return type(default)

@@ -16,7 +16,7 @@ from bert14.options import add_flags, values
 # LoadOptions a batch job sets itself: its workers run on the CPU with --threads-per-worker threads.
 BATCH_FIXED = ("provider", "threads", "inter_op_threads", "cuda_graph")
 # LoadOptions a Triton repository carries (its postprocess model's labels); Triton runs the rest.
-REPO_HONOURS = ("threshold", "label_thresholds")
+REPO_HONOURS = ("threshold", "label_thresholds", "long_text")  # long_text: refused unless truncate
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -178,6 +178,7 @@ def _serve(args: argparse.Namespace) -> int:
         api_key=api_key_from(args.api_key),
         docs=args.docs,
         model_name=args.model_name,
+        ui=args.ui,
     )
     if args.replicas is not None:
         return _serve_replicas(args, options)
@@ -266,25 +267,44 @@ def _check(args: argparse.Namespace) -> int:
     import json
 
     from bert14.check.artifact import check_artifact, failures, format_report
+    from bert14.check.cases import SAMPLE_TEXTS
     from bert14.errors import ParityError
+    from bert14.long_text import LongText
 
+    long_text = None
+    if args.long_text is not None:  # checked before minutes of work
+        long_text = LongText(strategy=args.long_text, **values(LongText, args, skip=("strategy",)))
+        if args.provider != "cpu":
+            raise InputError("check --long-text: runs the CPU engines; drop --provider cuda")
     texts = None
     if args.texts:
         texts = [line for lines in _read_lines(Path(args.texts), 1 << 30) for line in lines]
     model_dir = Path(args.model) if args.model else None
+    long_report = None
     with progress.reporting(progress.for_terminal(args.quiet)):
         reports = check_artifact(Path(args.artifact), texts, model_dir, args.provider)
+        if long_text is not None:
+            from bert14.check.long_text import check_long_text
+
+            long_report = check_long_text(Path(args.artifact), texts or SAMPLE_TEXTS, long_text, model_dir)
     if args.json:
-        print(json.dumps(reports, indent=2, ensure_ascii=False))
+        print(json.dumps(reports | ({"long_text": long_report} if long_report else {}), indent=2, ensure_ascii=False))
     else:
         print(format_report(reports))
     problems = failures(reports)
+    if long_report is not None:
+        from bert14.check.long_text import format_long_text, long_text_failures
+
+        if not args.json:
+            print(format_long_text(long_report))
+        problems += long_text_failures(long_report)
     if problems:
         raise ParityError("check failed: " + "; ".join(problems))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bert14.long_text import LongText
     from bert14.runtime import LoadOptions
 
     parser = argparse.ArgumentParser(prog="bert14", description=__doc__)
@@ -373,6 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="cpu",
         help="run the artifacts on ONNX Runtime's CPU or CUDA provider (onnxruntime-gpu), against PyTorch there",
     )
+    check.add_argument(
+        "--long-text",
+        metavar="STRATEGY",
+        help="also check a long-text strategy (truncate, head_tail, windows) on the CPU engines: the runtime's "
+        "token selection and scores against PyTorch fed transformers' selection",
+    )
+    add_flags(check, LongText, skip=("strategy",))
     check.add_argument("--quiet", action="store_true", help="no stage lines or progress bar on stderr")
     check.set_defaults(func=_check)
 
@@ -452,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-key", help="require Authorization: Bearer KEY on every route but /healthz (or set BERT14_API_KEY)"
     )
     serve.add_argument("--docs", action="store_true", help="serve /docs and /openapi.json (off by default)")
+    serve.add_argument("--ui", action="store_true", help="serve a page at / to try the model (no external assets)")
     serve.add_argument(
         "--model-name", default="bert14", help="the model's name in the Open Inference Protocol's /v2/models/NAME"
     )

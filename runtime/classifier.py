@@ -3,10 +3,13 @@
     clf = Classifier.load("artifacts/bert14", precision="int8", provider="cpu", threads=2)
     clf.predict(["央行宣布降准0.5个百分点"])[0].label
 
-Texts are tokenized with the artifact's own vocabulary, cut to the model's positions (reported
-per text as `truncated`), sorted by length into buckets that are padded only to their own
-longest row, run, and returned in the caller's order. Long inputs are streamed in chunks so
-memory stays bounded whatever the number of texts.
+Texts are tokenized with the artifact's own vocabulary, fitted to the model's positions by the
+long-text strategy (bert14/long_text.py: cut, head and tail, or windows whose scores are pooled;
+reported per text as `truncated` and `windows`), sorted by length into buckets that are padded only
+to their own longest row, run, and returned in the caller's order. Long inputs are streamed in chunks
+so memory stays bounded whatever the number of texts.
+
+    clf.predict(articles, long_text=LongText("windows", pool="max"))   # per call; else options.long_text
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from bert14.head import (
     score_function,
     scores,
 )
-from bert14.options import flag
+from bert14.long_text import TRUNCATE, WINDOWS, Document, LongText, body_tokens, documents
+from bert14.options import flag, nested
 from bert14.runtime.engines import (
     DEFAULT_ENGINE,
     ENGINE_CHOICES,
@@ -63,13 +67,25 @@ def positive_int(name: str, value: object, limit: int) -> int:
 
 
 @dataclass(frozen=True)
+class WindowLabel:
+    """One window of a text classified in windows: its characters [start, end) and its own top label."""
+
+    start: int
+    end: int
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
 class Prediction:
     """One text's answer, read from the logits as the model's head means them (bert14/head.py).
 
     label: the label with the highest score. score: that score. probs: every label's score, a
     softmax (single-label), an independent sigmoid (multi-label) or the raw output (regression).
     labels: the labels that apply: the top one (single-label), every one whose score reaches the
-    threshold (multi-label, possibly none), none (regression).
+    threshold (multi-label, possibly none), none (regression). truncated: tokens of the text that
+    the model did not see. tokens: the tokens the model ran for it (every window's). windows: rows
+    the text took (1 unless the long-text strategy is windows), and window_labels each one's answer.
     """
 
     label: str
@@ -78,16 +94,22 @@ class Prediction:
     truncated: bool
     tokens: int
     labels: tuple[str, ...] = ()
+    windows: int = 1
+    window_labels: tuple[WindowLabel, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        out = {
             "label": self.label,
             "score": self.score,
             "probs": self.probs,
             "labels": list(self.labels),
             "truncated": self.truncated,
             "tokens": self.tokens,
+            "windows": self.windows,
         }
+        if self.window_labels:
+            out["window_labels"] = [asdict(w) for w in self.window_labels]
+        return out
 
 
 @dataclass(frozen=True)
@@ -126,8 +148,11 @@ class LoadOptions:
             parse=parse_label_thresholds,
         ),
     )
+    long_text: LongText = field(default=LongText(), metadata=nested())  # texts over the model's positions
 
     def __post_init__(self) -> None:
+        if not isinstance(self.long_text, LongText):
+            raise InputError(f"long_text: expected a LongText, got {type(self.long_text).__name__}")
         if self.threads is not None:
             positive_int("threads", self.threads, MAX_THREADS)
         positive_int("inter_op_threads", self.inter_op_threads, MAX_THREADS)
@@ -210,8 +235,9 @@ class Classifier:
             pad_id,
             runner,
         )
+        options.long_text.check(body_tokens(tokenizer, max_length), pairs=False)
         if options.warmup:
-            clf.logits(["warm up"])
+            clf.logits(["warm up"], long_text=LongText())
         return clf
 
     @staticmethod
@@ -225,23 +251,78 @@ class Classifier:
         path = resolve(directory, precision, provider, set(manifest.files), engine).path
         return [MANIFEST_NAME, *with_companions(path.name), *(name for name in SUPPORT_FILES if name in manifest.files)]
 
-    def logits(self, texts: Sequence[str] | str, text_pairs: Sequence[str] | None = None) -> np.ndarray:
-        """Raw logits, (N, num_labels) float32, in the caller's order."""
-        rows = [logits for logits, _ in self._run(texts, text_pairs)]
-        return np.concatenate(rows) if rows else np.zeros((0, len(self.labels)), dtype=np.float32)
+    def logits(
+        self, texts: Sequence[str] | str, text_pairs: Sequence[str] | None = None, long_text: LongText | None = None
+    ) -> np.ndarray:
+        """Raw logits, (N, num_labels) float32, in the caller's order: one row per text, so not for
+        windows, whose answer pools probabilities (predict)."""
+        spec = long_text or self.options.long_text
+        if spec.strategy == WINDOWS:
+            raise InputError("logits: one row per text; long_text 'windows' pools the windows' scores, use predict()")
+        checked, checked_pairs = check_texts(texts, text_pairs)
+        parts = [self._logits([doc.rows[0] for doc in docs]) for docs in self._chunks(checked, checked_pairs, spec)]
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.labels)), dtype=np.float32)
 
-    def predict(self, texts: Sequence[str] | str, text_pairs: Sequence[str] | None = None) -> list[Prediction]:
-        """One Prediction per text: label, score, probs by label, labels that apply, truncated, tokens."""
+    def predict(
+        self, texts: Sequence[str] | str, text_pairs: Sequence[str] | None = None, long_text: LongText | None = None
+    ) -> list[Prediction]:
+        """One Prediction per text: label, score, probs by label, labels that apply, truncated, tokens,
+        windows. `long_text`: this call's strategy for texts over the model's positions (default: the
+        options')."""
+        checked, checked_pairs = check_texts(texts, text_pairs)
         out: list[Prediction] = []
-        for logits, encoded in self._run(texts, text_pairs):
-            out += self._predictions(logits, encoded)
+        for docs in self._chunks(checked, checked_pairs, long_text or self.options.long_text):
+            out += self.pool(docs, self.predict_encoded([row for doc in docs for row in doc.rows]))
         return out
 
     def encode(self, texts: Sequence[str] | str, text_pairs: Sequence[str] | None = None) -> list[Encoded]:
-        """Checked and tokenized texts, cut to the model's positions: what predict_encoded() runs.
-        Split from predict() so that a server can tokenize, budget and schedule rows itself."""
+        """Checked and tokenized texts, cut to the model's positions: what predict_encoded() runs."""
         checked, checked_pairs = check_texts(texts, text_pairs)
         return self._encode_checked(checked, checked_pairs)
+
+    def documents(
+        self, texts: Sequence[str] | str, text_pairs: Sequence[str] | None = None, long_text: LongText | None = None
+    ) -> list[Document]:
+        """Checked texts as their rows under the long-text strategy (default: the options'). Split from
+        predict() so that a server can tokenize, budget and schedule rows itself: predict_encoded() or
+        predict_buckets() on every document's rows, then pool()."""
+        checked, checked_pairs = check_texts(texts, text_pairs)
+        return self._documents(checked, checked_pairs, long_text or self.options.long_text)
+
+    def _documents(self, texts: list[str], pairs: list[str] | None, spec: LongText) -> list[Document]:
+        if spec.strategy == TRUNCATE:
+            return [Document((row,), row.truncated) for row in self._encode_checked(texts, pairs)]
+        spec.check(body_tokens(self._tokenizer, self.max_length), pairs is not None)  # type: ignore[arg-type]
+        return documents(self._tokenizer, texts, spec, self.max_length)  # type: ignore[arg-type]
+
+    def _chunks(self, texts: list[str], pairs: list[str] | None, spec: LongText) -> Iterator[list[Document]]:
+        """Documents of about CHUNK rows at a time: memory stays bounded for any number of texts."""
+        step = CHUNK // spec.max_windows if spec.strategy == WINDOWS else CHUNK
+        for start in range(0, len(texts), max(step, 1)):
+            chunk_pairs = pairs[start : start + step] if pairs is not None else None
+            yield self._documents(texts[start : start + step], chunk_pairs, spec)
+
+    def pool(self, docs: Sequence[Document], rows: Sequence[Prediction]) -> list[Prediction]:
+        """One Prediction per document from its rows' (`rows`: every document's, in order): a single
+        row's as it is, windows' scores pooled as the document says."""
+        out, at = [], 0
+        for doc in docs:
+            mine = rows[at : at + len(doc.rows)]
+            at += len(doc.rows)
+            if not doc.spans:  # one row: truncate or head_tail
+                out.append(replace(mine[0], truncated=doc.truncated))
+                continue
+            probs = np.array([[p.probs[label] for label in self.labels] for p in mine])  # (W, C)
+            pooled = probs.mean(axis=0) if doc.pool == "mean" else probs.max(axis=0)  # (C,)
+            windows = tuple(WindowLabel(a, b, p.label, p.score) for (a, b), p in zip(doc.spans, mine, strict=True))
+            tokens = sum(p.tokens for p in mine)
+            answer = self._prediction(pooled, doc.truncated, tokens)
+            out.append(replace(answer, windows=len(mine), window_labels=windows))
+        return out
+
+    def row_logits(self, rows: Sequence[Encoded]) -> np.ndarray:
+        """Raw logits (R, C) float32 of rows as documents() makes them (a text's windows each), in order."""
+        return self._logits(list(rows))
 
     def _encode_checked(self, texts: list[str], pairs: list[str] | None) -> list[Encoded]:
         if pairs is not None and self.manifest.model.type_vocab_size < 2:
@@ -270,29 +351,20 @@ class Classifier:
 
     def _predictions(self, logits: np.ndarray, encoded: list[Encoded]) -> list[Prediction]:
         probs = scores(logits, self.score_function)  # (B, C)
-        applies = applied(probs, self.score_function, self.thresholds)  # (B, C)
-        out = []
-        for row, row_applies, enc in zip(probs, applies, encoded, strict=True):
-            top = int(row.argmax())
-            out.append(
-                Prediction(
-                    label=self.labels[top],
-                    score=float(row[top]),
-                    probs={label: float(p) for label, p in zip(self.labels, row, strict=True)},
-                    truncated=enc.truncated,
-                    tokens=len(enc.ids),
-                    labels=tuple(label for label, on in zip(self.labels, row_applies, strict=True) if on),
-                )
-            )
-        return out
+        return [self._prediction(row, enc.truncated, len(enc.ids)) for row, enc in zip(probs, encoded, strict=True)]
 
-    def _run(self, texts: object, pairs: object | None) -> Iterator[tuple[np.ndarray, list[Encoded]]]:
-        checked, checked_pairs = check_texts(texts, pairs)
-        for start in range(0, len(checked), CHUNK):
-            chunk = checked[start : start + CHUNK]
-            chunk_pairs = checked_pairs[start : start + CHUNK] if checked_pairs is not None else None
-            encoded = self._encode_checked(chunk, chunk_pairs)  # checked once, above
-            yield self._logits(encoded), encoded
+    def _prediction(self, probs: np.ndarray, truncated: bool, tokens: int) -> Prediction:
+        """A Prediction from one text's scores (C,): its top label, and the labels that apply."""
+        applies = applied(probs[None, :], self.score_function, self.thresholds)[0]  # (C,)
+        top = int(probs.argmax())
+        return Prediction(
+            label=self.labels[top],
+            score=float(probs[top]),
+            probs={label: float(p) for label, p in zip(self.labels, probs, strict=True)},
+            truncated=truncated,
+            tokens=tokens,
+            labels=tuple(label for label, on in zip(self.labels, applies, strict=True) if on),
+        )
 
     def _logits(self, encoded: list[Encoded]) -> np.ndarray:
         logits = np.zeros((len(encoded), len(self.labels)), dtype=np.float32)  # (N, C)
@@ -318,6 +390,7 @@ class Classifier:
             "provider": self.provider,
             "engine": self.engine,
             "max_length": self.max_length,
+            "long_text": asdict(self.options.long_text),  # the default; a request may choose its own
             "model": {k: v for k, v in model.items() if k != "labels"},
             # The served file's sha256, shortened: changes exactly when the model does.
             "version": self.manifest.files[self.model_file][:16],

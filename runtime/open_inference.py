@@ -15,6 +15,9 @@ the one the tests use). The model takes text and answers labels:
                   probs      FP32  [N, C]             every label's score, in /v2/models/{name}'s label order
                   labels     BOOL  [N, C]             which labels apply (Prediction.labels: the top one, or
                                                       for a multi-label model each at its threshold)
+                  windows    INT32 [N]                rows each text took (1 unless long_text is windows)
+         parameters  long_text (truncate | head_tail | windows), head_tokens, stride, pool, max_windows:
+                     this request's long-text strategy (bert14/long_text.py); the server's for what is left out
 
 Requests and responses may carry tensors in JSON or in the binary tensor extension (the body is the
 JSON header, `Inference-Header-Content-Length` bytes long, then each binary tensor in order; BYTES
@@ -37,12 +40,14 @@ from fastapi.responses import JSONResponse, Response
 
 from bert14.encode import check_text
 from bert14.errors import InputError
+from bert14.long_text import LongText
 from bert14.runtime.server import HTTPFailure, ascii_count, error_response
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 INPUTS = ("text", "text_pair")
-OUTPUTS = ("label", "score", "probs", "labels")  # labels: (N, C) bool, label j applies to text i
+OUTPUTS = ("label", "score", "probs", "labels", "windows")  # labels: (N, C) bool, label j applies to text i
 EXTENSIONS = ("binary_tensor_data",)
+LONG_TEXT_PARAMETERS = ("long_text", "head_tokens", "stride", "pool", "max_windows")  # LongText's, by name
 INLINE_PARSE_BYTES = 64 << 10  # bodies up to this are parsed on the event loop; a thread hop costs more
 
 
@@ -52,6 +57,7 @@ class InferRequest:
     pairs: list[str] | None
     id: str | None
     outputs: dict[str, bool]  # requested output -> as binary data
+    long_text: LongText
 
 
 def _split_body(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
@@ -159,7 +165,9 @@ def _texts(tensor: object, binary: bytes, at: int, max_texts: int) -> tuple[list
     return texts, at
 
 
-def parse_infer(body: bytes, header_length: str | None, max_texts: int) -> InferRequest:
+def parse_infer(
+    body: bytes, header_length: str | None, max_texts: int, long_text: LongText | None = None
+) -> InferRequest:
     """A v2 inference request's texts and requested outputs, every one checked, or the 4xx."""
     payload, binary = _split_body(body, header_length)
     inputs = payload.get("inputs")
@@ -183,6 +191,11 @@ def parse_infer(body: bytes, header_length: str | None, max_texts: int) -> Infer
         raise HTTPFailure(400, f"text_pair: expected {len(texts)} elements, one per text, got {len(pairs)}")
     parameters = _object(payload.get("parameters"), "parameters")
     binary_default = _flag(parameters.get("binary_data_output"), "parameters.binary_data_output", False)
+    chosen = {"strategy" if k == "long_text" else k: v for k, v in parameters.items() if k in LONG_TEXT_PARAMETERS}
+    try:
+        long_text = LongText.parse(chosen, long_text or LongText())
+    except InputError as exc:
+        raise HTTPFailure(400, f"parameters.{exc}") from None
     requested = payload.get("outputs")
     outputs: dict[str, bool] = {}
     if requested is None:
@@ -198,7 +211,7 @@ def parse_infer(body: bytes, header_length: str | None, max_texts: int) -> Infer
     request_id = payload.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise HTTPFailure(400, f"id: expected a string, got {_json_type(request_id)}")
-    return InferRequest(texts, pairs, request_id, outputs)
+    return InferRequest(texts, pairs, request_id, outputs, long_text)
 
 
 def _tensor(name: str, values: object, binary: bool) -> tuple[dict, bytes]:
@@ -209,6 +222,12 @@ def _tensor(name: str, values: object, binary: bool) -> tuple[dict, bytes]:
         if not binary:
             return entry | {"data": labels}, b""
         raw = b"".join(struct.pack("<I", len(b)) + b for b in (label.encode("utf-8") for label in labels))
+    elif name == "windows":
+        array = np.ascontiguousarray(values, dtype="<i4")
+        entry = {"name": name, "datatype": "INT32", "shape": list(array.shape)}
+        if not binary:
+            return entry | {"data": array.ravel().tolist()}, b""
+        raw = array.tobytes()
     elif name == "labels":
         array = np.ascontiguousarray(values, dtype=np.bool_)  # (N, C)
         entry = {"name": name, "datatype": "BOOL", "shape": list(array.shape)}
@@ -232,6 +251,7 @@ def infer_response(request: InferRequest, predictions: list, labels: list[str], 
         "labels": np.array([[label in p.labels for label in labels] for p in predictions], dtype=np.bool_).reshape(
             len(predictions), len(labels)
         ),
+        "windows": [p.windows for p in predictions],
     }
     head: dict[str, object] = {"model_name": model, "model_version": version, "outputs": []}
     if request.id is not None:
@@ -267,6 +287,7 @@ def add_routes(app: FastAPI, service: object, model: str) -> None:
             {"name": "score", "datatype": "FP32", "shape": [-1]},
             {"name": "probs", "datatype": "FP32", "shape": [-1, len(clf.labels)]},
             {"name": "labels", "datatype": "BOOL", "shape": [-1, len(clf.labels)]},
+            {"name": "windows", "datatype": "INT32", "shape": [-1]},
         ],
         "parameters": {"labels": clf.labels, "score_function": clf.score_function, "precision": clf.precision},
     }
@@ -313,14 +334,15 @@ def add_routes(app: FastAPI, service: object, model: str) -> None:
         async def answer() -> tuple[Response, int]:
             known(name, ver)
             body = await service.read_body(request)  # type: ignore[attr-defined]
-            args = (body, request.headers.get(HEADER_LENGTH), service.options.max_texts)  # type: ignore[attr-defined]
+            limit = service.options.max_texts  # type: ignore[attr-defined]
+            args = (body, request.headers.get(HEADER_LENGTH), limit, clf.options.long_text)
             # Parsing a large body takes milliseconds that other requests would wait for on the loop.
             inline = len(body) <= INLINE_PARSE_BYTES
             parsed = parse_infer(*args) if inline else await asyncio.to_thread(parse_infer, *args)
             if parsed.pairs is not None and clf.manifest.model.type_vocab_size < 2:
                 raise HTTPFailure(400, "text_pair: this model has one token type (type_vocab_size 1), so it cannot "
                                        "tell a second segment from the first; expected 'text' alone")  # fmt: skip
-            predictions = await service.classify(parsed.texts, parsed.pairs)  # type: ignore[attr-defined]
+            predictions = await service.classify(parsed.texts, parsed.pairs, parsed.long_text)  # type: ignore[attr-defined]
             return infer_response(parsed, predictions, clf.labels, model, version), len(predictions)
 
         response, texts = await service.answer(answer, input_status=400)  # type: ignore[attr-defined]

@@ -3,7 +3,10 @@
 Only this module and listener.py import FastAPI/uvicorn; `bert14.runtime` itself does not, so
 embedding the classifier needs neither.
 
-    POST /v1/classify   {"texts": [...], "text_pairs": [...]?} -> {"predictions": [...]}
+    POST /v1/classify   {"texts": [...], "text_pairs": [...]?, "long_text": ...?} -> {"predictions": [...]}
+                        long_text: a strategy ("windows") or {"strategy": ..., "stride": ...} (bert14/
+                        long_text.py); what it leaves out is the server's --long-text default
+    GET  /              -> with --ui, a page to try the model (runtime/page.html)
     GET  /healthz       -> {"status": "ok"}                         (never needs the API key)
     GET  /v1/model      -> labels, precision, provider, model shape and version digest
     GET  /metrics       -> Prometheus text: requests by status, texts, latency and batch-size
@@ -38,8 +41,9 @@ from dataclasses import dataclass
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from bert14.encode import Encoded, check_text
+from bert14.encode import check_text
 from bert14.errors import InputError
+from bert14.long_text import LongText
 from bert14.runtime.classifier import Classifier, positive_int
 from bert14.runtime.metrics import Metric, Metrics
 from bert14.runtime.scheduler import BatchLimits, FairBatcher
@@ -72,6 +76,7 @@ class ServerOptions:
     api_key: str | None = None  # when set: Authorization: Bearer KEY on every route but /healthz
     docs: bool = False  # FastAPI's /docs and /openapi.json
     model_name: str = "bert14"  # the model's name in the Open Inference Protocol's /v2/models/{name}
+    ui: bool = False  # a page at / to try the model (runtime/page.html)
 
     def __post_init__(self) -> None:
         positive_int("port", self.port, 65535)
@@ -111,7 +116,7 @@ class HTTPFailure(Exception):
         self.status = status
 
 
-def _parse(body: bytes, options: ServerOptions) -> tuple[list[str], list[str] | None]:
+def _parse(body: bytes, options: ServerOptions, default: LongText) -> tuple[list[str], list[str] | None, LongText]:
     """The request's texts, every one checked, or the 4xx that says which and why."""
     try:
         payload = json.loads(body.decode("utf-8"))
@@ -135,9 +140,10 @@ def _parse(body: bytes, options: ServerOptions) -> tuple[list[str], list[str] | 
             check_text(f"texts[{index}]", text)
         for index, text in enumerate(pairs or []):
             check_text(f"text_pairs[{index}]", text)
+        long_text = LongText.parse(payload.get("long_text"), default)
     except InputError as exc:
         raise HTTPFailure(422, str(exc)) from None
-    return texts, pairs
+    return texts, pairs, long_text
 
 
 class _Service:
@@ -154,7 +160,7 @@ class _Service:
         self.tokenizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bert14-tokenize")
         self.pending = 0  # texts accepted and not yet answered; only the event loop touches it
 
-    async def classify(self, texts: list[str], pairs: list[str] | None) -> list:
+    async def classify(self, texts: list[str], pairs: list[str] | None, long_text: LongText | None = None) -> list:
         limit = self.options.max_pending_texts
         if len(texts) > limit:
             raise HTTPFailure(
@@ -165,10 +171,12 @@ class _Service:
         self.pending += len(texts)
         try:
             if sum(len(t) for t in texts) + sum(len(t) for t in pairs or []) <= INLINE_TOKENIZE_CHARS:
-                rows: list[Encoded] = self.clf.encode(texts, pairs)  # microseconds: a thread hop costs more
+                docs = self.clf.documents(texts, pairs, long_text)  # microseconds: a thread hop costs more
             else:
                 loop = asyncio.get_running_loop()
-                rows = await loop.run_in_executor(self.tokenizer, self.clf.encode, texts, pairs)
+                docs = await loop.run_in_executor(self.tokenizer, self.clf.documents, texts, pairs, long_text)
+            # A text's windows are rows like any other: they count against the budget and share runs.
+            rows = [row for doc in docs for row in doc.rows]
             tokens = sum(len(row.ids) for row in rows)
             if tokens > self.options.max_request_tokens:
                 raise HTTPFailure(
@@ -176,7 +184,7 @@ class _Service:
                     f"request holds {tokens} tokens, over the limit of {self.options.max_request_tokens} "
                     "per request; split it",
                 )
-            return await self.batcher.submit(rows)
+            return self.clf.pool(docs, await self.batcher.submit(rows))
         finally:
             self.pending -= len(texts)
 
@@ -235,12 +243,13 @@ class _RequireKey:
     Bearer KEY`. Plain ASGI rather than FastAPI's @middleware, which wraps every request and response
     in extra tasks."""
 
-    def __init__(self, app, key: str) -> None:  # noqa: ANN001
+    def __init__(self, app, key: str, open_routes: frozenset[str] = OPEN_ROUTES) -> None:  # noqa: ANN001
         self.app = app
         self.key = key.encode("utf-8")
+        self.open_routes = open_routes  # and the --ui page, which holds no data: it asks for the key
 
     async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
-        if scope["type"] != "http" or scope["path"] in OPEN_ROUTES or self._authorized(scope):
+        if scope["type"] != "http" or scope["path"] in self.open_routes or self._authorized(scope):
             await self.app(scope, receive, send)
             return
         response = error_response(401, "expected Authorization: Bearer <API key>")
@@ -292,7 +301,7 @@ def create_app(clf: Classifier, options: ServerOptions | None = None, hooks: Hoo
     app = FastAPI(title="bert14", lifespan=lifespan, docs_url=docs_url, redoc_url=None, openapi_url=openapi_url)
 
     if options.api_key is not None:
-        app.add_middleware(_RequireKey, key=options.api_key)
+        app.add_middleware(_RequireKey, key=options.api_key, open_routes=OPEN_ROUTES | ({"/"} if options.ui else set()))
 
     @app.api_route("/healthz", methods=["GET", "HEAD"])  # load balancers probe with HEAD
     async def healthz() -> dict[str, str]:
@@ -318,8 +327,8 @@ def create_app(clf: Classifier, options: ServerOptions | None = None, hooks: Hoo
         """The response and the number of texts it answers."""
 
         async def respond() -> tuple[JSONResponse, int]:
-            texts, pairs = _parse(await service.read_body(request), options)
-            predictions = await service.classify(texts, pairs)
+            texts, pairs, long_text = _parse(await service.read_body(request), options, clf.options.long_text)
+            predictions = await service.classify(texts, pairs, long_text)
             payload = {
                 "predictions": [p.to_dict() for p in predictions],
                 "precision": clf.precision,
@@ -328,6 +337,11 @@ def create_app(clf: Classifier, options: ServerOptions | None = None, hooks: Hoo
             return JSONResponse(payload), len(predictions)
 
         return await service.answer(respond)
+
+    if options.ui:
+        from bert14.runtime.page import add_page
+
+        add_page(app, auth=options.api_key is not None)
 
     from bert14.runtime.open_inference import add_routes
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from bert14.artifact import INPUT_NAMES, read_manifest
 from bert14.errors import InputError
 from bert14.head import label_thresholds, score_function
+from bert14.long_text import TRUNCATE
 from bert14.runtime import Classifier, LoadOptions
 from bert14.runtime.classifier import positive_int
 from bert14.tokenizer import load_tokenizer
@@ -168,6 +169,11 @@ def write_repo(artifact: Path, out: Path, options: RepoOptions | None = None) ->
     marker lists them) are replaced, and a model directory of the same name that is not bert14's
     is refused. Returns the files written."""
     options = options or RepoOptions()
+    if options.load.long_text.strategy != TRUNCATE:
+        raise InputError(
+            f"--long-text {options.load.long_text.strategy}: the repository's tokenize model truncates, as "
+            "transformers does; serve head_tail or windows with `bert14 serve`, or drop the flag"
+        )
     names = [options.name, TOKENIZE, MODEL, POSTPROCESS]
     if options.name in names[1:]:
         raise InputError(f"--name {options.name!r}: taken by one of the repository's own models; choose another")

@@ -5,7 +5,7 @@
            each actor loads the artifact once (ONNX Runtime sessions cannot be pickled) with as many
            intra-op threads as CPUs it reserved: ONNX Runtime would otherwise take every core of
            the node, whatever Ray reserved
-      -> rows + label, score, labels, truncated, tokens, [probs], error
+      -> rows + label, score, labels, truncated, tokens, windows, [probs], error
 
 Nothing here knows the model: the actor calls the runtime's public `Classifier`, and turns its
 Predictions into columns. A row that cannot be classified (a null, a lone surrogate) gets `error`
@@ -30,7 +30,7 @@ from bert14.runtime import Classifier, LoadOptions, Prediction
 from bert14.runtime.classifier import positive_int
 from bert14.scale.sources import ERROR, ROWS_PER_BLOCK, TEXT
 
-RESULT_COLUMNS = ("label", "score", "labels", "truncated", "tokens", "probs", ERROR)
+RESULT_COLUMNS = ("label", "score", "labels", "truncated", "tokens", "windows", "probs", ERROR)
 
 
 # A worker always runs on the CPU; its threads are the CPUs its actor reserves.
@@ -135,19 +135,22 @@ class _Worker:
         batch = [texts[i] for i in good]
         batch_pairs = [pairs[i] for i in good] if pairs is not None else None
         try:
-            return list(self.clf.predict_encoded(self.clf.encode(batch, batch_pairs)))
+            return self._run(self.clf.documents(batch, batch_pairs))
         except InputError:
             pass  # one row is bad: find it, classify the others
-        encoded = []
+        docs = []
         for i in good:
             try:
-                encoded.append(self.clf.encode([texts[i]], [pairs[i]] if pairs is not None else None)[0])
+                docs.append(self.clf.documents([texts[i]], [pairs[i]] if pairs is not None else None)[0])
             except InputError as exc:
                 errors[i] = str(exc).replace("texts[0]", repr(self.options.text_column))
-                encoded.append(None)
-        kept = [e for e in encoded if e is not None]
-        ran = iter(self.clf.predict_encoded(kept))
-        return [next(ran) if e is not None else None for e in encoded]
+                docs.append(None)
+        ran = iter(self._run([d for d in docs if d is not None]))
+        return [next(ran) if d is not None else None for d in docs]
+
+    def _run(self, docs: list) -> list[Prediction]:
+        """The documents' predictions: every row (a text's windows too) bucketed together, then pooled."""
+        return self.clf.pool(docs, self.clf.predict_encoded([row for doc in docs for row in doc.rows]))
 
 
 def _not_text(value: object, column: str | None) -> str | None:
@@ -166,6 +169,7 @@ def _result_columns(
         "labels": pa.array([list(p.labels) if p else None for p in predictions], pa.list_(pa.string())),
         "truncated": pa.array([p.truncated if p else None for p in predictions], pa.bool_()),
         "tokens": pa.array([p.tokens if p else None for p in predictions], pa.int32()),
+        "windows": pa.array([p.windows if p else None for p in predictions], pa.int32()),
     }
     if probs:
         struct = pa.struct([(label, pa.float32()) for label in labels])

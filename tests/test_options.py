@@ -10,7 +10,7 @@ import pytest
 
 from bert14.errors import InputError
 from bert14.head import parse_label_thresholds
-from bert14.options import add_flags, flag, flag_fields, values
+from bert14.options import NESTED, add_flags, flag, flag_fields, nested, values
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,42 @@ def test_only_and_skip_pick_fields_and_unknown_names_are_a_programming_error() -
         flag_fields(Toy, only=("library_only",))
 
 
+def _dests(cls: type, only=None) -> set[str]:
+    """The argparse dests add_flags makes for `cls`: a nested() field's are its dataclass's."""
+    out = set()
+    for f in flag_fields(cls, only):
+        out |= _dests(type(f.default)) if NESTED in f.metadata else {f.name}
+    return out
+
+
+@dataclass(frozen=True)
+class Outer:
+    toy: Toy = field(default=Toy(), metadata=nested())
+    level: int = field(default=1, metadata=flag("a level"))
+
+
+def test_a_nested_dataclass_field_brings_its_flags_and_is_built_from_them() -> None:
+    parser = argparse.ArgumentParser()
+    add_flags(parser, Outer)
+    assert values(Outer, parser.parse_args([])) == {"toy": Toy(), "level": 1}
+    got = Outer(**values(Outer, parser.parse_args(["--mode", "b", "--level", "3", "--batch-size", "4"])))
+    assert got == Outer(Toy(mode="b", rows=4), 3)
+    skipped = argparse.ArgumentParser()
+    add_flags(skipped, Outer, skip=("toy",))
+    assert {a.dest for a in skipped._actions} == {"help", "level"}
+
+
+def test_the_long_text_flags_build_the_runtime_options_long_text() -> None:
+    from bert14.commands.cli import build_parser
+    from bert14.long_text import LongText
+    from bert14.runtime import LoadOptions
+
+    predict = build_parser()._bert14_commands["predict"]
+    args = predict.parse_args(["ART", "--long-text", "windows", "--stride", "128", "--pool", "max"])
+    options = LoadOptions(**values(LoadOptions, args))
+    assert options.long_text == LongText("windows", stride=128, pool="max")
+
+
 def test_every_runtime_option_reaches_predict_serve_batch_and_triton_repo_from_one_declaration() -> None:
     """A LoadOptions field with flag metadata is a flag of predict and serve, of batch unless the job
     sets it itself, and of triton-repo when a repository carries it; no command lists them by hand."""
@@ -70,13 +106,13 @@ def test_every_runtime_option_reaches_predict_serve_batch_and_triton_repo_from_o
     from bert14.runtime import LoadOptions
 
     commands = build_parser()._bert14_commands
-    declared = {f.name for f in flag_fields(LoadOptions)}
-    assert {"precision", "engine", "max_batch", "threshold", "label_thresholds"} <= declared
+    declared = _dests(LoadOptions)
+    assert {"precision", "engine", "max_batch", "threshold", "label_thresholds", "stride", "max_windows"} <= declared
     for command, expected in (
         ("predict", declared),
         ("serve", declared),
         ("batch", declared - set(BATCH_FIXED)),
-        ("triton-repo", set(REPO_HONOURS)),
+        ("triton-repo", _dests(LoadOptions, only=REPO_HONOURS)),
     ):
         dests = {a.dest for a in commands[command]._actions}
         assert expected <= dests, (command, expected - dests)

@@ -11,7 +11,7 @@ def test_predict_texts_prints_json_lines(tiny_artifact: Path, capsys) -> None:
     lines = capsys.readouterr().out.strip().split("\n")
     rows = [json.loads(line) for line in lines]
     assert [r["text"] for r in rows] == ["央行宣布降准", "湖人队获胜"]
-    assert all(set(r) == {"text", "label", "score", "probs", "labels", "truncated", "tokens"} for r in rows)
+    assert all(set(r) == {"text", "label", "score", "probs", "labels", "truncated", "tokens", "windows"} for r in rows)
     assert all(r["labels"] == [r["label"]] for r in rows), "single-label: the top label is the one that applies"
 
 

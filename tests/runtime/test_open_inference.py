@@ -71,7 +71,7 @@ def test_health_and_metadata_through_tritonclient(server: str) -> None:
     metadata = client.get_model_metadata("bert14", headers=_auth())
     assert [t["name"] for t in metadata["inputs"]] == ["text", "text_pair"]
     assert [(t["name"], t["datatype"]) for t in metadata["outputs"]] == [
-        ("label", "BYTES"), ("score", "FP32"), ("probs", "FP32"), ("labels", "BOOL")
+        ("label", "BYTES"), ("score", "FP32"), ("probs", "FP32"), ("labels", "BOOL"), ("windows", "INT32")
     ]  # fmt: skip
     labels = metadata["parameters"]["labels"]
     assert metadata["outputs"][2]["shape"] == metadata["outputs"][3]["shape"] == [-1, len(labels)]
@@ -101,10 +101,11 @@ def test_infer_answers_what_v1_classify_answers(server: str, binary: bool) -> No
     assert result.get_response()["id"] == "r-1"
 
 
-def test_infer_without_named_outputs_returns_all_four_and_pairs_work(server: str) -> None:
+def test_infer_without_named_outputs_returns_all_five_and_pairs_work(server: str) -> None:
     pairs = ["体育", "财经", "科技", "教育"]
     result = _client(server).infer("bert14", _inputs(TEXTS, True, pairs), headers=_auth())
-    assert {o["name"] for o in result.get_response()["outputs"]} == {"label", "score", "probs", "labels"}
+    assert {o["name"] for o in result.get_response()["outputs"]} == {"label", "score", "probs", "labels", "windows"}
+    np.testing.assert_array_equal(result.as_numpy("windows"), np.int32([1] * len(TEXTS)))
     expected = _v1(server, TEXTS, pairs)
     np.testing.assert_array_equal(result.as_numpy("score"), np.float32([p["score"] for p in expected]))
 

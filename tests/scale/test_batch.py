@@ -68,6 +68,26 @@ def test_fp32_labels_and_scores_are_the_classifiers(ray_local, tiny_artifact: Pa
     assert table.column("error").null_count == 300
 
 
+def test_long_texts_in_windows_get_the_classifiers_answers_and_their_window_counts(
+    ray_local, tiny_artifact: Path, tmp_path: Path
+) -> None:
+    from bert14.long_text import LongText
+
+    article = "记者从市交通委获悉，" + "地铁新线将于年底开通运营，沿线居民出行将更加便利。" * 60  # 1,510 tokens
+    texts = [article, "湖人队击败勇士", article[:800], article * 3]
+    (tmp_path / "in.txt").write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+    load = LoadOptions(precision="fp32", long_text=LongText("windows", max_windows=8))
+    run_batch(BatchOptions(tiny_artifact, str(tmp_path / "in.txt"), tmp_path / "out", load=load, workers=1,
+                           threads_per_worker=1, progress=False))  # fmt: skip
+    table = _read(tmp_path / "out").sort_by("id")
+    expected = Classifier.load(tiny_artifact, provider="cpu", threads=1, precision="fp32",
+                               long_text=load.long_text).predict(texts)  # fmt: skip
+    assert table.column("windows").to_pylist() == [p.windows for p in expected] == [5, 1, 3, 8]
+    assert table.column("truncated").to_pylist() == [False, False, False, True]
+    assert table.column("label").to_pylist() == [p.label for p in expected]
+    np.testing.assert_allclose(table.column("score").to_numpy(), [p.score for p in expected], rtol=1e-6)
+
+
 def test_bad_rows_get_an_error_and_the_rest_are_classified(ray_local, tiny_artifact: Path, tmp_path: Path) -> None:
     lines = [
         json.dumps({"id": "a", "text": "体育新闻"}),
