@@ -369,6 +369,54 @@ def headline(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def long_text(report: dict) -> str:
+    acc, speed, memory = report["accuracy"], report["speed"], report["memory"]
+    names = list(acc["strategies"])
+    lines = [
+        "`benchmarks/long_text.py --default artifacts/bert14 --json docs/results/long_text.json`. "
+        f"{_stamp(report)}",
+        "",
+        f"The trained fixture (trained on titles) on the {acc['articles']} THUCNews articles against their labels; "
+        f"{acc['over_positions']} of them run past its {acc['positions']} positions, and only those can differ "
+        f"between strategies. Cost: ms per article, {report['threads']} threads, INT8, the strategies interleaved, "
+        f"medians of {acc['rounds']} rounds. head_tail keeps 128 + {acc['body_tokens'] - 128} tokens; windows "
+        f"are {acc['body_tokens']} tokens, 256 apart, at most 64 per article.",
+        "",
+        f"| strategy | accuracy, INT8 (fp32) | on the {acc['over_positions']} long ones, INT8 (fp32) | rows | "
+        "ms per article | vs truncate |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in names:
+        r = acc["strategies"][name]
+        lines.append(
+            f"| {name} | {r['accuracy_int8']:.1%} ({r['accuracy_fp32']:.1%}) | {r['accuracy_long_int8']:.1%} "
+            f"({r['accuracy_long_fp32']:.1%}) | {r['rows']} | {r['ms_per_article']:.1f} | {r['vs_truncate']:.2f}x |"
+        )
+    lines += [
+        "",
+        f"Full-size BERT-14 ({speed['model_file']}, seeded weights, so no accuracy here), the same "
+        f"{speed['articles']} articles, medians of {speed['rounds']} interleaved rounds:",
+        "",
+        "| strategy | rows | articles/s | time vs truncate |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name in names:
+        r = speed["strategies"][name]
+        lines.append(f"| {name} | {r['rows']} | {r['articles_per_second']:.2f} | {r['vs_truncate']:.2f}x |")
+    lines += [
+        "",
+        f"Peak RSS of a fresh process that loads BERT-14 INT8 and classifies one text of "
+        f"{memory['text_tokens']:,} tokens ({memory['text_chars']:,} characters: the articles repeated):",
+        "",
+        "| run | windows | seconds | peak RSS, MB |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, r in memory["runs"].items():
+        seconds = f"{r['seconds']:.1f}" if "seconds" in r else "-"
+        lines.append(f"| {name} | {r.get('windows', '-')} | {seconds} | {r['peak_rss_mb']:.0f} |")
+    return "\n".join(lines)
+
+
 SECTIONS: dict[str, Callable[[dict], str]] = {
     "bench": bench,
     "int8": int8,
@@ -378,6 +426,7 @@ SECTIONS: dict[str, Callable[[dict], str]] = {
     "batch": batch,
     "replicas": replicas,
     "openvino": openvino,
+    "long_text": long_text,
 }
 README = ROOT / "README.md"
 

@@ -248,3 +248,18 @@ def test_check_long_text_passes_and_catches_a_wrong_selection(tiny_artifact: Pat
     monkeypatch.setattr(long_text, "_windows", shifted)
     failed = long_text_failures(check_long_text(tiny_artifact, texts, LongText("windows")))
     assert failed and "token selection differs from transformers'" in failed[0]
+
+
+def test_cli_check_long_text_reports_every_cpu_engine(tiny_artifact: Path, tmp_path: Path, capsys) -> None:
+    from bert14.commands.cli import main
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text(f"{ARTICLE}\n湖人主场险胜勇士\n", encoding="utf-8")
+    assert main(["check", str(tiny_artifact), "--texts", str(texts), "--long-text", "windows", "--stride", "300",
+                 "--json", "--quiet"]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out)["long_text"]
+    assert report["strategy"]["stride"] == 300 and report["texts"] == 2
+    assert set(report["runs"]) == {"fp32_fused", "int8", "int8_openvino"}
+    assert all(run["passed"] and run["rows"] == 6 for run in report["runs"].values())
+    assert main(["check", str(tiny_artifact), "--long-text", "tail"]) == 2
+    assert "long_text: expected one of truncate, head_tail, windows, got 'tail'" in capsys.readouterr().err
