@@ -116,7 +116,7 @@ def speed(default: Path, rounds: int) -> dict[str, object]:
 
 
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from bert14.long_text import LongText
 from bert14.runtime import Classifier
 artifact, text_file, spec = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
@@ -127,7 +127,10 @@ if spec is not None:
     started = time.perf_counter()
     p = clf.predict([text], long_text=LongText(**spec))[0]
     out.update(seconds=time.perf_counter() - started, windows=p.windows, tokens=p.tokens, truncated=p.truncated)
-out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across fork and exec, so a child would
+# report its parent's peak (the benchmark's own, with two models loaded).
+status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
+out["peak_rss_mb"] = int(status["VmHWM"].split()[0]) / 1024
 print(json.dumps(out))
 """
 
@@ -179,7 +182,17 @@ def main() -> None:
     parser.add_argument("--fixture", help="the trained fixture's artifact (default: exported into a temp dir)")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds of the fixture (full size: 3)")
     parser.add_argument("--json", help="write the report here (docs/results/long_text.json)")
+    parser.add_argument(
+        "--only-memory", action="store_true", help="re-measure the memory part alone into the --json report"
+    )
     args = parser.parse_args()
+    if args.only_memory:
+        if not args.json or not Path(args.json).is_file():
+            raise SystemExit("--only-memory: expected --json naming an earlier report to update")
+        report = json.loads(Path(args.json).read_text(encoding="utf-8"))
+        report["memory"] = memory(Path(args.default)) | {"measured": measured()}
+        Path(args.json).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return
     with tempfile.TemporaryDirectory() as work:
         fixture = Path(args.fixture) if args.fixture else export_fixture(Path(work))
         print("accuracy and cost on the trained fixture ...", file=sys.stderr, flush=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from bert14 import progress
-from bert14.artifact import MODEL_FILES, OPENVINO_INT8_FILE, read_manifest
+from bert14.artifact import MODEL_FILES, OPENVINO_INT8_FILE, VOCAB_FILE, read_manifest
 from bert14.check.cases import Case
 from bert14.check.compare import THRESHOLDS
 from bert14.check.reference import TorchReference, source_of
@@ -42,7 +42,7 @@ def reference_tokenizer(directory: Path):  # noqa: ANN201 - transformers' type, 
 
     settings = read_settings(directory)
     return BertTokenizer(
-        str(directory / "vocab.txt"),
+        str(directory / VOCAB_FILE),
         do_lower_case=settings.do_lower_case,
         strip_accents=settings.strip_accents,
         tokenize_chinese_chars=settings.tokenize_chinese_chars,

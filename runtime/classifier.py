@@ -150,6 +150,15 @@ class LoadOptions:
     )
     long_text: LongText = field(default=LongText(), metadata=nested())  # texts over the model's positions
 
+    @classmethod
+    def from_dict(cls, values: Mapping[str, object]) -> LoadOptions:
+        """The inverse of dataclasses.asdict: the options as they cross a process boundary as plain data
+        (Ray Serve replicas), the nested long_text included."""
+        fields = dict(values)
+        if isinstance(fields.get("long_text"), Mapping):
+            fields["long_text"] = LongText(**fields["long_text"])  # type: ignore[arg-type]
+        return cls(**fields)  # type: ignore[arg-type]
+
     def __post_init__(self) -> None:
         if not isinstance(self.long_text, LongText):
             raise InputError(f"long_text: expected a LongText, got {type(self.long_text).__name__}")
@@ -297,8 +306,8 @@ class Classifier:
 
     def _chunks(self, texts: list[str], pairs: list[str] | None, spec: LongText) -> Iterator[list[Document]]:
         """Documents of about CHUNK rows at a time: memory stays bounded for any number of texts."""
-        step = CHUNK // spec.max_windows if spec.strategy == WINDOWS else CHUNK
-        for start in range(0, len(texts), max(step, 1)):
+        step = max(CHUNK // spec.max_windows, 1) if spec.strategy == WINDOWS else CHUNK
+        for start in range(0, len(texts), step):
             chunk_pairs = pairs[start : start + step] if pairs is not None else None
             yield self._documents(texts[start : start + step], chunk_pairs, spec)
 

@@ -69,7 +69,7 @@ class ServerOptions:
     window_ms: float = 5.0
     max_batch_texts: int = 64  # rows per model run
     max_batch_tokens: int = 4096  # padded tokens per model run: bounds how long one run holds the model
-    max_pending_texts: int = 4096  # accepted, not yet answered; beyond it new requests get 503
+    max_pending_texts: int = 4096  # rows (texts; a text in windows: each) accepted, not yet answered; beyond: 503
     body_timeout_s: float = 10.0  # the whole body must arrive within this; else 408
     header_timeout_s: float = 10.0  # a connection's request headers must arrive within this; else closed
     max_connections: int = 512  # open connections; beyond it uvicorn answers 503
@@ -158,7 +158,9 @@ class _Service:
         self.batcher = FairBatcher(clf.predict_buckets, limits, self.metrics.batches.observe)
         # Tokenizing a large request must not hold up the model's thread, nor the event loop.
         self.tokenizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bert14-tokenize")
-        self.pending = 0  # texts accepted and not yet answered; only the event loop touches it
+        # Rows accepted and not yet answered (a text until it is tokenized; then each of its windows);
+        # only the event loop touches it.
+        self.pending = 0
 
     async def classify(self, texts: list[str], pairs: list[str] | None, long_text: LongText | None = None) -> list:
         limit = self.options.max_pending_texts
@@ -168,14 +170,16 @@ class _Service:
             )
         if self.pending + len(texts) > limit:
             raise HTTPFailure(503, f"busy: {self.pending} texts are waiting (limit {limit}); retry shortly")
-        self.pending += len(texts)
+        held = len(texts)
+        self.pending += held
         try:
             if sum(len(t) for t in texts) + sum(len(t) for t in pairs or []) <= INLINE_TOKENIZE_CHARS:
                 docs = self.clf.documents(texts, pairs, long_text)  # microseconds: a thread hop costs more
             else:
                 loop = asyncio.get_running_loop()
                 docs = await loop.run_in_executor(self.tokenizer, self.clf.documents, texts, pairs, long_text)
-            # A text's windows are rows like any other: they count against the budget and share runs.
+            # A text's windows are rows like any other: they count against the budget, the pending
+            # limit (so windows cannot hold more memory than as many texts would) and share runs.
             rows = [row for doc in docs for row in doc.rows]
             tokens = sum(len(row.ids) for row in rows)
             if tokens > self.options.max_request_tokens:
@@ -184,9 +188,16 @@ class _Service:
                     f"request holds {tokens} tokens, over the limit of {self.options.max_request_tokens} "
                     "per request; split it",
                 )
+            if len(rows) > limit:
+                raise HTTPFailure(413, f"texts: their {len(rows)} windows are more rows than the server ever holds "
+                                       f"at once ({limit}); split the request or lower max_windows")  # fmt: skip
+            if self.pending - held + len(rows) > limit:
+                raise HTTPFailure(503, f"busy: {self.pending - held} rows are waiting (limit {limit}); retry shortly")
+            self.pending += len(rows) - held
+            held = len(rows)
             return self.clf.pool(docs, await self.batcher.submit(rows))
         finally:
-            self.pending -= len(texts)
+            self.pending -= held
 
     async def answer(self, respond, input_status: int = 422) -> tuple[Response, int]:  # noqa: ANN001
         """`await respond()` -> (response, texts answered); a refused request becomes its 4xx/503, a

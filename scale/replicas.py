@@ -84,7 +84,7 @@ class Replica:
     """One replica: the artifact loaded once, served by runtime/server.py's app."""
 
     def __init__(self, artifact: str, load: dict, server: dict) -> None:
-        self.clf = Classifier.load(artifact, LoadOptions(**load))
+        self.clf = Classifier.load(artifact, LoadOptions.from_dict(load))
         self.options = ServerOptions(**server)
         self.name = serve.get_replica_context().replica_id.unique_id
         self.board = _board()

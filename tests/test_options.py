@@ -123,3 +123,15 @@ def test_every_runtime_option_reaches_predict_serve_batch_and_triton_repo_from_o
     assert LoadOptions(**values(LoadOptions, args)) == LoadOptions()
     fields = {f.name: f for f in dataclasses.fields(LoadOptions)}
     assert fields["max_batch"].metadata and not fields["verify"].metadata  # verify stays the library's
+
+
+def test_load_options_cross_a_process_boundary_as_plain_data_and_back() -> None:
+    """Ray Serve replicas get LoadOptions as dataclasses.asdict's plain dict: from_dict restores it whole,
+    the nested long_text included (a dict there once failed every replica's start)."""
+    from bert14.long_text import LongText
+    from bert14.runtime import LoadOptions
+
+    options = LoadOptions(precision="fp32", threads=1, long_text=LongText("windows", stride=128, max_windows=9))
+    assert LoadOptions.from_dict(dataclasses.asdict(options)) == options
+    with pytest.raises(InputError, match="long_text: expected a LongText, got dict"):
+        LoadOptions(**dataclasses.asdict(options))

@@ -148,6 +148,8 @@ def test_truncate_stays_the_default_and_a_short_text_is_one_window(clf: Classifi
     assert [w.start for w in windows.window_labels][0] == 0 and windows.window_labels[-1].end == len(ARTICLE)
     capped = clf.predict([ARTICLE], long_text=LongText("windows", max_windows=2))[0]
     assert capped.windows == 2 and capped.truncated
+    roomy = clf.predict([ARTICLE, title], long_text=LongText("windows", max_windows=4096))  # a cap over CHUNK rows
+    assert [p.windows for p in roomy] == [5, 1] and roomy[0].probs == windows.probs
 
 
 def test_pooled_scores_are_the_windows_mean_or_max(clf: Classifier) -> None:

@@ -104,3 +104,41 @@ def test_triton_repo_refuses_a_strategy_its_models_do_not_run(tiny_artifact: Pat
     err = capsys.readouterr().err.strip()
     assert "--long-text windows: the repository's tokenize model truncates" in err and len(err.splitlines()) == 1
     assert not out.exists(), "nothing is written"
+
+
+def test_windows_count_against_the_pending_limit_as_rows(clf: Classifier, monkeypatch) -> None:
+    """A text in 5 windows holds 5 rows' memory: it counts 5 against --max-pending-texts, and a server
+    already holding rows answers 503 for windows it would have taken as one truncated text."""
+    import asyncio
+    import threading
+
+    import httpx
+
+    release = threading.Event()
+    original = clf.predict_buckets
+
+    def held(rows):  # noqa: ANN001, ANN202
+        release.wait(10)  # the first run holds the model until the test lets it go
+        return original(rows)
+
+    monkeypatch.setattr(clf, "predict_buckets", held)
+    app = create_app(clf, ServerOptions(max_pending_texts=6, window_ms=1))
+
+    async def scenario() -> tuple[int, ...]:
+        transport = httpx.ASGITransport(app=app)
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as client:
+                too_many = await client.post("/v1/classify", json={"texts": [ARTICLE, ARTICLE], "long_text": "windows"})
+                assert "10 windows are more rows than the server ever holds at once (6)" in too_many.json()["error"]
+                first = asyncio.create_task(client.post("/v1/classify", json={"texts": ["一", "二"]}))
+                await asyncio.sleep(0.2)  # two rows pending
+                busy = await client.post("/v1/classify", json={"texts": [ARTICLE], "long_text": "windows"})
+                assert "2 rows are waiting (limit 6)" in busy.json()["error"]
+                fits = asyncio.create_task(client.post("/v1/classify", json={"texts": [ARTICLE]}))
+                await asyncio.sleep(0.2)
+                release.set()
+                done, ok = await first, await fits
+                after = await client.post("/v1/classify", json={"texts": [ARTICLE], "long_text": "windows"})
+        return too_many.status_code, busy.status_code, done.status_code, ok.status_code, after.status_code
+
+    assert asyncio.run(scenario()) == (413, 503, 200, 200, 200)
