@@ -47,21 +47,20 @@ def cuda_available() -> bool:
 
 
 class Runner:
-    """One ORT session with inputs and the output bound to the provider's device."""
+    """One session, opened as the runtime opens it (runtime/engines/onnxruntime.py), with inputs and the
+    output bound once to the provider's device: the timings are the model's, not the copies'."""
 
     def __init__(self, path: Path, provider: str, feeds: dict[str, np.ndarray], cuda_graph: bool = False) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
+        from bert14.runtime.engines import SessionSettings, onnxruntime
+
         device = "cuda" if provider == "cuda" else "cpu"
-        if provider == "cuda":
-            providers = [("CUDAExecutionProvider", {"enable_cuda_graph": "1" if cuda_graph else "0"})]
-        else:
-            options.intra_op_num_threads = 2
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            providers = ["CPUExecutionProvider"]
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        threads = None if provider == "cuda" else 2
+        settings = SessionSettings(threads, spinning=False, cuda_graph=cuda_graph)
+        self.session, actual = onnxruntime.open_session(Path(path), device, settings)
+        if actual != device:
+            raise SystemExit(f"{path.name}: the {device} provider did not take the model (it runs on {actual})")
         self.binding = self.session.io_binding()
         self._keep = []
         for name, array in feeds.items():

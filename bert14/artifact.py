@@ -51,11 +51,13 @@ MODEL_FILES = {
 }
 # Files a model file cannot load without; they travel, are verified and are replaced with it.
 COMPANION_FILES = {OPENVINO_INT8_FILE: (OPENVINO_INT8_WEIGHTS,)}
-# What every artifact carries besides its models; the runtime reads (and verifies) all of them.
-SUPPORT_FILES = (VOCAB_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_JSON_FILE, CONFIG_FILE)
+# What a default-family artifact carries besides its models; the runtime reads (and verifies) all of
+# them. An artifact's own: Manifest.model.family.support_files.
+SUPPORT_FILES = DEFAULT_FAMILY.support_files
 # Every file name an export may write into an artifact directory; nothing else is ever replaced there.
 ARTIFACT_FILE_NAMES = frozenset(
-    {*MODEL_FILES.values(), *(n for names in COMPANION_FILES.values() for n in names), *SUPPORT_FILES, MANIFEST_NAME}
+    {*MODEL_FILES.values(), *(n for names in COMPANION_FILES.values() for n in names), MANIFEST_NAME}
+    | {name for family in FAMILIES.values() for name in family.support_files}
 )
 # The default family's inputs, int64 (batch, sequence) (an artifact's own: Manifest.model.family), and
 # the output every artifact has, float32 (batch, num_labels).

@@ -8,6 +8,7 @@ characters split, WordPiece with [UNK], 100-character word limit).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from tokenizers.models import WordPiece
 
 from bert14.artifact import TOKENIZER_CONFIG_FILE, TOKENIZER_JSON_FILE, VOCAB_FILE
 from bert14.errors import ArtifactError
+from bert14.family import DEFAULT_FAMILY, ModelFamily
 from bert14.jsonfile import read_json_object
 
 # BertTokenizer's WordpieceTokenizer turns longer words into [UNK] whole.
@@ -146,11 +148,23 @@ def read_settings(directory: Path) -> TokenizerSettings:
     return TokenizerSettings.from_config(read_json_object(path, ArtifactError, "tokenizer settings"))
 
 
-def load_tokenizer(directory: Path | str) -> tuple[Tokenizer, TokenizerSettings]:
-    """The tokenizer of an artifact or checkpoint directory (vocab.txt + tokenizer_config.json)."""
-    directory = Path(directory)
+def _wordpiece(directory: Path) -> tuple[Tokenizer, TokenizerSettings]:
+    """BERT's WordPiece tokenizer from vocab.txt + tokenizer_config.json."""
     settings = read_settings(directory)
     return build_tokenizer(read_vocab(directory / VOCAB_FILE), settings), settings
+
+
+# The reader of each tokenizer kind a family names (ModelFamily.tokenizer): another kind is one entry.
+READERS: dict[str, Callable[[Path], tuple[Tokenizer, TokenizerSettings]]] = {"WordPiece": _wordpiece}
+
+
+def load_tokenizer(directory: Path | str, family: ModelFamily = DEFAULT_FAMILY) -> tuple[Tokenizer, TokenizerSettings]:
+    """The tokenizer of an artifact or checkpoint directory of `family` (bert14/family.py)."""
+    reader = READERS.get(family.tokenizer)
+    if reader is None:
+        raise ArtifactError(f"{directory}: no reader for {family.model_type}'s {family.tokenizer} tokenizer; "
+                            f"bert14/tokenizer.py reads {sorted(READERS)}")  # fmt: skip
+    return reader(Path(directory))
 
 
 def write_tokenizer_files(directory: Path, tokens: list[str], settings: TokenizerSettings) -> None:

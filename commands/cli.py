@@ -75,7 +75,8 @@ def _optimize(args: argparse.Namespace) -> int:
 
     source, target = Path(args.model), Path(args.output)
     options = OptimizeOptions(
-        args.num_layers, args.num_heads, debug=args.debug, gate=not args.no_gate, skip=frozenset(args.skip)
+        args.num_layers, args.num_heads, debug=args.debug, gate=not args.no_gate, skip=frozenset(args.skip),
+        include=frozenset(args.include),
     )
     report = optimize_file(source, target, options)
     for op, count in report.counts.items():
@@ -376,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip", action="append", default=[], metavar="PASS",
         help="switch a fusion pass off (repeatable): layer_norm, embed_layer_norm, attention, skip_layer_norm, "
         "gelu, first_token; the gate then expects what the others make",
+    )  # fmt: skip
+    optimize.add_argument(
+        "--with", dest="include", action="append", default=[], metavar="PASS",
+        help="switch an opt-in pass on (repeatable): mask_index (Attention reads sequence lengths; right padding only)",
     )  # fmt: skip
     optimize.add_argument("--no-gate", action="store_true", help="write the model even when fusion falls short")
     optimize.set_defaults(func=_optimize)

@@ -41,7 +41,7 @@ from bert14.optimize.graph import (
     rank,
     replace_value,
 )
-from bert14.optimize.passes import PassResult
+from bert14.optimize.passes import PassResult, Refusal
 from bert14.optimize.probe import evaluate, is_key_padding_bias, probe_feeds
 
 # |scale - 1/sqrt(D)| below this is the default scale; float32 rounding of sqrt(scale) squared.
@@ -74,10 +74,6 @@ class AttentionMatch:
     bias: ir.Value | None  # additive (float) or boolean keep-mask, before the softmax
     output: ir.Value  # (B, S, hidden), what the fused node replaces
     scale: float
-
-
-class Refusal(Exception):
-    """A candidate block that does not match; the message is the reason shown in debug reports."""
 
 
 def projection(value: ir.Value) -> Projection:

@@ -24,7 +24,7 @@ import numpy as np
 import onnx_ir as ir
 
 from bert14.optimize.graph import MS_DOMAIN, constant, graph_input, producer, replace_value
-from bert14.optimize.passes import PassResult
+from bert14.optimize.passes import PassResult, Refusal
 from bert14.optimize.probe import evaluate, probe_feeds
 
 _ID_INPUTS = ("input_ids", "token_type_ids")
@@ -52,18 +52,18 @@ def _graph_input_name(value: ir.Value) -> str | None:
     return value.name if value.is_graph_input() else None
 
 
-def match(layer_norm: ir.Node) -> EmbeddingMatch | str:
-    """The match, or the reason this LayerNormalization is not an embedding LayerNorm."""
+def match(layer_norm: ir.Node) -> EmbeddingMatch:
+    """The match, or a Refusal saying why this LayerNormalization is not an embedding LayerNorm."""
     axis = layer_norm.attributes.get("axis")
     if axis is not None and axis.as_int() != -1:
-        return f"{layer_norm.name}: LayerNorm is not over the last axis"
+        raise Refusal(f"{layer_norm.name}: LayerNorm is not over the last axis")
     if constant(layer_norm.inputs[1]) is None or (
         len(layer_norm.inputs) > 2 and layer_norm.inputs[2] is not None and constant(layer_norm.inputs[2]) is None
     ):
-        return f"{layer_norm.name}: gamma/beta are not constants"
+        raise Refusal(f"{layer_norm.name}: gamma/beta are not constants")
     gathers = [producer(v, "Gather") for v in _addends(layer_norm.inputs[0])]
     if len(gathers) != 3 and len(gathers) != 2 or any(g is None for g in gathers):
-        return f"{layer_norm.name}: input is not a sum of 2 or 3 embedding Gathers"
+        raise Refusal(f"{layer_norm.name}: input is not a sum of 2 or 3 embedding Gathers")
     tables: dict[str, ir.Value] = {}
     position_ids = None
     for gather in gathers:
@@ -71,16 +71,16 @@ def match(layer_norm: ir.Node) -> EmbeddingMatch | str:
         table = gather.inputs[0]
         array = constant(table)
         if array is None or array.ndim != 2:
-            return f"{gather.name}: embedding table is not a constant 2-D tensor"
+            raise Refusal(f"{gather.name}: embedding table is not a constant 2-D tensor")
         name = _graph_input_name(gather.inputs[1])
         if name in _ID_INPUTS and name not in tables:
             tables[name] = table
         elif position_ids is None:
             position_ids = gather.inputs[1]
         else:
-            return f"{gather.name}: more than one Gather reads something other than input_ids/token_type_ids"
+            raise Refusal(f"{gather.name}: more than one Gather reads something other than input_ids/token_type_ids")
     if "input_ids" not in tables or position_ids is None:
-        return f"{layer_norm.name}: no word embedding of input_ids plus position embedding"
+        raise Refusal(f"{layer_norm.name}: no word embedding of input_ids plus position embedding")
     return EmbeddingMatch(
         layer_norm,
         tables["input_ids"],
@@ -94,24 +94,24 @@ def gathers_table(gathers: list[ir.Node | None], indices: ir.Value) -> ir.Value:
     return next(g.inputs[0] for g in gathers if g is not None and g.inputs[1] is indices)
 
 
-def positions_are_arange(model: ir.Model, m: EmbeddingMatch) -> str | None:
+def check_positions(model: ir.Model, m: EmbeddingMatch) -> None:
+    """A Refusal unless the position ids are 0..S-1 in every row (evaluated on probe inputs)."""
     if constant(m.position_ids) is not None:
-        return f"{m.position_ids.name}: positions are a constant, not 0..S-1 of each input"
+        raise Refusal(f"{m.position_ids.name}: positions are a constant, not 0..S-1 of each input")
     feeds = probe_feeds(model)
     try:
         results = evaluate(model, [m.position_ids], feeds)
     except Exception as exc:  # the indices may depend on something other than the inputs
-        return f"{m.position_ids.name}: could not evaluate the position ids ({exc})"
+        raise Refusal(f"{m.position_ids.name}: could not evaluate the position ids ({exc})") from None
     for feed, (positions,) in zip(feeds, results, strict=True):
         batch, sequence = feed.input_ids.shape
         expected = np.arange(sequence)
         try:
             full = np.broadcast_to(positions, (batch, sequence))
         except ValueError:
-            return f"{m.position_ids.name}: positions of shape {positions.shape} are not (batch, S)"
+            raise Refusal(f"{m.position_ids.name}: positions of shape {positions.shape} are not (batch, S)") from None
         if not np.array_equal(full, np.broadcast_to(expected, (batch, sequence))):
-            return f"{m.position_ids.name}: positions are not 0..S-1 in every row"
-    return None
+            raise Refusal(f"{m.position_ids.name}: positions are not 0..S-1 in every row")
 
 
 def _int32(model: ir.Model, name: str, anchor: ir.Node) -> ir.Value:
@@ -156,13 +156,11 @@ def fuse_embed_layer_norm(model: ir.Model) -> PassResult:
     for node in list(model.graph):
         if node.op_type != "LayerNormalization" or node.domain not in ("", "ai.onnx"):
             continue
-        found = match(node)
-        if isinstance(found, str):
-            refused.append(found)
-            continue
-        reason = positions_are_arange(model, found)
-        if reason:
-            refused.append(reason)
+        try:
+            found = match(node)
+            check_positions(model, found)
+        except Refusal as why:
+            refused.append(str(why))
             continue
         rewrite(model, found)
         return PassResult(1)

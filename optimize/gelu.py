@@ -35,7 +35,7 @@ from onnxscript.rewriter.ort_fusions.erfgelu import rules as erf_gelu_dynamo_ord
 from onnxscript.rewriter.ort_fusions.gelu import gelu_rules as gelu_torchscript_order_rules
 
 from bert14.optimize.graph import MS_DOMAIN, constant, replace_value
-from bert14.optimize.passes import PassResult, apply_rules
+from bert14.optimize.passes import PassResult, Refusal, apply_rules
 
 # The grid covers where GELU's two forms differ (|x| < 6); fp32 constants in the graph put the
 # evaluated subgraph within ~1e-6 of the exact form there, while the erf and tanh forms differ by
@@ -91,23 +91,25 @@ def fuse_gelu_by_evaluation(model: ir.Model) -> list[str]:
     for node in [n for n in model.graph if n.op_type in ("Erf", "Tanh") and n.domain in ("", "ai.onnx")]:
         if node.graph is None:  # removed by an earlier replacement
             continue
-        found = _region(node)
+        try:
+            found = _region(node)
+        except Refusal as why:
+            reasons.append(f"{node.name or node.op_type}: {why}")
+            continue
         if found is None:
             continue  # not GELU-shaped (e.g. the pooler's Tanh, which feeds a Gemm)
-        if isinstance(found, str):
-            reasons.append(f"{node.name or node.op_type}: {found}")
-            continue
         x, ends = found
-        problem = None
+        problem: Refusal | None = None
         for y in ends:  # the closing Mul, then each constant scale after it (x * (1 + erf) * 0.5)
             members = _between(x, y)
-            problem = _closure_problem(x, y, members)
-            op = None
-            if problem is None:
-                op, problem = _identify(x, y, members)
-            if op is not None:
-                _replace(model, op, x, y, members)
-                break
+            try:
+                _check_closure(x, y, members)
+                op = _identify(x, y, members)
+            except Refusal as why:
+                problem = why
+                continue
+            _replace(model, op, x, y, members)
+            break
         else:
             reasons.append(f"{node.name or node.op_type}: {problem}")
     return reasons
@@ -130,16 +132,16 @@ def _ancestors(value: ir.Value) -> list[ir.Value]:
     return order
 
 
-def _region(node: ir.Node) -> tuple[ir.Value, list[ir.Value]] | str | None:
+def _region(node: ir.Node) -> tuple[ir.Value, list[ir.Value]] | None:
     """(x, the values y where the GELU may close), or None when the node is not in a GELU-shaped
     subgraph: its output must reach a Mul whose second operand is computed from the same x.
-    The candidates are that Mul's output and each constant-operand step after it. A reason
-    instead when the chain is cut before that Mul by a value something else reads too."""
+    The candidates are that Mul's output and each constant-operand step after it. A Refusal
+    when the chain is cut before that Mul by a value something else reads too."""
     inner = set(_ancestors(node.inputs[0]))
     value, x, ends = node.outputs[0], None, []
     for _ in range(MAX_GELU_STEPS):
         if x is None and (len(list(value.consumers())) > 1 or value.is_graph_output()):
-            return f"{value.name} is read outside the GELU"
+            raise Refusal(f"{value.name} is read outside the GELU")
         step = _only_elementwise_consumer(value)
         if step is None:
             break
@@ -182,23 +184,24 @@ def _between(x: ir.Value, y: ir.Value) -> list[ir.Node]:
     return sorted(members, key=lambda n: order.get(id(n), 0))
 
 
-def _closure_problem(x: ir.Value, y: ir.Value, members: list[ir.Node]) -> str | None:
+def _check_closure(x: ir.Value, y: ir.Value, members: list[ir.Node]) -> None:
+    """A Refusal unless the nodes from x to y are elementwise and read and feed nothing outside."""
     produced = {id(v) for n in members for v in n.outputs}
     for node in members:
         if node.op_type not in _ELEMENTWISE:
-            return f"{node.op_type} {node.name!r} between {x.name} and {y.name} is not elementwise"
+            raise Refusal(f"{node.op_type} {node.name!r} between {x.name} and {y.name} is not elementwise")
         for value in node.inputs:
             if value is not None and value is not x and constant(value) is None and id(value) not in produced:
-                return f"reads {value.name} besides {x.name}"
+                raise Refusal(f"reads {value.name} besides {x.name}")
         for value in node.outputs:
             if value is not y and any(c not in members for c in value.consumers()):
-                return f"{value.name} is used outside the GELU"
+                raise Refusal(f"{value.name} is used outside the GELU")
             if value is not y and value.is_graph_output():
-                return f"{value.name} is a graph output"
-    return None
+                raise Refusal(f"{value.name} is a graph output")
 
 
-def _identify(x: ir.Value, y: ir.Value, members: list[ir.Node]) -> tuple[str | None, str | None]:
+def _identify(x: ir.Value, y: ir.Value, members: list[ir.Node]) -> str:
+    """The op the subgraph computes (Gelu or FastGelu), evaluated on a grid, or a Refusal."""
     values: dict[int, np.ndarray] = {id(x): _GRID}
     with np.errstate(all="ignore"):
         for node in members:
@@ -208,8 +211,8 @@ def _identify(x: ir.Value, y: ir.Value, members: list[ir.Node]) -> tuple[str | N
     errors = {op: float(np.max(np.abs(got - form(_GRID)))) for op, form in _FORMS.items()}
     best = min(errors, key=errors.get)
     if errors[best] <= GELU_MATCH_ATOL:
-        return best, None
-    return None, f"not a GELU: max error {errors['Gelu']:.1e} from the erf form, {errors['FastGelu']:.1e} from tanh"
+        return best
+    raise Refusal(f"not a GELU: max error {errors['Gelu']:.1e} from the erf form, {errors['FastGelu']:.1e} from tanh")
 
 
 def _replace(model: ir.Model, op: str, x: ir.Value, y: ir.Value, members: list[ir.Node]) -> None:

@@ -57,10 +57,10 @@ def use_sequence_lengths(model: ir.Model) -> int:
 def write_seqlen_fp16(fused: Path, target: Path) -> None:
     """The fp16 file with sequence-length attention, built from a fused fp32 file."""
     from bert14.optimize.fp16 import convert_fp16
-    from bert14.optimize.pipeline import save
+    from bert14.optimize.pipeline import run_pass, save
 
     model = ir.load(str(fused))
-    use_sequence_lengths(model)
+    run_pass(model, "mask_index")
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "seqlen.onnx"
         save(model, fp32)

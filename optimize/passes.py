@@ -2,6 +2,9 @@
 
     PassResult(count, refused)   count: rewrites made; refused: one readable line per candidate
                                  that looked like the pattern and was not rewritten, and why
+    Refusal(message)             how a rule written here refuses a candidate: its match or check
+                                 raises it ("NODE: expected ..., found ..."), the pass collects it
+
 
 A family module (layer_norm.py, attention.py, ...) exposes one function, `fuse_*(model, ...) ->
 PassResult`; the pipeline (pipeline.py) is a plain list of them. Rules written here explain their
@@ -20,6 +23,12 @@ from onnxscript.rewriter._basics import MatchingTracer, MatchStatus
 
 # Candidates reported per onnxscript rule: the closest misses, not every node it looked at.
 TRACED_PER_RULE = 3
+
+
+class Refusal(Exception):
+    """A candidate that looked like a rule's pattern and does not match: the message names it and says
+    why. Every rule written here refuses this one way; onnxscript's rules refuse through its
+    MatchResult.fail, which `apply_rules` reads back (debug) into the same PassResult.refused lines."""
 
 
 @dataclass(frozen=True)

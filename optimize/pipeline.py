@@ -9,15 +9,18 @@
     skip_layer_norm   bias + residual Add + LayerNorm -> SkipLayerNormalization
     gelu              bias Add + GELU -> BiasGelu (erf form) or FastGelu (tanh form)
     first_token       the last layer's work after attention runs on the head's token 0 only
+    mask_index        opt-in: Attention reads sequence lengths, not the 2-D mask (mask_index.py;
+                      right padding only: the CUDA fp16 file model.fp16.seqlen.onnx is built with it)
     retype_final      the same once more at the end: no dead nodes, every value typed
 
 Every pass returns a PassResult (passes.py): what it rewrote and, one line each, why it refused
 the candidates it did not. Each pass is declared once, as a `Pass` in PASSES: its name, its run,
 what the gate expects of it, and whether a user may switch it off by name
 (`OptimizeOptions(skip=...)`, `bert14 optimize --skip NAME`; the gate then expects what the
-others make). To add a fusion: a family module with a `fuse_*(model) -> PassResult`, one `Pass`
-in PASSES (with `expects`), its op in the family's `fused_ops` (bert14/family.py), a positive and a
-near-miss rule test.
+others make), or an opt-in pass switched on (`OptimizeOptions(include=...)`, `--with NAME`). A
+rule refuses a candidate one way, by raising passes.Refusal. To add a fusion: a family module with
+a `fuse_*(model) -> PassResult`, one `Pass` in PASSES (with `expects`), its op in the family's
+`fused_ops` (bert14/family.py), a positive and a near-miss rule test.
 
 The order matters: the LayerNorm rule runs before constant folding, which drops the tiny
 `Add(variance, 1e-12)` of a decomposed LayerNorm and so breaks its pattern;
@@ -53,6 +56,7 @@ from bert14.optimize.first_token import run_tail_on_first_token
 from bert14.optimize.gelu import fuse_gelu, gelu_counts
 from bert14.optimize.graph import MS_DOMAIN, count_ops
 from bert14.optimize.layer_norm import fuse_decomposed_layer_norm
+from bert14.optimize.mask_index import use_sequence_lengths
 from bert14.optimize.passes import PassResult
 from bert14.optimize.shapes import propagate_shapes
 from bert14.optimize.skip_layer_norm import fuse_skip_layer_norm
@@ -68,6 +72,7 @@ class OptimizeOptions:
     debug: bool = False  # also collect why onnxscript's rules refused their closest candidates
     gate: bool = True  # raise FusionError when the counts fall short
     skip: frozenset[str] = frozenset()  # fusion passes to switch off (Pass.skippable); the gate expects the rest
+    include: frozenset[str] = frozenset()  # opt-in passes to switch on (Pass.opt_in)
     family: ModelFamily = DEFAULT_FAMILY  # whose fused ops the report counts (bert14/family.py), + the GELU op
 
 
@@ -149,6 +154,7 @@ class Pass:
     skippable: bool = False
     makes: tuple[str, ...] = ()
     consumes: tuple[str, ...] = ()
+    opt_in: bool = False  # runs only when named in OptimizeOptions.include
 
 
 def _quiet(step: Callable[[ir.Model], None]) -> Run:
@@ -192,13 +198,26 @@ PASSES: list[Pass] = [
         skippable=True, makes=("BiasGelu", "FastGelu"), consumes=("Erf",),
     ),
     Pass("first_token", lambda model, options: run_tail_on_first_token(model), skippable=True),
+    Pass("mask_index", lambda model, options: PassResult(use_sequence_lengths(model)), opt_in=True),
     Pass("retype_final", _quiet(retype)),
 ]  # fmt: skip
 SKIPPABLE = tuple(p.name for p in PASSES if p.skippable)
+OPT_IN = tuple(p.name for p in PASSES if p.opt_in)
 
 
-def check_skip(skip: frozenset[str]) -> None:
+def run_pass(model: ir.Model, name: str, options: OptimizeOptions | None = None) -> PassResult:
+    """One pass of PASSES on its own, by name (the build chain's mask_index variant)."""
+    step = next((p for p in PASSES if p.name == name), None)
+    if step is None:
+        raise InputError(f"{name}: expected a pass name, one of {[p.name for p in PASSES]}")
+    return step.run(model, options or OptimizeOptions())
+
+
+def check_skip(skip: frozenset[str], include: frozenset[str] = frozenset()) -> None:
     names = [p.name for p in PASSES]
+    for name in sorted(include):
+        if name not in OPT_IN:
+            raise InputError(f"--with {name}: expected an opt-in pass, one of {list(OPT_IN)}")
     for name in sorted(skip):
         if name not in names:
             raise InputError(f"--skip {name}: expected a pass name, one of {sorted(SKIPPABLE)}")
@@ -212,14 +231,14 @@ def check_skip(skip: frozenset[str]) -> None:
 def optimize_model(model: ir.Model, options: OptimizeOptions | None = None) -> tuple[ir.Model, FusionReport]:
     """Fuse `model` in place; returns it with the report. Raises FusionError on a shortfall."""
     options = options or OptimizeOptions()
-    check_skip(options.skip)
+    check_skip(options.skip, options.include)
     seconds: dict[str, float] = {}
     reasons: dict[str, list[str]] = {}
     layers = options.num_layers
     for step in PASSES:
         if step.name == "embed_layer_norm" and layers is None:
             layers = count_ops(model).get("Softmax", 0)  # one attention softmax per encoder layer
-        if step.name in options.skip:
+        if step.name in options.skip or (step.opt_in and step.name not in options.include):
             continue
         started = time.perf_counter()
         result = step.run(model, options)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bert14.artifact import MANIFEST_NAME, SUPPORT_FILES, Manifest, read_manifest, verify_files, with_companions
+from bert14.artifact import MANIFEST_NAME, Manifest, read_manifest, verify_files, with_companions
 from bert14.encode import Batch, Encoded, buckets, check_texts, encode
 from bert14.errors import ArtifactError, InputError
 from bert14.head import (
@@ -205,7 +205,8 @@ class Classifier:
         if options.verify:
             # Every file the runtime reads, and the tokenizer.json and config.json that travel with
             # it: a file swapped for another model's must not load silently.
-            verify_files(directory, manifest, [*with_companions(resolved.path.name), *SUPPORT_FILES])
+            support = manifest.model.family.support_files  # the tokenizer's files and config.json
+            verify_files(directory, manifest, [*with_companions(resolved.path.name), *support])
         settings = SessionSettings(options.threads, options.inter_op_threads, options.spinning, options.cuda_graph)
         session, actual = open_session(resolved, settings)
         if actual != resolved.provider and options.provider == "auto":
@@ -214,7 +215,7 @@ class Classifier:
                 verify_files(directory, manifest, with_companions(resolved.path.name))
             session, actual = open_session(resolved, settings)
         precision, path, engine = resolved.precision, resolved.path, resolved.engine
-        tokenizer, tokenizer_settings = load_tokenizer(directory)
+        tokenizer, tokenizer_settings = load_tokenizer(directory, manifest.model.family)
         labels = [str(label) for label in manifest.model.labels]
         if not labels:
             raise ArtifactError(f"{directory / MANIFEST_NAME}: expected the model's labels, found none")
@@ -226,7 +227,7 @@ class Classifier:
         if actual == "cuda":
             from bert14.runtime.cuda import CudaRunner
 
-            runner = CudaRunner(session, len(labels), options.cuda_graph)
+            runner = CudaRunner(session, len(labels), options.cuda_graph, inputs=manifest.model.family.input_names)
         clf = cls(
             directory,
             labels,
@@ -258,7 +259,8 @@ class Classifier:
         directory = Path(directory)
         manifest = read_manifest(directory)
         path = resolve(directory, precision, provider, set(manifest.files), engine).path
-        return [MANIFEST_NAME, *with_companions(path.name), *(name for name in SUPPORT_FILES if name in manifest.files)]
+        support = manifest.model.family.support_files
+        return [MANIFEST_NAME, *with_companions(path.name), *(name for name in support if name in manifest.files)]
 
     def logits(
         self, texts: Sequence[str] | str, text_pairs: Sequence[str] | None = None, long_text: LongText | None = None

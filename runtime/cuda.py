@@ -47,9 +47,16 @@ class CudaRunner:
     """Runs bucketed batches on a CUDA session through IO binding (and CUDA graphs if asked)."""
 
     def __init__(
-        self, session: ort.InferenceSession, num_labels: int, cuda_graph: bool, device_id: int = 0, device: str = "cuda"
+        self,
+        session: ort.InferenceSession,
+        num_labels: int,
+        cuda_graph: bool,
+        device_id: int = 0,
+        device: str = "cuda",
+        inputs: tuple[str, ...] = INPUT_NAMES,  # the model's, as its family names them (bert14/family.py)
     ) -> None:
         self.session = session
+        self.inputs = inputs
         self.device = device  # "cpu" only in tests: the same binding logic on the CPU provider
         self.num_labels = num_labels
         self.cuda_graph = cuda_graph
@@ -65,7 +72,7 @@ class CudaRunner:
             return self._bound(batch)
         shape = (_bucket(rows, BATCH_BUCKETS), _bucket(length, SEQUENCE_BUCKETS))
         padded = {}
-        for name, array in zip(INPUT_NAMES, (batch.input_ids, batch.attention_mask, batch.token_type_ids), strict=True):
+        for name, array in batch.feeds(self.inputs).items():
             padded[name] = np.zeros(shape, dtype=np.int64)  # (B', S') padding rows and columns are masked out
             padded[name][:rows, :length] = array
         with self._lock:
@@ -79,7 +86,7 @@ class CudaRunner:
 
     def _bound(self, batch: Batch) -> np.ndarray:
         binding = self.session.io_binding()
-        for name, array in batch.feeds().items():
+        for name, array in batch.feeds(self.inputs).items():
             binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, self.device, self.device_id))
         binding.bind_output("logits", self.device, self.device_id)
         self.session.run_with_iobinding(binding)
@@ -88,7 +95,7 @@ class CudaRunner:
     def _new_graph(self, shape: tuple[int, int]) -> _Graph:
         inputs = {
             name: ort.OrtValue.ortvalue_from_numpy(np.zeros(shape, dtype=np.int64), self.device, self.device_id)
-            for name in INPUT_NAMES
+            for name in self.inputs
         }
         inputs["attention_mask"].update_inplace(np.ones(shape, dtype=np.int64))
         output = ort.OrtValue.ortvalue_from_shape_and_type(

@@ -102,10 +102,10 @@ def _head_outputs(num_labels: int, labels_file: bool = False) -> list[str]:
     ]
 
 
-def _model_config(options: RepoOptions, num_labels: int) -> str:
+def _model_config(options: RepoOptions, num_labels: int, inputs: tuple[str, ...]) -> str:
     kind = "KIND_GPU" if options.device == "gpu" else "KIND_CPU"
     body = [
-        *(_io("input", n, "TYPE_INT64", [-1]) for n in INPUT_NAMES),
+        *(_io("input", n, "TYPE_INT64", [-1]) for n in inputs),
         _io("output", "logits", "TYPE_FP32", [num_labels], '\n  label_filename: "labels.txt"'),
         "dynamic_batching {\n"
         f"  preferred_batch_size: {list(options.preferred_batch)}\n"
@@ -130,8 +130,8 @@ def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> str:
     return f'  step {{\n    model_name: "{model}"\n    model_version: -1\n' + "\n".join(maps) + "\n  }"
 
 
-def _ensemble_config(options: RepoOptions, num_labels: int) -> str:
-    features = {n: f"_{n}" for n in INPUT_NAMES}
+def _ensemble_config(options: RepoOptions, num_labels: int, inputs: tuple[str, ...]) -> str:
+    features = {n: f"_{n}" for n in inputs}
     steps = [
         _step(TOKENIZE, {"text": "text", "text_pair": "text_pair"}, features),
         _step(MODEL, {n: v for n, v in features.items()}, {"logits": "_logits"}),
@@ -141,13 +141,13 @@ def _ensemble_config(options: RepoOptions, num_labels: int) -> str:
     return _config(options.name, body, options.max_batch, platform="ensemble")
 
 
-def configs(options: RepoOptions, num_labels: int) -> dict[str, str]:
-    """Each model directory's config.pbtxt."""
+def configs(options: RepoOptions, num_labels: int, inputs: tuple[str, ...] = INPUT_NAMES) -> dict[str, str]:
+    """Each model directory's config.pbtxt; `inputs`: the model's, as its family names them (bert14/family.py)."""
     return {
-        options.name: _ensemble_config(options, num_labels),
+        options.name: _ensemble_config(options, num_labels, inputs),
         TOKENIZE: _python_config(
-            TOKENIZE, _text_inputs(), [_io("output", n, "TYPE_INT64", [-1]) for n in INPUT_NAMES], options),
-        MODEL: _model_config(options, num_labels),
+            TOKENIZE, _text_inputs(), [_io("output", n, "TYPE_INT64", [-1]) for n in inputs], options),
+        MODEL: _model_config(options, num_labels, inputs),
         POSTPROCESS: _python_config(
             POSTPROCESS, [_io("input", "logits", "TYPE_FP32", [num_labels])], _head_outputs(num_labels), options
         ),
@@ -201,14 +201,16 @@ def write_repo(artifact: Path, out: Path, options: RepoOptions | None = None) ->
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".bert14-stage-", dir=out))
     try:
-        for name, text in configs(options, len(labels)).items():
+        inputs = manifest.model.family.input_names
+        for name, text in configs(options, len(labels), inputs).items():
             (stage / name / "1").mkdir(parents=True)
             (stage / name / "config.pbtxt").write_text(text, encoding="utf-8")
         tok, post, model = stage / TOKENIZE / "1", stage / POSTPROCESS / "1", stage / MODEL / "1"
         shutil.copyfile(TEMPLATES / "tokenize.py", tok / "model.py")
         tokenizer.save(str(tok / "tokenizer.json"))
         pad_id = tokenizer.token_to_id(settings.pad_token) or 0
-        (tok / "bert14_tokenize.json").write_text(json.dumps({"max_length": max_length, "pad_id": pad_id}) + "\n")
+        tokenize = {"max_length": max_length, "pad_id": pad_id, "inputs": list(inputs)}
+        (tok / "bert14_tokenize.json").write_text(json.dumps(tokenize) + "\n")
         shutil.copyfile(TEMPLATES / "postprocess.py", post / "model.py")
         head = {"labels": labels, "score_function": function, "thresholds": thresholds.tolist()}
         (post / "bert14_head.json").write_text(json.dumps(head, ensure_ascii=False) + "\n", encoding="utf-8")

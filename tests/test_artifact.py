@@ -94,6 +94,34 @@ def test_the_manifest_names_the_family_and_the_runtime_feeds_its_inputs(
     assert seen[-1] == ["attention_mask", "input_ids"]
 
 
+def test_a_familys_tokenizer_and_support_files_come_from_its_declaration(
+    tiny_artifact: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """The runtime reads the tokenizer through the reader of the family's tokenizer kind and verifies the
+    files the family declares; a kind without a reader is one ArtifactError, not a wrong tokenization."""
+    import dataclasses
+    import shutil
+
+    from bert14 import family as families
+    from bert14.artifact import ARTIFACT_FILE_NAMES
+    from bert14.tokenizer import READERS, load_tokenizer
+
+    assert set(families.BERT.support_files) <= ARTIFACT_FILE_NAMES and "WordPiece" in READERS
+    unigram = dataclasses.replace(families.BERT, tokenizer="Unigram")
+    with pytest.raises(ArtifactError, match="no reader for bert's Unigram tokenizer"):
+        load_tokenizer(tiny_artifact, unigram)
+    monkeypatch.setitem(families.FAMILIES, "bert", unigram)
+    with pytest.raises(ArtifactError, match="no reader for bert's Unigram tokenizer"):
+        Classifier.load(tiny_artifact, provider="cpu", warmup=False)
+    # A support file the family declares is verified like the model: a changed config.json stops the load.
+    monkeypatch.setitem(families.FAMILIES, "bert", families.BERT)
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_artifact, copy)
+    (copy / "config.json").write_text((copy / "config.json").read_text() + " ", encoding="utf-8")
+    with pytest.raises(ArtifactError, match="config.json"):
+        Classifier.load(copy, provider="cpu", warmup=False)
+
+
 def test_an_artifact_entry_writes_its_set_fields_in_the_manifests_order(tiny_artifact: Path) -> None:
     from bert14.artifact import ArtifactEntry
 

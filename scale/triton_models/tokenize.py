@@ -1,7 +1,8 @@
-"""Triton Python backend: texts -> input_ids, attention_mask, token_type_ids (bert14's tokenizer).
+"""Triton Python backend: texts -> the model's inputs (bert14's tokenizer).
 
     text       BYTES [1] per batch item, UTF-8        text_pair optional, the same
-    input_ids, attention_mask, token_type_ids   INT64 [L]  padded to the batch's bucket length
+    the model's inputs, by its family: input_ids, attention_mask[, token_type_ids]
+               INT64 [L]  padded to the batch's bucket length
 
 Rows are padded to the next bucket length of the longest row in the request (BUCKETS), not to each
 request's exact longest: Triton's dynamic batcher can only batch requests whose shapes are equal,
@@ -30,6 +31,8 @@ class TritonPythonModel:
         settings = json.loads((here / "bert14_tokenize.json").read_text(encoding="utf-8"))
         self.max_length = int(settings["max_length"])
         self.pad_id = int(settings["pad_id"])
+        # The model's inputs, as its family names them (bert14/family.py); older repositories: BERT's.
+        self.inputs = list(settings.get("inputs", ("input_ids", "attention_mask", "token_type_ids")))
         self.tokenizer = Tokenizer.from_file(str(here / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=self.max_length, strategy="longest_first")
 
@@ -59,9 +62,7 @@ class TritonPythonModel:
                 ids[row, : len(e.ids)] = e.ids
                 mask[row, : len(e.ids)] = 1
                 types[row, : len(e.ids)] = e.type_ids
-            responses.append(pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor("input_ids", ids),
-                pb_utils.Tensor("attention_mask", mask),
-                pb_utils.Tensor("token_type_ids", types),
-            ]))  # fmt: skip
+            arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+            outputs = [pb_utils.Tensor(name, arrays[name]) for name in self.inputs]
+            responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
         return responses

@@ -43,3 +43,28 @@ def test_near_misses_are_refused_with_the_reason(tiny_artifact: Path) -> None:
     attention[-1].replace_input_with(3, copy.outputs[0])  # the last layer reads a mask of its own
     with pytest.raises(FusionError, match="do not share one 2-D mask"):
         use_sequence_lengths(fused)
+
+
+def test_mask_index_is_an_opt_in_pass_of_the_pipeline(tiny_artifact: Path, tmp_path: Path, capsys) -> None:
+    """Off unless named (`--with mask_index`); named, the fused graph's Attention reads sequence lengths."""
+    import onnx
+    import pytest
+
+    from bert14.commands.cli import main
+    from bert14.errors import InputError
+    from bert14.optimize.pipeline import OPT_IN, OptimizeOptions, optimize_file
+
+    assert OPT_IN == ("mask_index",)
+    source = tiny_artifact / "model.onnx"
+    plain = optimize_file(source, tmp_path / "plain.onnx")
+    assert "mask_index" not in plain.seconds
+    report = optimize_file(source, tmp_path / "seqlen.onnx", OptimizeOptions(include=frozenset({"mask_index"})))
+    assert "mask_index" in report.seconds and report.counts == plain.counts
+    attention = [n for n in onnx.load(str(tmp_path / "seqlen.onnx")).graph.node if n.op_type == "Attention"]
+    assert {n.input[3] for n in attention} == {"sequence_lengths"}
+    right = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]], dtype=np.int64)
+    assert np.abs(_run(tmp_path / "plain.onnx", right) - _run(tmp_path / "seqlen.onnx", right)).max() < 1e-5
+    with pytest.raises(InputError, match="expected an opt-in pass, one of \\['mask_index'\\]"):
+        optimize_file(source, tmp_path / "x.onnx", OptimizeOptions(include=frozenset({"first_token"})))
+    assert main(["optimize", str(source), str(tmp_path / "cli.onnx"), "--with", "mask_index"]) == 0
+    assert "Attention" in capsys.readouterr().out

@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import TINY_SHAPE, export_with_activation
 
+from bert14.artifact import INPUT_NAMES
 from bert14.check.cases import make_case
 from bert14.check.compare import FP32_LOGIT_ATOL
 from bert14.check.reference import validate_onnx
@@ -37,7 +38,7 @@ def _export(tmp: Path, exporter: str, attn: str, opset: int):
     path = tmp / f"{exporter}-{attn}-{opset}.onnx"
     if opset < 17:  # below what `bert14 export` offers: an old graph a user may bring
         example = tuple(torch.ones(2, 8, dtype=torch.long) for _ in range(3))
-        _export_torchscript(LogitsOnly(source.model).eval(), example, path, opset)
+        _export_torchscript(LogitsOnly(source.model, INPUT_NAMES).eval(), example, path, opset, INPUT_NAMES)
     else:
         export_onnx(source.model, path, ExportSettings(exporter, opset), 512)
     return source, path
@@ -168,7 +169,8 @@ def test_probes_stay_inside_the_embedding_tables(tmp_path: Path) -> None:
     source = build_default(**{**TINY_SHAPE, "vocab_size": 40, "type_vocab_size": 1})
     path = tmp_path / "m.onnx"
     example = tuple(torch.ones(2, 8, dtype=torch.long) for _ in range(2)) + (torch.zeros(2, 8, dtype=torch.long),)
-    _export_torchscript(LogitsOnly(source.model).eval(), example, path, 18)  # the exporter's own ids exceed 40
+    wrapper = LogitsOnly(source.model, INPUT_NAMES).eval()
+    _export_torchscript(wrapper, example, path, 18, INPUT_NAMES)  # the exporter's own ids exceed 40
     model = ir.load(path)
     assert table_rows(model) == (40, 1)
     for feed in probe_feeds(model):
