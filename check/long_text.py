@@ -14,7 +14,7 @@ selects the tokens with its own few lines below.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,19 +40,9 @@ def reference_tokenizer(directory: Path):  # noqa: ANN201 - transformers' type, 
     """transformers' BertTokenizer over the artifact's vocabulary and settings."""
     from transformers import BertTokenizer
 
-    settings = read_settings(directory)
-    return BertTokenizer(
-        str(directory / VOCAB_FILE),
-        do_lower_case=settings.do_lower_case,
-        strip_accents=settings.strip_accents,
-        tokenize_chinese_chars=settings.tokenize_chinese_chars,
-        unk_token=settings.unk_token,
-        sep_token=settings.sep_token,
-        pad_token=settings.pad_token,
-        cls_token=settings.cls_token,
-        mask_token=settings.mask_token,
-        model_max_length=1 << 30,  # the whole text: the selection below is the reference's own
-    )
+    settings = asdict(read_settings(directory))  # BertTokenizer's own keyword names
+    # model_max_length: the whole text; the selection below is the reference's own.
+    return BertTokenizer(str(directory / VOCAB_FILE), **(settings | {"model_max_length": 1 << 30}))
 
 
 def reference_rows(tokenizer, text: str, spec: LongText, max_length: int) -> tuple[list[list[int]], bool]:  # noqa: ANN001
