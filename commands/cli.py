@@ -161,26 +161,10 @@ def _serve(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise InputError("serve: the HTTP server needs the serve extra (pip install 'bert14[serve]')") from exc
     from bert14.runtime.listener import api_key_from, serve
-    from bert14.runtime.server import ServerOptions
+    from bert14.runtime.server_options import ServerOptions
 
     # Checked before the model loads: a typo in a port should not cost a load.
-    options = ServerOptions(
-        host=args.host,
-        port=args.port,
-        max_texts=args.max_texts,
-        max_body_bytes=args.max_body_bytes,
-        max_request_tokens=args.max_request_tokens,
-        microbatch=not args.no_microbatch,
-        window_ms=args.window_ms,
-        max_pending_texts=args.max_pending_texts,
-        body_timeout_s=args.body_timeout,
-        header_timeout_s=args.header_timeout,
-        max_connections=args.max_connections,
-        api_key=api_key_from(args.api_key),
-        docs=args.docs,
-        model_name=args.model_name,
-        ui=args.ui,
-    )
+    options = ServerOptions(**values(ServerOptions, args), api_key=api_key_from(args.api_key))
     if args.replicas is not None:
         return _serve_replicas(args, options)
     clf = _load_classifier(args)
@@ -467,26 +451,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve the classifier over HTTP (needs the serve extra)")
     _runtime_flags(serve)
-    serve.add_argument("--host", default="127.0.0.1", help="bind address (anything but loopback: set --api-key)")
-    serve.add_argument("--port", type=int, default=8014)
-    serve.add_argument("--max-texts", type=int, default=256, help="texts per request")
-    serve.add_argument("--max-body-bytes", type=int, default=1 << 20)
-    serve.add_argument("--max-request-tokens", type=int, default=65536, help="tokens per request (413 beyond)")
-    serve.add_argument("--window-ms", type=float, default=5.0, help="micro-batching window")
-    serve.add_argument("--no-microbatch", action="store_true", help="each model run holds one request's texts")
-    serve.add_argument(
-        "--max-pending-texts", type=int, default=4096, help="texts waiting before new requests get 503 (backpressure)"
-    )
-    serve.add_argument("--body-timeout", type=float, default=10.0, help="seconds for a request body (408 beyond)")
-    serve.add_argument("--header-timeout", type=float, default=10.0, help="seconds for request headers (closed)")
-    serve.add_argument("--max-connections", type=int, default=512, help="open connections (503 beyond)")
+    from bert14.runtime.server_options import ServerOptions
+
+    add_flags(serve, ServerOptions)  # --host, --port, --max-texts, ... --ui: from the dataclass (runtime/server.py)
     serve.add_argument(
         "--api-key", help="require Authorization: Bearer KEY on every route but /healthz (or set BERT14_API_KEY)"
-    )
-    serve.add_argument("--docs", action="store_true", help="serve /docs and /openapi.json (off by default)")
-    serve.add_argument("--ui", action="store_true", help="serve a page at / to try the model (no external assets)")
-    serve.add_argument(
-        "--model-name", default="bert14", help="the model's name in the Open Inference Protocol's /v2/models/NAME"
     )
     serve.add_argument("--replicas", type=int, help="run N replicas on Ray Serve behind one port (needs the ray extra)")
     serve.add_argument("--threads-per-replica", type=int, default=1, help="with --replicas: CPUs and threads each")

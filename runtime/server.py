@@ -30,7 +30,6 @@ import asyncio
 import hmac
 import json
 import logging
-import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -44,68 +43,18 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from bert14.encode import check_text
 from bert14.errors import InputError
 from bert14.long_text import LongText
-from bert14.runtime.classifier import Classifier, positive_int
+from bert14.runtime.classifier import Classifier
 from bert14.runtime.metrics import Metric, Metrics
 from bert14.runtime.scheduler import BatchLimits, FairBatcher
+from bert14.runtime.server_options import ServerOptions, check_api_key  # noqa: F401 - this module's API too
 
 log = logging.getLogger("bert14.server")
 
 # Requests up to this many characters are tokenized on the event loop (a few titles: tens of
 # microseconds); larger ones in a thread of their own, so they hold up neither the loop nor the model.
 INLINE_TOKENIZE_CHARS = 4096
-MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 # Routes that answer without the API key: liveness and readiness probes (Kubernetes, load balancers).
 OPEN_ROUTES = frozenset({"/healthz", "/v2/health/live", "/v2/health/ready"})
-
-
-@dataclass(frozen=True)
-class ServerOptions:
-    host: str = "127.0.0.1"  # loopback unless the operator opens it up on purpose
-    port: int = 8014
-    max_texts: int = 256  # per request
-    max_body_bytes: int = 1 << 20
-    max_request_tokens: int = 65536  # tokens of one request after tokenization; beyond it 413
-    microbatch: bool = True
-    window_ms: float = 5.0
-    max_batch_texts: int = 64  # rows per model run
-    max_batch_tokens: int = 4096  # padded tokens per model run: bounds how long one run holds the model
-    max_pending_texts: int = 4096  # rows (texts; a text in windows: each) accepted, not yet answered; beyond: 503
-    body_timeout_s: float = 10.0  # the whole body must arrive within this; else 408
-    header_timeout_s: float = 10.0  # a connection's request headers must arrive within this; else closed
-    max_connections: int = 512  # open connections; beyond it uvicorn answers 503
-    api_key: str | None = None  # when set: Authorization: Bearer KEY on every route but /healthz
-    docs: bool = False  # FastAPI's /docs and /openapi.json
-    model_name: str = "bert14"  # the model's name in the Open Inference Protocol's /v2/models/{name}
-    ui: bool = False  # a page at / to try the model (runtime/page.html)
-
-    def __post_init__(self) -> None:
-        positive_int("port", self.port, 65535)
-        for name in ("max_texts", "max_body_bytes", "max_request_tokens", "max_batch_texts", "max_batch_tokens"):
-            positive_int(name, getattr(self, name), 1 << 31)
-        positive_int("max_pending_texts", self.max_pending_texts, 1 << 31)
-        positive_int("max_connections", self.max_connections, 1 << 20)
-        for name, top in (("window_ms", 10_000.0), ("body_timeout_s", 3600.0), ("header_timeout_s", 3600.0)):
-            value = getattr(self, name)
-            low_ok = value >= 0 if name == "window_ms" else value > 0
-            if isinstance(value, bool) or not isinstance(value, int | float) or not (low_ok and value <= top):
-                raise InputError(f"{name}: expected a number from {0 if name == 'window_ms' else '>0'} to {top:g}")
-        if not MODEL_NAME.fullmatch(self.model_name):
-            raise InputError(f"model_name: expected letters, digits, '-', '_' or '.', got {self.model_name!r}")
-        if self.api_key is not None:
-            check_api_key(self.api_key)
-
-
-def check_api_key(key: str) -> None:
-    """An API key is at least 16 visible ASCII characters. An empty or blank key is refused, never read
-    as "no authentication": `BERT14_API_KEY= bert14 serve` would otherwise serve every route openly."""
-    hint = "a random token, e.g. `openssl rand -hex 32`"
-    if not isinstance(key, str) or not key.strip():
-        raise InputError(f"api_key: expected at least 16 characters ({hint}), got an empty key; to serve without "
-                         "authentication, leave the flag and BERT14_API_KEY unset")  # fmt: skip
-    if any(not ("!" <= ch <= "~") for ch in key):
-        raise InputError(f"api_key: expected visible ASCII characters only, no spaces or control characters ({hint})")
-    if len(key) < 16:
-        raise InputError(f"api_key: expected at least 16 characters ({hint}), got {len(key)}")
 
 
 class HTTPFailure(Exception):
