@@ -226,15 +226,7 @@ def _triton_repo(args: argparse.Namespace) -> int:
     from bert14.runtime import LoadOptions
     from bert14.scale.triton import RepoOptions, write_repo
 
-    options = RepoOptions(
-        device=args.device,
-        max_batch=args.max_batch,
-        queue_delay_us=args.queue_delay_us,
-        instances=args.instances,
-        threads=args.threads,
-        name=args.name,
-        load=LoadOptions(**values(LoadOptions, args, only=REPO_HONOURS)),
-    )
+    options = RepoOptions(**values(RepoOptions, args), load=LoadOptions(**values(LoadOptions, args, only=REPO_HONOURS)))
     files = write_repo(Path(args.artifact), Path(args.out), options)
     print(f"wrote {args.out}/ ({len(files)} files): ensemble {options.name!r} = tokenize -> model -> postprocess")
     print(f"run it: tritonserver --model-repository {Path(args.out).resolve()}  (NVIDIA's container; see README)")
@@ -440,12 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     triton.add_argument("artifact", help="artifact directory written by `bert14 export`")
     triton.add_argument("out", help="model repository directory (new, or one holding other models)")
-    triton.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="cpu: INT8 model; gpu: fp16 model")
-    triton.add_argument("--max-batch", type=int, default=64, help="Triton's max_batch_size")
-    triton.add_argument("--queue-delay-us", type=int, default=2000, help="dynamic batching queue delay")
-    triton.add_argument("--instances", type=int, default=1, help="model instances per device")
-    triton.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads per CPU instance")
-    triton.add_argument("--name", default="bert14", help="the ensemble's name: what clients call")
+    from bert14.scale.triton import RepoOptions
+
+    add_flags(triton, RepoOptions)  # --device, --max-batch, ... --name: from the dataclass (scale/triton.py)
     add_flags(triton, LoadOptions, only=REPO_HONOURS)
     triton.set_defaults(func=_triton_repo)
 

@@ -31,6 +31,7 @@ from bert14.artifact import INPUT_NAMES, read_manifest
 from bert14.errors import InputError
 from bert14.head import label_thresholds, score_function
 from bert14.long_text import TRUNCATE
+from bert14.options import flag
 from bert14.runtime import Classifier, LoadOptions
 from bert14.runtime.classifier import positive_int
 from bert14.tokenizer import load_tokenizer
@@ -46,13 +47,18 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 @dataclass(frozen=True)
 class RepoOptions:
-    device: str = "cpu"  # cpu: INT8 on KIND_CPU; gpu: fp16 on KIND_GPU
-    max_batch: int = 64  # Triton's max_batch_size for every model
+    """What the repository holds and how Triton runs it. Each field with `flag` metadata is also the
+    flag of that name on `bert14 triton-repo` (bert14/options.py)."""
+
+    # cpu: INT8 on KIND_CPU; gpu: fp16 on KIND_GPU
+    device: str = field(default="cpu", metadata=flag("cpu: INT8 model; gpu: fp16 model", choices=("cpu", "gpu")))
+    max_batch: int = field(default=64, metadata=flag("Triton's max_batch_size"))  # for every model
     preferred_batch: tuple[int, ...] = (8, 16, 32)
-    queue_delay_us: int = 2000  # the dynamic batcher waits this long to fill a preferred batch
-    instances: int = 1  # model instances per device
-    threads: int = 2  # ONNX Runtime intra-op threads per instance (CPU)
-    name: str = ENSEMBLE  # the ensemble's name: what clients call
+    # the dynamic batcher waits this long to fill a preferred batch
+    queue_delay_us: int = field(default=2000, metadata=flag("dynamic batching queue delay"))
+    instances: int = field(default=1, metadata=flag("model instances per device"))
+    threads: int = field(default=2, metadata=flag("ONNX Runtime intra-op threads per CPU instance"))
+    name: str = field(default=ENSEMBLE, metadata=flag("the ensemble's name: what clients call"))
     # The runtime's options; a repository honours those of the head: threshold and label_thresholds
     # decide the postprocess model's `labels`, as they decide Classifier.predict's.
     load: LoadOptions = field(default_factory=LoadOptions)

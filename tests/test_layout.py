@@ -175,6 +175,12 @@ def test_the_cli_offers_the_library_choices_and_defaults() -> None:
     assert {"host", "port", "max_texts", "body_timeout_s", "ui"} <= {f.name for f in server}
     for field in server:
         assert action("serve", field.name).default == field.default, field.name
+    from bert14.scale.triton import RepoOptions
+
+    repo = flag_fields(RepoOptions)  # triton-repo's, likewise
+    assert {"device", "max_batch", "queue_delay_us", "instances", "threads", "name"} == {f.name for f in repo}
+    for field in repo:
+        assert action("triton-repo", field.name).default == field.default, field.name
 
 
 def test_the_batch_command_offers_the_scale_librarys_choices() -> None:
