@@ -320,14 +320,16 @@ class Classifier:
         for doc in docs:
             mine = rows[at : at + len(doc.rows)]
             at += len(doc.rows)
-            if not doc.spans:  # one row: truncate or head_tail
-                out.append(replace(mine[0], truncated=doc.truncated))
+            if not doc.spans:  # one row: truncate or head_tail (whose row alone does not know it was cut)
+                row = mine[0]
+                out.append(row if row.truncated == doc.truncated else replace(row, truncated=doc.truncated))
                 continue
             probs = np.array([[p.probs[label] for label in self.labels] for p in mine])  # (W, C)
             pooled = probs.mean(axis=0) if doc.pool == "mean" else probs.max(axis=0)  # (C,)
             windows = tuple(WindowLabel(a, b, p.label, p.score) for (a, b), p in zip(doc.spans, mine, strict=True))
             tokens = sum(p.tokens for p in mine)
-            answer = self._prediction(pooled, doc.truncated, tokens)
+            applies = applied(pooled[None, :], self.score_function, self.thresholds)[0]  # (C,)
+            answer = self._prediction(pooled, applies, doc.truncated, tokens)
             out.append(replace(answer, windows=len(mine), window_labels=windows))
         return out
 
@@ -362,11 +364,12 @@ class Classifier:
 
     def _predictions(self, logits: np.ndarray, encoded: list[Encoded]) -> list[Prediction]:
         probs = scores(logits, self.score_function)  # (B, C)
-        return [self._prediction(row, enc.truncated, len(enc.ids)) for row, enc in zip(probs, encoded, strict=True)]
+        applies = applied(probs, self.score_function, self.thresholds)  # (B, C), for the batch at once
+        rows = zip(probs, applies, encoded, strict=True)
+        return [self._prediction(row, on, enc.truncated, len(enc.ids)) for row, on, enc in rows]
 
-    def _prediction(self, probs: np.ndarray, truncated: bool, tokens: int) -> Prediction:
-        """A Prediction from one text's scores (C,): its top label, and the labels that apply."""
-        applies = applied(probs[None, :], self.score_function, self.thresholds)[0]  # (C,)
+    def _prediction(self, probs: np.ndarray, applies: np.ndarray, truncated: bool, tokens: int) -> Prediction:
+        """A Prediction from one text's scores (C,) and which labels apply (C,)."""
         top = int(probs.argmax())
         return Prediction(
             label=self.labels[top],
