@@ -147,15 +147,41 @@ def body_tokens(tokenizer: Tokenizer, max_length: int) -> int:
     return max_length - len(template.before) - len(template.after)
 
 
-def documents(tokenizer: Tokenizer, texts: list[str], spec: LongText, max_length: int) -> list[Document]:
-    """Each text's rows under `spec` (head_tail or windows; truncate is encode()'s)."""
+class OverBudget(Exception):
+    """The texts' rows would hold more tokens than the caller's budget (a server's per-request limit);
+    raised before the rows that pass it are built, so a hostile setting (stride 1, thousands of
+    windows) costs no memory."""
+
+    def __init__(self, budget: int) -> None:
+        super().__init__(f"the rows would hold more than {budget} tokens")
+        self.budget = budget
+
+
+def documents(
+    tokenizer: Tokenizer, texts: list[str], spec: LongText, max_length: int, budget: int | None = None
+) -> list[Document]:
+    """Each text's rows under `spec` (head_tail or windows; truncate is encode()'s); OverBudget as soon
+    as they would hold more than `budget` tokens, when one is given."""
     template, body = _template(tokenizer), body_tokens(tokenizer, max_length)
     spec.check(body, pairs=False)
     select = _head_tail if spec.strategy == HEAD_TAIL else _windows
-    return [select(tokenizer, text, spec, body, template) for text in texts]
+    out, left = [], budget
+    for text in texts:
+        try:
+            doc = select(tokenizer, text, spec, body, template, left)
+        except OverBudget:
+            raise OverBudget(budget) from None  # type: ignore[arg-type]  # the whole budget, not what was left
+        if left is not None:
+            left -= sum(len(row.ids) for row in doc.rows)
+            if left < 0:
+                raise OverBudget(budget)  # type: ignore[arg-type]
+        out.append(doc)
+    return out
 
 
-def _head_tail(tokenizer: Tokenizer, text: str, spec: LongText, body: int, template: _Template) -> Document:
+def _head_tail(
+    tokenizer: Tokenizer, text: str, spec: LongText, body: int, template: _Template, left: int | None = None
+) -> Document:
     ids, _, whole = head_tokens(tokenizer, text, body)
     if whole and len(ids) <= body:
         return Document((template.wrap(ids),), False)
@@ -164,7 +190,9 @@ def _head_tail(tokenizer: Tokenizer, text: str, spec: LongText, body: int, templ
     return Document((template.wrap(ids[: spec.head_tokens] + end),), True)
 
 
-def _windows(tokenizer: Tokenizer, text: str, spec: LongText, body: int, template: _Template) -> Document:
+def _windows(
+    tokenizer: Tokenizer, text: str, spec: LongText, body: int, template: _Template, left: int | None = None
+) -> Document:
     need = (spec.max_windows - 1) * spec.stride + body  # tokens the first max_windows windows hold
     ids, offsets, whole = head_tokens(tokenizer, text, need)
     n = len(ids)
@@ -172,6 +200,9 @@ def _windows(tokenizer: Tokenizer, text: str, spec: LongText, body: int, templat
     truncated = not whole or len(starts) > spec.max_windows
     if truncated:
         starts = [i * spec.stride for i in range(spec.max_windows)]
+    specials = len(template.before) + len(template.after)
+    if left is not None and sum(min(s + body, n) - s + specials for s in starts) > left:
+        raise OverBudget(left)  # counted before a row is built
     rows, spans = [], []
     for start in starts:
         stop = min(start + body, n)

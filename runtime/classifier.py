@@ -292,19 +292,26 @@ class Classifier:
         return self._encode_checked(checked, checked_pairs)
 
     def documents(
-        self, texts: Sequence[str] | str, text_pairs: Sequence[str] | None = None, long_text: LongText | None = None
+        self,
+        texts: Sequence[str] | str,
+        text_pairs: Sequence[str] | None = None,
+        long_text: LongText | None = None,
+        max_tokens: int | None = None,
     ) -> list[Document]:
         """Checked texts as their rows under the long-text strategy (default: the options'). Split from
         predict() so that a server can tokenize, budget and schedule rows itself: predict_encoded() or
-        predict_buckets() on every document's rows, then pool()."""
+        predict_buckets() on every document's rows, then pool(). `max_tokens`: raise
+        bert14.long_text.OverBudget before building windows past that many tokens in all."""
         checked, checked_pairs = check_texts(texts, text_pairs)
-        return self._documents(checked, checked_pairs, long_text or self.options.long_text)
+        return self._documents(checked, checked_pairs, long_text or self.options.long_text, max_tokens)
 
-    def _documents(self, texts: list[str], pairs: list[str] | None, spec: LongText) -> list[Document]:
-        if spec.strategy == TRUNCATE:
+    def _documents(
+        self, texts: list[str], pairs: list[str] | None, spec: LongText, budget: int | None = None
+    ) -> list[Document]:
+        if spec.strategy == TRUNCATE:  # a row per text, at most the model's positions: bounded as it is
             return [Document((row,), row.truncated) for row in self._encode_checked(texts, pairs)]
         spec.check(body_tokens(self._tokenizer, self.max_length), pairs is not None)  # type: ignore[arg-type]
-        return documents(self._tokenizer, texts, spec, self.max_length)  # type: ignore[arg-type]
+        return documents(self._tokenizer, texts, spec, self.max_length, budget)  # type: ignore[arg-type]
 
     def _chunks(self, texts: list[str], pairs: list[str] | None, spec: LongText) -> Iterator[list[Document]]:
         """Documents of about CHUNK rows at a time: memory stays bounded for any number of texts."""

@@ -42,7 +42,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from bert14.encode import check_text
 from bert14.errors import InputError
-from bert14.long_text import LongText
+from bert14.long_text import LongText, OverBudget
 from bert14.runtime.classifier import Classifier
 from bert14.runtime.metrics import Metric, Metrics
 from bert14.runtime.scheduler import BatchLimits, FairBatcher
@@ -121,12 +121,18 @@ class _Service:
             raise HTTPFailure(503, f"busy: {self.pending} texts are waiting (limit {limit}); retry shortly")
         held = len(texts)
         self.pending += held
+        budget = self.options.max_request_tokens  # windows past it are refused before they are built
         try:
-            if sum(len(t) for t in texts) + sum(len(t) for t in pairs or []) <= INLINE_TOKENIZE_CHARS:
-                docs = self.clf.documents(texts, pairs, long_text)  # microseconds: a thread hop costs more
-            else:
-                loop = asyncio.get_running_loop()
-                docs = await loop.run_in_executor(self.tokenizer, self.clf.documents, texts, pairs, long_text)
+            try:
+                if sum(len(t) for t in texts) + sum(len(t) for t in pairs or []) <= INLINE_TOKENIZE_CHARS:
+                    docs = self.clf.documents(texts, pairs, long_text, budget)  # a thread hop would cost more
+                else:
+                    loop = asyncio.get_running_loop()
+                    tokenize = self.clf.documents
+                    docs = await loop.run_in_executor(self.tokenizer, tokenize, texts, pairs, long_text, budget)
+            except OverBudget:
+                raise HTTPFailure(413, f"request holds more than {budget} tokens, over the limit of {budget} per "
+                                       "request; split it, or ask for fewer windows") from None  # fmt: skip
             # A text's windows are rows like any other: they count against the budget, the pending
             # limit (so windows cannot hold more memory than as many texts would) and share runs.
             rows = [row for doc in docs for row in doc.rows]

@@ -142,3 +142,24 @@ def test_windows_count_against_the_pending_limit_as_rows(clf: Classifier, monkey
         return too_many.status_code, busy.status_code, done.status_code, ok.status_code, after.status_code
 
     assert asyncio.run(scenario()) == (413, 503, 200, 200, 200)
+
+
+def test_a_hostile_window_setting_is_refused_before_its_rows_are_built(clf: Classifier, monkeypatch) -> None:
+    """Stride 1 and thousands of windows on every text of a request would build hundreds of millions of
+    ids; the server's token budget stops it before a row of the text past it exists, answers 413, and
+    the pending count comes back to zero after every refusal (422s included)."""
+    from bert14 import long_text
+
+    built: list[int] = []
+    wrap = long_text._Template.wrap
+    monkeypatch.setattr(long_text._Template, "wrap", lambda self, ids: built.append(1) or wrap(self, ids))
+    hostile = {"strategy": "windows", "stride": 1, "max_windows": 4096}
+    with _client(clf) as client:
+        reply = client.post("/v1/classify", json={"texts": [ARTICLE] * 64, "long_text": hostile})
+        assert reply.status_code == 413 and "more than 65536 tokens" in reply.json()["error"], reply.text
+        assert built == [], "no window of a text past the budget was built"
+        bad = client.post("/v1/classify", json={"texts": ["a"], "text_pairs": ["b"], "long_text": "windows"})
+        assert bad.status_code == 422
+        metrics = client.get("/metrics").text
+        assert "bert14_pending_texts 0.0" in metrics, metrics
+        assert client.post("/v1/classify", json={"texts": [ARTICLE], "long_text": "windows"}).status_code == 200
