@@ -114,8 +114,10 @@ def attention_block(cross: bool = False, causal: bool = False) -> ir.Model:
     return model(nodes, inputs, outputs, inits)
 
 
-def embedding_block(position_offset: int = 0) -> ir.Model:
-    """input_ids + token_type_ids -> word + type + position embeddings -> LayerNorm."""
+def embedding_block(position_offset: int = 0, fourth: str | None = None) -> ir.Model:
+    """input_ids + token_type_ids -> word + type + position embeddings -> LayerNorm. `fourth` adds a
+    fourth addend: "task_row" ERNIE's task type 0 for every token (a Gather of zeros shaped like the
+    ids), "second_positions" another table gathered by the positions (varies by token too)."""
     rng = np.random.default_rng(RNG_SEED)
     inits = [
         const("word", rng.normal(size=(50, HIDDEN)).astype(np.float32)),
@@ -139,8 +141,25 @@ def embedding_block(position_offset: int = 0) -> ir.Model:
         helper.make_node("Gather", ["pos", "positions"], ["p"]),
         helper.make_node("Add", ["w", "t"], ["wt"]),
         helper.make_node("Add", ["wt", "p"], ["summed"]),
-        helper.make_node("LayerNormalization", ["summed", "gamma", "beta"], ["out"], axis=-1, epsilon=1e-12),
     ]
+    if fourth == "task_row":
+        inits.append(const("task", rng.normal(size=(3, HIDDEN)).astype(np.float32)))
+        nodes += [
+            helper.make_node(
+                "ConstantOfShape",
+                ["ids_shape"],
+                ["task_ids"],
+                value=helper.make_tensor("z", TensorProto.INT64, [1], [0]),
+            ),
+            helper.make_node("Gather", ["task", "task_ids"], ["k"]),
+        ]
+    elif fourth == "second_positions":
+        inits.append(const("pos2", rng.normal(size=(16, HIDDEN)).astype(np.float32)))
+        nodes.append(helper.make_node("Gather", ["pos2", "positions"], ["k"]))
+    if fourth is not None:
+        nodes.append(helper.make_node("Add", ["summed", "k"], ["summed4"]))
+    last = "summed4" if fourth is not None else "summed"
+    nodes.append(helper.make_node("LayerNormalization", [last, "gamma", "beta"], ["out"], axis=-1, epsilon=1e-12))
     inputs = [
         helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]),
         helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, ["batch", "sequence"]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import astuple
 
 import numpy as np
+import onnx_ir as ir
 import pytest
 from subgraphs import (
     HIDDEN,
@@ -90,11 +91,35 @@ def test_embed_layer_norm_fuses_word_type_and_position() -> None:
     assert np.abs(run(model, feeds)[0] - before).max() < RULE_ATOL
 
 
-def test_embed_layer_norm_refuses_shifted_positions() -> None:
-    model = embedding_block(position_offset=2)  # RoBERTa-style offset positions are not 0..S-1
+def _embed_node(model: ir.Model) -> ir.Node:
+    (node,) = [n for n in model.graph if n.op_type == "EmbedLayerNormalization"]
+    return node
+
+
+def test_embed_layer_norm_feeds_shifted_positions_to_the_fused_op() -> None:
+    """Positions that are not 0..S-1 (RoBERTa's start after padding_idx) stay a subgraph and feed the
+    op's position_ids input; 0..S-1 ones are the op's own and feed nothing."""
+    model = embedding_block(position_offset=2)
+    (count, _), before, feeds = _fused(model, fuse_embed_layer_norm)
+    assert count == 1 and len(_embed_node(model).inputs) == 9 and _embed_node(model).inputs[8] is not None
+    assert np.abs(run(model, feeds)[0] - before).max() < RULE_ATOL
+    plain = embedding_block()
+    fuse_embed_layer_norm(plain)
+    assert len(_embed_node(plain).inputs) == 7, "0..S-1 positions: no position_ids input"
+
+
+def test_embed_layer_norm_folds_a_constant_row_into_the_position_table() -> None:
+    model = embedding_block(fourth="task_row")  # ERNIE: task type 0 for every token
+    (count, _), before, feeds = _fused(model, fuse_embed_layer_norm)
+    assert count == 1 and "LayerNormalization" not in ops(model) and len(_embed_node(model).inputs) == 7
+    assert np.abs(run(model, feeds)[0] - before).max() < RULE_ATOL
+
+
+def test_embed_layer_norm_refuses_two_gathers_that_vary_by_token() -> None:
+    model = embedding_block(fourth="second_positions")
     count, refused = astuple(fuse_embed_layer_norm(model))
     assert count == 0 and "EmbedLayerNormalization" not in ops(model)
-    assert any("positions are not 0..S-1" in r for r in refused), refused
+    assert any("expected one Gather of positions, found 2" in r for r in refused), refused
 
 
 def test_decomposed_layer_norm_fuses() -> None:
