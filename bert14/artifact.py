@@ -147,6 +147,13 @@ class ModelInfo:
     problem_type: str | None = None
     score_function: str | None = None  # softmax | sigmoid | identity (bert14/head.py); absent before 2026-11
     model_type: str = DEFAULT_FAMILY.model_type  # the family (bert14/family.py); absent before 2026-12
+    # Tokens a row holds: max_position_embeddings less the rows the family reserves (RoBERTa: padding_idx
+    # + 1); absent before 2026-12, when it was max_position_embeddings.
+    max_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_tokens is None:
+            object.__setattr__(self, "max_tokens", self.max_position_embeddings)
 
     @property
     def family(self) -> ModelFamily:

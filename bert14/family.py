@@ -5,8 +5,8 @@ classes and names the graph's inputs after it; the manifest records it (`model.m
 runtime, the parity reference and the Triton repository read the inputs from it; the fusion gate
 expects its fused ops; the runtime reads its tokenizer through the reader of its kind
 (bert14/tokenizer.py's READERS) and verifies the support files it declares. Supporting another
-family (RoBERTa, DistilBERT, ...) starts with one entry in FAMILIES and then the code its differences
-need (positions, head, a tokenizer reader), each in its stage.
+family starts with one entry in FAMILIES and then the code its differences need (positions, head, a
+tokenizer reader), each in its stage.
 
 The core never imports transformers: classes are named here and looked up by the export stage.
 """
@@ -34,22 +34,114 @@ class ModelFamily:
     head: str  # what the classifier reads and computes
     # Fused ops the gate expects per encoder (optimize/pipeline.py), besides the GELU op it detects.
     fused_ops: tuple[str, ...]
+    # RoBERTa's positions start after padding_idx: the first pad_token_id + 1 rows of the position
+    # table are never a real token's, so a text holds that many fewer tokens than max_position_embeddings.
+    positions_after_padding: bool = False
+    activation_key: str = "hidden_act"  # config.json's key for the FFN activation (DistilBERT: "activation")
+    # The transformers tokenizer class save_pretrained names in tokenizer_config.json for this family.
+    tokenizer_class: str = "BertTokenizer"
 
+    def position_offset(self, pad_token_id: int | None) -> int:
+        """Rows of the position table before the first token's (RoBERTa: padding_idx + 1)."""
+        return (pad_token_id or 0) + 1 if self.positions_after_padding else 0
+
+    @property
+    def segments(self) -> bool:
+        """Whether the model takes token types (a sentence pair's second text is type 1)."""
+        return "token_type_ids" in self.input_names
+
+
+_WORDPIECE_FILES = ("vocab.txt", "tokenizer.json")
+_WORDPIECE_SUPPORT = ("vocab.txt", "tokenizer_config.json", "tokenizer.json", "config.json")
+_JSON_SUPPORT = ("tokenizer_config.json", "tokenizer.json", "config.json")
+_ENCODER_OPS = ("EmbedLayerNormalization", "Attention", "SkipLayerNormalization")
+_BERT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_POOLER = "pooler: dense + tanh on the first token, then a linear classifier"
+_FROM_PADDING = "absolute, padding_idx+1.. counted over the row's non-pad tokens (pads get padding_idx)"
 
 BERT = ModelFamily(
     model_type="bert",
     architecture="BertForSequenceClassification",
     config_class="BertConfig",
-    input_names=("input_ids", "attention_mask", "token_type_ids"),
+    input_names=_BERT_INPUTS,
     tokenizer="WordPiece",
-    tokenizer_files=("vocab.txt", "tokenizer.json"),
-    support_files=("vocab.txt", "tokenizer_config.json", "tokenizer.json", "config.json"),
+    tokenizer_files=_WORDPIECE_FILES,
+    support_files=_WORDPIECE_SUPPORT,
     positions="absolute, 0..S-1 from the row's first token (padding on the right)",
-    head="pooler: dense + tanh on [CLS], then a linear classifier",
-    fused_ops=("EmbedLayerNormalization", "Attention", "SkipLayerNormalization"),
+    head=_POOLER,
+    fused_ops=_ENCODER_OPS,
+)
+ROBERTA = ModelFamily(
+    model_type="roberta",
+    architecture="RobertaForSequenceClassification",
+    config_class="RobertaConfig",
+    input_names=("input_ids", "attention_mask"),
+    tokenizer="BPE",
+    tokenizer_files=("tokenizer.json",),
+    support_files=_JSON_SUPPORT,
+    positions=_FROM_PADDING,
+    head="dense + tanh on <s>, then out_proj",
+    fused_ops=_ENCODER_OPS,
+    positions_after_padding=True,
+    tokenizer_class="RobertaTokenizer",
+)
+XLM_ROBERTA = ModelFamily(
+    model_type="xlm-roberta",
+    architecture="XLMRobertaForSequenceClassification",
+    config_class="XLMRobertaConfig",
+    input_names=("input_ids", "attention_mask"),
+    tokenizer="Unigram",
+    tokenizer_files=("tokenizer.json",),
+    support_files=_JSON_SUPPORT,
+    positions=_FROM_PADDING,
+    head="dense + tanh on <s>, then out_proj",
+    fused_ops=_ENCODER_OPS,
+    positions_after_padding=True,
+    tokenizer_class="XLMRobertaTokenizer",
+)
+DISTILBERT = ModelFamily(
+    model_type="distilbert",
+    architecture="DistilBertForSequenceClassification",
+    config_class="DistilBertConfig",
+    input_names=("input_ids", "attention_mask"),
+    tokenizer="WordPiece",
+    tokenizer_files=_WORDPIECE_FILES,
+    support_files=_WORDPIECE_SUPPORT,
+    positions="absolute, 0..S-1 (no segment embeddings)",
+    head="pre_classifier + ReLU on [CLS], then a linear classifier (no pooler)",
+    fused_ops=_ENCODER_OPS,
+    activation_key="activation",
+    tokenizer_class="DistilBertTokenizer",
+)
+ELECTRA = ModelFamily(
+    model_type="electra",
+    architecture="ElectraForSequenceClassification",
+    config_class="ElectraConfig",
+    input_names=_BERT_INPUTS,
+    tokenizer="WordPiece",
+    tokenizer_files=_WORDPIECE_FILES,
+    support_files=_WORDPIECE_SUPPORT,
+    positions="absolute, 0..S-1; embeddings projected to hidden_size when embedding_size differs",
+    head="dense + GELU on [CLS], then out_proj",
+    fused_ops=_ENCODER_OPS,
+    tokenizer_class="ElectraTokenizer",
+)
+ERNIE = ModelFamily(
+    model_type="ernie",
+    architecture="ErnieForSequenceClassification",
+    config_class="ErnieConfig",
+    input_names=_BERT_INPUTS,
+    tokenizer="WordPiece",
+    tokenizer_files=_WORDPIECE_FILES,
+    support_files=_WORDPIECE_SUPPORT,
+    positions="absolute, 0..S-1; with use_task_id, task type 0's embedding (transformers' default) is added",
+    head=_POOLER,
+    fused_ops=_ENCODER_OPS,
 )
 
-FAMILIES: dict[str, ModelFamily] = {family.model_type: family for family in (BERT,)}
+FAMILIES: dict[str, ModelFamily] = {
+    family.model_type: family for family in (BERT, ROBERTA, XLM_ROBERTA, DISTILBERT, ELECTRA, ERNIE)
+}
 DEFAULT_FAMILY = BERT
 
 

@@ -154,8 +154,50 @@ def _wordpiece(directory: Path) -> tuple[Tokenizer, TokenizerSettings]:
     return build_tokenizer(read_vocab(directory / VOCAB_FILE), settings), settings
 
 
+# The special tokens of the tokenizer.json kinds, as RoBERTa's and XLM-R's tokenizer classes default them.
+_SENTENCE_SPECIALS = {"unk_token": "<unk>", "cls_token": "<s>", "sep_token": "</s>", "pad_token": "<pad>",
+                      "mask_token": "<mask>"}  # fmt: skip
+# What each kind's tokenizer.json must hold: its model, and the pre-tokenizer its transformers class uses.
+_JSON_KINDS = {
+    "BPE": ("BPE", ("ByteLevel",)),  # RobertaTokenizer: byte-level BPE
+    "Unigram": ("Unigram", ("Metaspace", "Sequence")),  # XLMRobertaTokenizer: SentencePiece Unigram
+}
+
+
+def _from_json(kind: str) -> Callable[[Path], tuple[Tokenizer, TokenizerSettings]]:
+    """The reader of a tokenizer.json of `kind`, read as written (the pipeline transformers 5 saved and
+    loads back); tokenizer_config.json, when present, names the special tokens and model_max_length."""
+
+    def read(directory: Path) -> tuple[Tokenizer, TokenizerSettings]:
+        path = directory / TOKENIZER_JSON_FILE
+        raw = read_json_object(path, ArtifactError, "a Hugging Face tokenizer")
+        model_type, pre_tokenizers_allowed = _JSON_KINDS[kind]
+        found = ((raw.get("model") or {}).get("type"), (raw.get("pre_tokenizer") or {}).get("type"))
+        if found[0] != model_type or found[1] not in pre_tokenizers_allowed:
+            raise ArtifactError(f"{path}: expected a {kind} tokenizer (model {model_type}, pre-tokenizer one of "
+                                f"{list(pre_tokenizers_allowed)}), found model/pre-tokenizer {found}")  # fmt: skip
+        try:
+            tokenizer = Tokenizer.from_str(json.dumps(raw))
+        except Exception as exc:  # the Rust library's parse errors come as plain Exception
+            raise ArtifactError(f"{path}: not a tokenizer the tokenizers library reads ({exc})") from exc
+        tokenizer.no_padding()  # the runtime pads per bucket itself
+        tokenizer.no_truncation()
+        config_path = directory / TOKENIZER_CONFIG_FILE
+        config = read_json_object(config_path, ArtifactError, "tokenizer settings") if config_path.is_file() else {}
+        settings = TokenizerSettings.from_config({**_SENTENCE_SPECIALS, "do_lower_case": False, **config})
+        for name in ("unk_token", "cls_token", "sep_token", "pad_token"):
+            if tokenizer.token_to_id(getattr(settings, name)) is None:
+                raise ArtifactError(f"{path}: expected the {name} {getattr(settings, name)!r} in the vocabulary")
+        return tokenizer, settings
+
+    return read
+
+
 # The reader of each tokenizer kind a family names (ModelFamily.tokenizer): another kind is one entry.
-READERS: dict[str, Callable[[Path], tuple[Tokenizer, TokenizerSettings]]] = {"WordPiece": _wordpiece}
+READERS: dict[str, Callable[[Path], tuple[Tokenizer, TokenizerSettings]]] = {
+    "WordPiece": _wordpiece,
+    **{kind: _from_json(kind) for kind in _JSON_KINDS},
+}
 
 
 def load_tokenizer(directory: Path | str, family: ModelFamily = DEFAULT_FAMILY) -> tuple[Tokenizer, TokenizerSettings]:

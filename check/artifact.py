@@ -122,8 +122,10 @@ def check_artifact(
     model_info = manifest.model
     progress.stage("rebuilding the source model")
     reference = TorchReference(source_of(manifest, model_dir).model, "cuda" if provider == "cuda" else "cpu")
-    cases = text_cases(directory, texts if texts is not None else SAMPLE_TEXTS, model_info.max_position_embeddings)
-    cases += random_cases(model_info.vocab_size, model_info.type_vocab_size, model_info.max_position_embeddings)
+    cases = text_cases(
+        directory, texts if texts is not None else SAMPLE_TEXTS, model_info.max_tokens, model_info.family
+    )
+    cases += random_cases(model_info.vocab_size, model_info.type_vocab_size, model_info.max_tokens)
     rows = rows_of([case for case, _ in cases if not case.name.endswith("-left")])
     reports = {}
     for key in present:
@@ -144,7 +146,7 @@ def check_artifact(
             progress.step(done, len(cases))
         progress.stage(f"checking {name} alone against batched ({len(rows)} rows, served settings)")
         served = runner_for(directory / name, provider, optimized=True)
-        report.invariance = check_invariance(served, rows, reference.function, model_info.max_position_embeddings)
+        report.invariance = check_invariance(served, rows, reference.function, model_info.max_tokens)
         del served
         reports[key] = report.summary()
     return reports

@@ -16,11 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from bert14.encode import ModelInputs, buckets, encode
+from bert14.family import DEFAULT_FAMILY, ModelFamily
 from bert14.tokenizer import load_tokenizer
 
 SUITE_BATCHES = (1, 4, 32)
 SUITE_SEQUENCES = (1, 16, 128, 512)
 SUITE_SEED = 2026
+
+
 @dataclass(frozen=True)
 class Case(ModelInputs):
     name: str
@@ -95,17 +98,19 @@ SAMPLE_TEXTS = [
 ]
 
 
-
 def _bucket(length: int) -> str:
     return next(f"{lo}-{hi}" for lo, hi in BUCKETS if lo <= length <= hi)
 
 
-def text_cases(directory: Path, texts: list[str], max_length: int) -> list[tuple[Case, list[str]]]:
-    """The texts as cases of right-padded batches, each row labelled with its bucket."""
-    tokenizer, _ = load_tokenizer(directory)
+def text_cases(
+    directory: Path, texts: list[str], max_length: int, family: ModelFamily = DEFAULT_FAMILY
+) -> list[tuple[Case, list[str]]]:
+    """The texts as cases of right-padded batches (the family's pad id), each row labelled with its bucket."""
+    tokenizer, settings = load_tokenizer(directory, family)
     encoded = encode(tokenizer, texts, None, max_length)
     cases = []
-    for index, batch in enumerate(buckets(encoded, max_batch=16, max_tokens=8192)):
+    pad_id = tokenizer.token_to_id(settings.pad_token) or 0
+    for index, batch in enumerate(buckets(encoded, max_batch=16, max_tokens=8192, pad_id=pad_id)):
         labels = [TRUNCATED if encoded[i].truncated else _bucket(len(encoded[i].ids)) for i in batch.indices]
         case = Case(f"texts-{index}", batch.input_ids, batch.attention_mask, batch.token_type_ids)
         cases.append((case, labels))

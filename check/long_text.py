@@ -8,8 +8,8 @@ Checked per text: the runtime chose exactly the reference's token ids, row for r
 the windows' bounds are what the strategy says, not what both sides happen to share); each row's
 logits are within the artifact's tolerance (check/compare.py); the pooled scores, and the label, agree.
 The reference tokenizes the whole text, never a prefix or suffix, with transformers' BertTokenizer
-built from the artifact's vocabulary and settings (what the runtime's own pipeline is held to), and
-selects the tokens with its own few lines below.
+built from the artifact's vocabulary and settings, or AutoTokenizer over RoBERTa's and XLM-R's
+tokenizer.json (what the runtime's own pipeline is held to), and selects the tokens with its own few lines below.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from bert14.check.cases import Case
 from bert14.check.compare import THRESHOLDS
 from bert14.check.reference import TorchReference, source_of
 from bert14.encode import Encoded, buckets
+from bert14.family import DEFAULT_FAMILY, ModelFamily
 from bert14.head import scores
 from bert14.long_text import HEAD_TAIL, TRUNCATE, WINDOWS, LongText
 from bert14.runtime.classifier import Classifier
@@ -36,10 +37,13 @@ CONFIGURATIONS = (("fp32", "onnxruntime"), ("int8", "onnxruntime"), ("int8", "op
 KEY_OF = {name: key for key, name in MODEL_FILES.items()}
 
 
-def reference_tokenizer(directory: Path):  # noqa: ANN201 - transformers' type, imported lazily
-    """transformers' BertTokenizer over the artifact's vocabulary and settings."""
-    from transformers import BertTokenizer
+def reference_tokenizer(directory: Path, family: ModelFamily = DEFAULT_FAMILY):  # noqa: ANN201 - transformers' type
+    """transformers' BertTokenizer over the artifact's vocabulary and settings; for a tokenizer.json family
+    (RoBERTa's BPE, XLM-R's Unigram), transformers' AutoTokenizer over the artifact's files."""
+    from transformers import AutoTokenizer, BertTokenizer
 
+    if family.tokenizer != "WordPiece":
+        return AutoTokenizer.from_pretrained(str(directory), model_max_length=1 << 30)
     settings = asdict(read_settings(directory))  # BertTokenizer's own keyword names
     # model_max_length: the whole text; the selection below is the reference's own.
     return BertTokenizer(str(directory / VOCAB_FILE), **(settings | {"model_max_length": 1 << 30}))
@@ -66,7 +70,7 @@ def reference_rows(tokenizer, text: str, spec: LongText, max_length: int) -> tup
         if truncated:
             starts = [k * spec.stride for k in range(spec.max_windows)]
         pieces = [ids[s : s + body] for s in starts]
-    # BERT's single-text template, as transformers writes it ([CLS] A [SEP]); transformers 5's
+    # The single-text template, as transformers writes it ([CLS] A [SEP], <s> A </s>); transformers 5's
     # tokenizers have no build_inputs_with_special_tokens any more.
     return [[tokenizer.cls_token_id, *piece, tokenizer.sep_token_id] for piece in pieces], truncated
 
@@ -107,7 +111,7 @@ def check_long_text(
     """{"strategy": spec's fields, "runs": {artifact key: LongTextReport as a dict}} on the CPU."""
     directory = Path(directory)
     manifest = read_manifest(directory)
-    tokenizer = reference_tokenizer(directory)
+    tokenizer = reference_tokenizer(directory, manifest.model.family)
     progress.stage("rebuilding the source model")
     reference = TorchReference(source_of(manifest, model_dir).model)
     runs: dict[str, dict[str, object]] = {}

@@ -39,13 +39,21 @@ class Runner:
         self.session, actual = engine.open_session(self.path, provider, SessionSettings(threads, optimized=optimized))
         if actual != provider:
             raise InputError(f"{self.path.name}: the {provider} provider did not start (it ran on {actual})")
+        self.inputs = input_names(self.session)  # the family's (bert14/family.py), in the file's order
 
     def __call__(self, inputs: ModelInputs) -> np.ndarray:
-        return self.feeds(inputs.feeds())
+        return self.feeds(inputs.feeds(self.inputs))
 
     def feeds(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """Logits for raw feeds (name -> (B, S) int64 array)."""
-        return self.session.run([OUTPUT_NAME], feeds)[0]
+        """Logits for raw feeds (name -> (B, S) int64 array); arrays the model does not take are left out."""
+        return self.session.run([OUTPUT_NAME], {name: feeds[name] for name in self.inputs})[0]
+
+
+def input_names(session: object) -> tuple[str, ...]:
+    """The model's inputs: an onnxruntime session's get_inputs(), an OpenVINO session's input_names()."""
+    if hasattr(session, "get_inputs"):
+        return tuple(value.name for value in session.get_inputs())
+    return tuple(session.input_names())  # type: ignore[attr-defined]
 
 
 class OrtRunner(Runner):

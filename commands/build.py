@@ -45,6 +45,7 @@ from bert14.tokenizer import write_tokenizer_files
 
 DEFAULT_OUT = Path("artifacts/bert14")
 FP16_CPU_MAX_TOKENS = 512  # batch x sequence of the fp16 cases checked on the CPU provider
+DISTILBERT_LAYER_NORM_EPS = 1e-12  # DistilBERT's config has no layer_norm_eps; its LayerNorms use this
 TRACKED_PACKAGES = (
     "torch",
     "transformers",
@@ -180,12 +181,12 @@ def export_artifact(options: ExportOptions) -> ExportReport:
         progress.stage("loading the source model")
         source = load_source(options)
         config = source.config
-        checks = _Checks(TorchReference(source.model), config.max_position_embeddings)
+        checks = _Checks(TorchReference(source.model), source.max_tokens)
         progress.stage(f"exporting {MODEL_FILE} ({options.exporter} exporter)")
-        export_info = export_onnx(source.model, stage / MODEL_FILE, settings, config.max_position_embeddings)
+        export_info = export_onnx(source.model, stage / MODEL_FILE, settings, source.max_tokens)
         config.to_json_file(str(stage / CONFIG_FILE))
-        write_tokenizer_files(stage, source.vocab, source.tokenizer_settings)
-        suite = validation_suite(config.vocab_size, config.type_vocab_size, config.max_position_embeddings)
+        _write_tokenizer(stage, source)
+        suite = validation_suite(config.vocab_size, source.shape["type_vocab_size"], source.max_tokens)
         validation = checks.gate("fp32", stage / MODEL_FILE, suite, f"{MODEL_FILE} ({options.exporter} export)")
         checks.artifacts["fp32"] = ArtifactEntry(MODEL_FILE, validation=validation)
         if options.optimize:
@@ -195,6 +196,16 @@ def export_artifact(options: ExportOptions) -> ExportReport:
         progress.stage(f"publishing into {options.out_dir}")
         manifest = write_manifest(stage, _manifest(source, options, export_info, checks.artifacts) | extra)
     return ExportReport(options.out_dir, manifest, checks.validation, checks.tolerances, time.perf_counter() - started)
+
+
+def _write_tokenizer(stage: Path, source: SourceModel) -> None:
+    """The tokenizer's files: a tokenizer.json family's as the checkpoint has them (the runtime read them
+    at load), WordPiece's written from the vocabulary and settings (vocab.txt, tokenizer.json, config)."""
+    if source.tokenizer_files:
+        for name, data in source.tokenizer_files.items():
+            (stage / name).write_bytes(data)
+    else:
+        write_tokenizer_files(stage, source.vocab, source.tokenizer_settings)
 
 
 def _fused_variants(
@@ -211,11 +222,13 @@ def _fused_variants(
         stage / MODEL_FILE,
         stage / FUSED_FILE,
         OptimizeOptions(
-            num_layers=config.num_hidden_layers, num_heads=config.num_attention_heads, family=source.family
+            num_layers=source.shape["num_hidden_layers"],
+            num_heads=source.shape["num_attention_heads"],
+            family=source.family,
         ),
     )
     padded = suite + validation_suite(
-        config.vocab_size, config.type_vocab_size, config.max_position_embeddings, left_pad=True
+        config.vocab_size, source.shape["type_vocab_size"], source.max_tokens, left_pad=True
     )
     validation = checks.gate("fp32_fused", stage / FUSED_FILE, padded, f"{FUSED_FILE} (fused)")
     checks.artifacts["fp32_fused"] = ArtifactEntry(FUSED_FILE, validation=validation)
@@ -279,12 +292,12 @@ def _openvino_int8(
     config = source.config
     progress.stage(f"quantizing {OPENVINO_INT8_FILE} (OpenVINO, NNCF)")
     if options.calibration_texts is not None:
-        tokenizer, _ = load_tokenizer(stage)
+        tokenizer, _ = load_tokenizer(stage, source.family)
         texts = _read_texts(options.calibration_texts, "calibration texts")
-        calibration = text_calibration(tokenizer, texts, config.max_position_embeddings)
+        calibration = text_calibration(tokenizer, texts, source.max_tokens)
         origin = f"{len(texts)} texts from {Path(options.calibration_texts).name}"
     else:
-        calibration = seeded_calibration(config.vocab_size, config.type_vocab_size, config.max_position_embeddings)
+        calibration = seeded_calibration(config.vocab_size, source.shape["type_vocab_size"], source.max_tokens)
         origin = "seeded random token sequences (no --calibration texts)"
     accuracy = None
     if options.int8_fallback is not None:
@@ -365,8 +378,8 @@ def _int8_static(stage: Path, source: SourceModel, options: ExportOptions):
     from bert14.tokenizer import load_tokenizer
 
     texts = _read_texts(options.int8_calibration_texts, "int8 calibration texts")
-    tokenizer, _ = load_tokenizer(stage)
-    batches = calibration_batches(tokenizer, texts, source.config.max_position_embeddings)
+    tokenizer, _ = load_tokenizer(stage, source.family)
+    batches = calibration_batches(tokenizer, texts, source.max_tokens)
     assert options.int8_static is not None
     return quantize_static_qdq(stage / FUSED_FILE, stage / INT8_FILE, batches, options.int8_static, cpu_flags())
 
@@ -377,8 +390,8 @@ def _eval_batches(source: SourceModel, stage: Path, options: ExportOptions):
     from bert14.tokenizer import load_tokenizer
 
     texts = _read_texts(options.int8_eval_texts, "int8 eval texts")
-    tokenizer, _ = load_tokenizer(stage)
-    encoded = encode(tokenizer, texts, None, source.config.max_position_embeddings)
+    tokenizer, _ = load_tokenizer(stage, source.family)
+    encoded = encode(tokenizer, texts, None, source.max_tokens)
     batches = buckets(encoded, max_batch=32, max_tokens=8192)
     cases = [Case(f"eval-{i}", b.input_ids, b.attention_mask, b.token_type_ids) for i, b in enumerate(batches)]
     return [case.feeds() for case in cases], [torch_logits(source.model, case) for case in cases]
@@ -411,14 +424,9 @@ def _manifest(
         "model": {
             "model_type": source.family.model_type,
             "architecture": source.family.architecture,
-            "vocab_size": config.vocab_size,
-            "hidden_size": config.hidden_size,
-            "num_hidden_layers": config.num_hidden_layers,
-            "num_attention_heads": config.num_attention_heads,
-            "intermediate_size": config.intermediate_size,
-            "max_position_embeddings": config.max_position_embeddings,
-            "type_vocab_size": config.type_vocab_size,
-            "layer_norm_eps": config.layer_norm_eps,
+            **source.shape,  # BERT's key names (DistilBERT's dim is hidden_size, ...)
+            "max_tokens": source.max_tokens,
+            "layer_norm_eps": getattr(config, "layer_norm_eps", DISTILBERT_LAYER_NORM_EPS),
             "labels": source.labels,
             "problem_type": config.problem_type,
             "score_function": source.score_function,

@@ -72,9 +72,12 @@ class SourceModel:
     """A loaded PyTorch classifier plus what it takes to rebuild or re-read it later."""
 
     model: PreTrainedModel  # the family's `*ForSequenceClassification`
-    vocab: list[str]
+    vocab: list[str]  # tokens by id
     tokenizer_settings: TokenizerSettings
     origin: dict[str, Any] = field(default_factory=dict)
+    # A tokenizer.json family's files (name -> bytes), carried into the artifact as the checkpoint has
+    # them; empty for WordPiece, whose files the export writes from `vocab` and the settings.
+    tokenizer_files: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def config(self) -> PretrainedConfig:
@@ -83,6 +86,16 @@ class SourceModel:
     @property
     def family(self) -> ModelFamily:
         return family_for(self.config.model_type)
+
+    @property
+    def max_tokens(self) -> int:
+        """Tokens a row holds: the position table's rows after the family's offset (RoBERTa's padding_idx + 1)."""
+        return self.config.max_position_embeddings - self.family.position_offset(self.config.pad_token_id)
+
+    @property
+    def shape(self) -> dict[str, int]:
+        """The config's shape under BERT's key names (DistilBERT's dim, n_layers, ... renamed)."""
+        return config_shape(self.config)
 
     @property
     def labels(self) -> list[str]:
@@ -96,6 +109,26 @@ class SourceModel:
 
 def model_score_function(model: torch.nn.Module) -> str:
     return score_function(model.config.problem_type, model.config.num_labels)
+
+
+# BERT's shape keys -> each family's config.json keys where they differ.
+RENAMED_KEYS = {"distilbert": {"hidden_size": "dim", "num_hidden_layers": "n_layers",
+                               "num_attention_heads": "n_heads", "intermediate_size": "hidden_dim"}}  # fmt: skip
+# Families whose config has no token type table (their graph has no token_type_ids).
+_NO_TYPE_TABLE = ("distilbert",)
+
+
+def shape_keys(family: ModelFamily) -> dict[str, str]:
+    """BERT's shape keys -> the family's config.json keys, for those its config has."""
+    renamed = RENAMED_KEYS.get(family.model_type, {})
+    keys = [key for key in BERT14_SHAPE if not (key == "type_vocab_size" and family.model_type in _NO_TYPE_TABLE)]
+    return {key: renamed.get(key, key) for key in keys}
+
+
+def config_shape(config: PretrainedConfig) -> dict[str, int]:
+    """The config's shape under BERT's key names; type_vocab_size 0 where there is no type table."""
+    keys = shape_keys(family_for(config.model_type))
+    return {key: int(getattr(config, keys[key])) if key in keys else 0 for key in BERT14_SHAPE}
 
 
 def classes(family: ModelFamily) -> tuple[type[PretrainedConfig], type[PreTrainedModel]]:
@@ -149,7 +182,7 @@ def build_seeded(config: PretrainedConfig, seed: int = DEFAULT_SEED) -> PreTrain
         for name, parameter in model.named_parameters():
             if name.endswith("bias"):
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * BIAS_STD)
-            elif "LayerNorm" in name:
+            elif "LayerNorm" in name or "layer_norm" in name:  # DistilBERT: sa_layer_norm, output_layer_norm
                 parameter.copy_(1.0 + torch.randn(parameter.shape, generator=generator) * LAYER_NORM_STD)
     return model.eval()
 
@@ -220,7 +253,12 @@ def load_checkpoint(directory: Path, attn: str = "sdpa") -> SourceModel:
     state, weights_path = _read_weights(directory)
     model = classes(family_for(config.model_type))[1](config).eval()
     _load_state(model, state, weights_path)
-    vocab_path, vocab, settings = _read_tokenizer(directory)
+    family = family_for(config.model_type)
+    if family.tokenizer == "WordPiece":
+        vocab_path, vocab, settings = _read_tokenizer(directory)
+        copied: dict[str, bytes] = {}
+    else:
+        vocab_path, vocab, settings, copied = _read_json_tokenizer(directory, family)
     if len(vocab) > config.vocab_size:
         raise InputError(
             f"{vocab_path}: expected at most vocab_size={config.vocab_size} tokens (config.json), "
@@ -228,7 +266,29 @@ def load_checkpoint(directory: Path, attn: str = "sdpa") -> SourceModel:
         )
     files = {path.name: sha256_file(path) for path in (directory / "config.json", weights_path, vocab_path)}
     origin = {"kind": "checkpoint", "path": str(directory.resolve()), "files": files}
-    return SourceModel(model, vocab, settings, origin)
+    return SourceModel(model, vocab, settings, origin, copied)
+
+
+def _read_json_tokenizer(
+    directory: Path, family: ModelFamily
+) -> tuple[Path, list[str], TokenizerSettings, dict[str, bytes]]:
+    """A tokenizer.json family's tokenizer, read by the runtime's own reader (so what exports is what
+    serves), and its files to carry into the artifact as they are."""
+    from bert14.tokenizer import TOKENIZER_CONFIG_FILE, load_tokenizer
+
+    path = directory / TOKENIZER_JSON_FILE
+    if not path.is_file():
+        raise InputError(f"{directory}: expected {family.model_type}'s {family.tokenizer} tokenizer as tokenizer.json, "
+                         "found none (save it with the model's tokenizer class, save_pretrained)")  # fmt: skip
+    try:
+        tokenizer, settings = load_tokenizer(directory, family)
+    except ArtifactError as exc:  # the runtime's reader: here it is the user's input
+        raise InputError(str(exc)) from exc
+    vocab = [""] * tokenizer.get_vocab_size(with_added_tokens=True)
+    for token, index in tokenizer.get_vocab(with_added_tokens=True).items():
+        vocab[index] = token
+    names = [TOKENIZER_JSON_FILE] + [TOKENIZER_CONFIG_FILE] * (directory / TOKENIZER_CONFIG_FILE).is_file()
+    return path, vocab, settings, {name: (directory / name).read_bytes() for name in names}
 
 
 def _read_tokenizer(directory: Path) -> tuple[Path, list[str], TokenizerSettings]:
@@ -255,19 +315,21 @@ def _read_config(path: Path, attn: str) -> PretrainedConfig:
         raise InputError(f"{path}: expected the model's config.json, file is missing")
     raw = read_json_object(path, InputError, "a Hugging Face model config")
     family = family_for(raw.get("model_type"), str(path))
-    missing = [key for key in BERT14_SHAPE if not isinstance(raw.get(key), int)]
+    keys = shape_keys(family)
+    missing = [key for key in keys.values() if not isinstance(raw.get(key), int) or isinstance(raw.get(key), bool)]
     if missing:
         raise InputError(f"{path}: expected integer fields {', '.join(missing)}")
-    if raw["hidden_size"] % raw["num_attention_heads"]:
-        raise InputError(f"{path}: hidden_size {raw['hidden_size']} is not a multiple of num_attention_heads")
-    hidden_act = raw.get("hidden_act", "gelu")
+    hidden, heads = raw[keys["hidden_size"]], raw[keys["num_attention_heads"]]
+    if heads <= 0 or hidden % heads:
+        raise InputError(f"{path}: hidden_size {hidden} is not a multiple of num_attention_heads {heads}")
+    hidden_act = raw.get(family.activation_key, "gelu")
     if hidden_act not in GELU_ACTIVATIONS:
         raise InputError(
-            f"{path}: expected hidden_act one of {list(GELU_ACTIVATIONS)} (GELU, erf or tanh form), "
+            f"{path}: expected {family.activation_key} one of {list(GELU_ACTIVATIONS)} (GELU, erf or tanh form), "
             f"found {hidden_act!r}"
         )
     if raw.get("position_embedding_type", "absolute") != "absolute":
-        raise InputError(f"{path}: expected absolute position embeddings, as BERT uses")
+        raise InputError(f"{path}: expected absolute position embeddings, as {family.architecture} uses by default")
     id2label = raw.get("id2label")
     num_labels = raw.get("num_labels", len(id2label) if isinstance(id2label, dict) else 2)
     if isinstance(id2label, dict):
@@ -287,12 +349,46 @@ def _read_config(path: Path, attn: str) -> PretrainedConfig:
             f"{path}: problem_type 'single_label_classification' needs 2 or more labels, found {len(labels)}; "
             "one output is 'multi_label_classification' (a sigmoid) or 'regression'"
         )
-    shape = {key: raw[key] for key in BERT14_SHAPE}
-    config = _config(shape, labels, attn, family)
+    if family is DEFAULT_FAMILY:
+        shape = {key: raw[key] for key in BERT14_SHAPE}
+        config = _config(shape, labels, attn, family)
+        config.hidden_act = hidden_act
+        config.layer_norm_eps = float(raw.get("layer_norm_eps", 1e-12))
+        config.pad_token_id = raw.get("pad_token_id", 0)
+    else:
+        config = _family_config(path, raw, labels, attn, family)
     config.problem_type = problem_type
-    config.hidden_act = hidden_act
-    config.layer_norm_eps = float(raw.get("layer_norm_eps", 1e-12))
-    config.pad_token_id = raw.get("pad_token_id", 0)
+    return config
+
+
+# config.json keys that are not the model's settings, or that the labels set here.
+_NOT_SETTINGS = ("architectures", "transformers_version", "model_type", "id2label", "label2id", "num_labels",
+                 "problem_type", "torch_dtype", "dtype", "_name_or_path")  # fmt: skip
+
+
+def _family_config(
+    path: Path, raw: dict[str, Any], labels: list[str], attn: str, family: ModelFamily
+) -> PretrainedConfig:
+    """The family's config from its config.json, as transformers reads it (its own defaults and checks)."""
+    if attn not in ATTN_IMPLEMENTATIONS:
+        raise InputError(f"attention implementation: expected one of {ATTN_IMPLEMENTATIONS}, got {attn!r}")
+    config_class, _ = classes(family)
+    settings = {key: value for key, value in raw.items() if key not in _NOT_SETTINGS}
+    try:
+        config = config_class(
+            **settings,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+        )
+    except (TypeError, ValueError) as exc:  # transformers' own checks of the fields' types and values
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: not a valid {family.config_class} ({detail})") from exc
+    config._attn_implementation = attn
+    offset = family.position_offset(config.pad_token_id)
+    if config.max_position_embeddings <= offset + 2:
+        raise InputError(f"{path}: max_position_embeddings {config.max_position_embeddings} leaves no room for "
+                         f"a text after the {offset} rows {family.architecture} reserves")  # fmt: skip
     return config
 
 

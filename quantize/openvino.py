@@ -49,7 +49,7 @@ import contextlib
 import io
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -137,6 +137,11 @@ def quantize_openvino(
         raise QuantizeError("OpenVINO INT8: expected at least one calibration feed, got none")
     logging.getLogger("nncf").setLevel(logging.WARNING)  # NNCF logs every step at INFO
     model = ov.convert_model(str(source))
+    # Feeds are made with every input a family may take; the model takes its family's (bert14/family.py).
+    names = [port.get_any_name() for port in model.inputs]
+    calibration = [{name: feed[name] for name in names} for feed in calibration]
+    if accuracy is not None:
+        accuracy = replace(accuracy, feeds=[{name: feed[name] for name in names} for feed in accuracy.feeds])
     settings: dict[str, object] = {
         "subset_size": min(options.subset_size, len(calibration)),
         "model_type": nncf.ModelType.TRANSFORMER,

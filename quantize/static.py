@@ -55,14 +55,16 @@ def quantize_static_qdq(
         "entropy": CalibrationMethod.Entropy,
     }[options.calibrate]
 
+    model = onnx.load(str(source))
+    names = [value.name for value in model.graph.input]  # the family's inputs (bert14/family.py)
+
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = iter(calibration)
+            self.batches = iter([{name: feed[name] for name in names} for feed in calibration])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.batches, None)
 
-    model = onnx.load(str(source))
     mapping = layer_map(model)
     excluded = mapping.head + [f"{name}_MatMul" for name in mapping.head]
     fmt = choose_weight_format(cpu_flags)

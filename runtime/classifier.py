@@ -221,7 +221,7 @@ class Classifier:
             raise ArtifactError(f"{directory / MANIFEST_NAME}: expected the model's labels, found none")
         thresholds = label_thresholds(labels, options.threshold, options.label_thresholds)
         function = _score_function(manifest, directory, len(labels))
-        max_length = min(tokenizer_settings.model_max_length, manifest.model.max_position_embeddings)
+        max_length = min(tokenizer_settings.model_max_length, manifest.model.max_tokens)
         pad_id = tokenizer.token_to_id(tokenizer_settings.pad_token) or 0
         runner = None
         if actual == "cuda":
@@ -345,7 +345,9 @@ class Classifier:
         return self._logits(list(rows))
 
     def _encode_checked(self, texts: list[str], pairs: list[str] | None) -> list[Encoded]:
-        if pairs is not None and self.manifest.model.type_vocab_size < 2:
+        # A family without token types (RoBERTa, DistilBERT) tells the segments apart by its separators alone;
+        # a BERT-like one with a single type has no way to.
+        if pairs is not None and self.manifest.model.family.segments and self.manifest.model.type_vocab_size < 2:
             raise InputError(
                 "text_pairs: this model has one token type (type_vocab_size 1), so it cannot tell a second "
                 "segment from the first; expected texts without pairs"
@@ -425,5 +427,3 @@ def _score_function(manifest: Manifest, directory: Path, num_labels: int) -> str
     if function not in FUNCTIONS:
         raise ArtifactError(f"{directory / 'manifest.json'}: expected score_function in {FUNCTIONS}, got {function!r}")
     return function
-
-

@@ -339,7 +339,8 @@ def add_routes(app: FastAPI, service: object, model: str) -> None:
             # Parsing a large body takes milliseconds that other requests would wait for on the loop.
             inline = len(body) <= INLINE_PARSE_BYTES
             parsed = parse_infer(*args) if inline else await asyncio.to_thread(parse_infer, *args)
-            if parsed.pairs is not None and clf.manifest.model.type_vocab_size < 2:
+            model_info = clf.manifest.model
+            if parsed.pairs is not None and model_info.family.segments and model_info.type_vocab_size < 2:
                 raise HTTPFailure(400, "text_pair: this model has one token type (type_vocab_size 1), so it cannot "
                                        "tell a second segment from the first; expected 'text' alone")  # fmt: skip
             predictions = await service.classify(parsed.texts, parsed.pairs, parsed.long_text)  # type: ignore[attr-defined]

@@ -199,11 +199,11 @@ def write_repo(artifact: Path, out: Path, options: RepoOptions | None = None) ->
             f"{out}: model directories {clash} are there and not bert14's; choose another --name or OUT "
             "(triton-repo never deletes what it did not write)"
         )
-    tokenizer, settings = load_tokenizer(artifact)
+    tokenizer, settings = load_tokenizer(artifact, manifest.model.family)
     labels = [str(label) for label in manifest.model.labels]
     function = manifest.model.score_function or score_function(None, len(labels))
     thresholds = label_thresholds(labels, options.load.threshold, options.load.label_thresholds)  # before writing
-    max_length = min(settings.model_max_length, manifest.model.max_position_embeddings)
+    max_length = min(settings.model_max_length, manifest.model.max_tokens)
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".bert14-stage-", dir=out))
     try:

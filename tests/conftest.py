@@ -88,3 +88,41 @@ def trained_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (out.parent / "export.stdout").write_text(done.stdout, encoding="utf-8")
     return out
+
+
+# Each non-BERT family at tiny size (tests/export/test_families.py): the extra config each needs
+# beyond TINY_SHAPE. ELECTRA's embeddings are narrower than its hidden size (the projection), ERNIE
+# has task-type embeddings, RoBERTa and XLM-R a single token type.
+FAMILY_SHAPES = {
+    "roberta": {"type_vocab_size": 1},
+    "xlm-roberta": {"type_vocab_size": 1},
+    "distilbert": {},
+    "electra": {"type_vocab_size": 2, "embedding_size": 16},
+    "ernie": {"type_vocab_size": 2, "use_task_id": True, "task_type_vocab_size": 3},
+}
+FAMILY_POSITIONS = 64  # tokens a row holds: small, so the tests' long texts pass the limit
+FAMILY_LABELS = ["体育", "财经", "科技"]
+
+
+def family_shape(model_type: str) -> dict:
+    return {**TINY_SHAPE, "vocab_size": 3000, "positions": FAMILY_POSITIONS, **FAMILY_SHAPES[model_type]}
+
+
+@pytest.fixture(scope="session")
+def family_artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    """{model_type: (checkpoint, artifact)}: a tiny seeded checkpoint of each family, written as
+    save_pretrained writes it, exported with every variant (OpenVINO calibrated on the corpus)."""
+    from bert14.commands.build import ExportOptions, export_artifact
+    from bert14.export.families import seeded_checkpoint, seeded_corpus
+
+    corpus = seeded_corpus()
+    root = tmp_path_factory.mktemp("families")
+    calibration = root / "calibration.txt"
+    calibration.write_text("\n".join(corpus[:200]) + "\n", encoding="utf-8")
+    built = {}
+    for model_type in FAMILY_SHAPES:
+        checkpoint = seeded_checkpoint(model_type, root / model_type, family_shape(model_type), FAMILY_LABELS, corpus)
+        out = root / f"{model_type}-artifact"
+        export_artifact(ExportOptions(model_dir=checkpoint, out_dir=out, calibration_texts=calibration))
+        built[model_type] = (checkpoint, out)
+    return built

@@ -67,6 +67,9 @@ class OpenVinoSession:
             raise ArtifactError(f"{path}: OpenVINO could not load it ({reason}); re-run `bert14 export`") from exc
         self._local = threading.local()
 
+    def input_names(self) -> list[str]:
+        return [port.get_any_name() for port in self.compiled.inputs]
+
     def run(self, output_names: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         request = getattr(self._local, "request", None)
         if request is None:
