@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import re
 import unicodedata
 from collections.abc import Iterator, Sequence
@@ -137,30 +138,56 @@ def _boundary_chars(cjk: bool) -> re.Pattern[str]:
     return re.compile("[" + "".join(re.escape(ch) for ch in chars) + "](?![" + marks + "])")
 
 
-def safe_cut(text: str, start: int, cjk: bool, added: list[str]) -> int | None:
+# RoBERTa's byte-level BPE and XLM-R's whitespace-split Unigram end a word before a single space between
+# two non-spaces: the space starts the next piece (" Y" is one pre-token of GPT-2's regex; WhitespaceSplit
+# drops it and Metaspace gives the next word its own "▁"), and neither normalizer joins characters across
+# a space. So text[:cut] and text[cut:] tokenize to the whole text's tokens there too (the same fuzz,
+# tests/runtime/test_family_tokenizers.py, holds them to it).
+_SPACE_BOUNDARY = re.compile(r"(?<=\S)(?= \S)")
+
+
+def safe_cut(text: str, start: int, pattern: re.Pattern[str], added: list[str]) -> int | None:
     """The first safe boundary at or after `start` (see above), or None."""
-    pattern = _boundary_chars(cjk)
     at = max(start, 1) - 1
     while (found := pattern.search(text, at)) is not None:
         cut = found.end()
         at = found.start() + 1
+        if cut < start:  # a zero-width boundary (the space rule) found just before `start`
+            continue
         if cut >= len(text):
             return None
         if unicodedata.category(text[cut]).startswith("M"):
             continue
-        if any(token in text[cut - len(token) + 1 : cut + len(token) - 1] for token in added):
+        if any(token in text[max(cut - len(token) + 1, 0) : cut + len(token) - 1] for token in added):
             continue  # the cut would split an added token
         return cut
     return None
 
 
-def cuts(tokenizer: Tokenizer) -> tuple[bool, list[str]] | None:
-    """(handle_chinese_chars, added tokens of more than one character), or None for a tokenizer whose
-    locality this module does not know (it is then always given the whole text)."""
-    if not isinstance(tokenizer.normalizer, normalizers.BertNormalizer):
-        return None
+_cut_rules: dict[int, tuple[Tokenizer, tuple[re.Pattern[str], list[str]] | None]] = {}
+
+
+def cuts(tokenizer: Tokenizer) -> tuple[re.Pattern[str], list[str]] | None:
+    """(where the tokenizer always ends a word, added tokens of more than one character), or None for a
+    tokenizer whose locality this module does not know (it is then always given the whole text)."""
+    entry = _cut_rules.get(id(tokenizer))
+    if entry is None or entry[0] is not tokenizer:
+        entry = _cut_rules[id(tokenizer)] = (tokenizer, _rules(tokenizer))
+    return entry[1]
+
+
+def _rules(tokenizer: Tokenizer) -> tuple[re.Pattern[str], list[str]] | None:
     added = [t.content for t in tokenizer.get_added_tokens_decoder().values() if len(t.content) > 1]
-    return bool(tokenizer.normalizer.handle_chinese_chars), added
+    if isinstance(tokenizer.normalizer, normalizers.BertNormalizer):
+        return _boundary_chars(bool(tokenizer.normalizer.handle_chinese_chars)), added
+    pre = json.loads(tokenizer.to_str()).get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    kinds = [step.get("type") for step in steps]
+    if kinds == ["ByteLevel"] and pre.get("use_regex", True) and tokenizer.normalizer is None:
+        return _SPACE_BOUNDARY, added
+    if kinds == ["WhitespaceSplit", "Metaspace"] and steps[1].get("prepend_scheme") == "always":
+        return _SPACE_BOUNDARY, added
+    return None
 
 
 def prefixes(tokenizer: Tokenizer, text: str, start: int) -> Iterator[str]:

@@ -339,6 +339,9 @@ def headline(results: dict[str, dict]) -> str:
     ov_ms = results["openvino"]["speed"]["shapes_ms"]
     other = fidelity["other genres"]
     long_text = results["long_text"]["accuracy"]
+    families = results["families"]["families"]
+    others = [name for name in families if name != "bert"]
+    trained = results["families_trained"]["families"]
     rows = [
         ("BERT-14 INT8 (batch-invariant) time vs ONNX Runtime's public INT8 recipe, 1 x 128 / 1 x 512 / 8 x 128",
          f"{vs} the time", "`make bench`"),
@@ -365,6 +368,12 @@ def headline(results: dict[str, dict]) -> str:
          " / ".join(f"{long_text['strategies'][n]['accuracy_long_int8']:.1%}"
                     for n in ("truncate", "head_tail", "windows mean")),
          "`benchmarks/long_text.py`"),
+        (f"{' / '.join(others)} INT8 time vs ONNX Runtime's optimizer + quantize_dynamic, 1 x 128 "
+         f"(BERT-14 in the same run: {families['bert']['int8_vs_recipe']['1x128']:.2f}x)",
+         " / ".join(f"{families[n]['int8_vs_recipe']['1x128']:.2f}x" for n in others), "`benchmarks/families.py`"),
+        (f"INT8 top-1 agreement with PyTorch, a small model of each family trained here ({' / '.join(trained)})",
+         " / ".join(f"{trained[n]['onnxruntime int8']['top1_agreement_with_pytorch']:.1%}" for n in trained),
+         "`benchmarks/train_families.py`"),
         (f"`bert14 batch` (Ray Data, local) vs `predict --file`, {batch_rows:,} titles, INT8",
          f"{predict_s / batch_s:.0%} of its throughput, every row once", "`benchmarks/batch.py`"),
     ]  # fmt: skip
@@ -379,8 +388,7 @@ def long_text(report: dict) -> str:
     acc, speed, memory = report["accuracy"], report["speed"], report["memory"]
     names = list(acc["strategies"])
     lines = [
-        "`benchmarks/long_text.py --default artifacts/bert14 --json docs/results/long_text.json`. "
-        f"{_stamp(report)}",
+        f"`benchmarks/long_text.py --default artifacts/bert14 --json docs/results/long_text.json`. {_stamp(report)}",
         "",
         f"The trained fixture (trained on titles) on the {acc['articles']} THUCNews articles against their labels; "
         f"{acc['over_positions']} of them run past its {acc['positions']} positions, and only those can differ "
@@ -445,6 +453,112 @@ def long_text(report: dict) -> str:
     return "\n".join(lines)
 
 
+_FUSED = ("EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "BiasGelu", "FastGelu")
+_SHORT = {"EmbedLayerNormalization": "EmbedLN", "Attention": "Attention", "SkipLayerNormalization": "SkipLN",
+          "BiasGelu": "BiasGelu", "FastGelu": "FastGelu"}  # fmt: skip
+
+
+def _fused(counts: dict[str, int]) -> str:
+    return ", ".join(f"{_SHORT[op]} {counts[op]}" for op in _FUSED if counts.get(op)) or "nothing"
+
+
+def families(report: dict) -> str:
+    rows = report["families"]
+    yardstick = rows.get("bert", {}).get("int8_vs_recipe", {})
+    shapes = list(next(iter(rows.values()))["latency_ms"])
+    lines = [
+        "`benchmarks/families.py --json docs/results/families.json`: each family at base size with seeded weights, "
+        'exported by `bert14 export --model DIR`, beside ONNX Runtime\'s transformer optimizer (`model_type="bert"`) + '
+        f"`quantize_dynamic` on the same checkpoint; one process, {report['threads']} threads, {report['rounds']} "
+        f"interleaved rounds, medians. {_stamp(report)}",
+        "",
+        "| family | bert14 fused | ORT optimizer fused | "
+        + " | ".join(f"INT8 ms {SHAPE_NAMES.get(s, s)}: bert14 / recipe (ratio)" for s in shapes)
+        + " | fp32 max \\|dlogit\\|, 70 articles | INT8 top-1 agreement (near ties) |",
+        "| --- | --- | --- |" + " --- |" * len(shapes) + " --- | --- |",
+    ]
+    for name, row in rows.items():
+        cells = [
+            f"{row['latency_ms'][s]['bert14 int8']:.1f} / {row['latency_ms'][s]['public recipe int8']:.1f} "
+            f"({row['int8_vs_recipe'][s]:.2f}x)"
+            for s in shapes
+        ]
+        agreement = row["agreement"]["bert14 int8"]
+        lines.append(
+            f"| {name} | {_fused(row['bert14_fusions'])} | {_fused(row['recipe_fusions'])} | "
+            + " | ".join(cells)
+            + f" | {row['articles']['fp32_fused_max_abs_logit_diff']:.1e} ({row['articles']['truncated']} truncated) | "
+            f"{agreement['top1_agreement']:.1%} ({agreement['near_ties']:.0%}) |"
+        )
+    if yardstick:
+        worse = [
+            f"{name} at {SHAPE_NAMES.get(s, s)} ({row['int8_vs_recipe'][s]:.2f}x against BERT-14's {yardstick[s]:.2f}x)"
+            for name, row in rows.items() if name != "bert" for s in shapes
+            if row["int8_vs_recipe"][s] > yardstick[s] * 1.05
+        ]  # fmt: skip
+        verdict = "every family is within 5% of it or better" if not worse else "behind it: " + "; ".join(worse)
+        lines += [
+            "",
+            "The yardstick is BERT-14's own ratio in the same run "
+            f"({' / '.join(f'{yardstick[s]:.2f}x' for s in shapes)} at "
+            f"{' / '.join(SHAPE_NAMES.get(s, s) for s in shapes)}): {verdict}. Seeded weights give logits that "
+            f"barely depend on the text (near ties: PyTorch's top-2 margin under {report['near_tie']}), so the "
+            "agreement on them is a weak figure; the trained models below are the INT8 accuracy figure.",
+        ]
+    return "\n".join(lines)
+
+
+def families_trained(report: dict) -> str:
+    lines = [
+        "`benchmarks/train_families.py --json docs/results/families_trained.json`: each family's small classifier "
+        f"(2 layers of 128) trained here from seeded weights on the 33,740 THUCNews train titles ({report['epochs']} "
+        "epochs), exported with `bert14 export --model DIR --calibration` (300 train titles), measured on the "
+        f"1,000 test titles. {_stamp(report)}",
+        "",
+        "| family | accuracy, PyTorch fp32 | ONNX Runtime INT8: accuracy, top-1 agreement | OpenVINO INT8: accuracy, "
+        "top-1 agreement |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, row in report["families"].items():
+        ort, ov = row["onnxruntime int8"], row["openvino int8"]
+        lines.append(
+            f"| {name} | {row['accuracy_pytorch_fp32']:.1%} | {ort['accuracy']:.1%}, "
+            f"{ort['top1_agreement_with_pytorch']:.1%} | {ov['accuracy']:.1%}, "
+            f"{ov['top1_agreement_with_pytorch']:.1%} |"
+        )
+    return "\n".join(lines)
+
+
+def support(report: dict) -> str:
+    """docs/checkpoints.md's support table, from the family benchmark's JSON."""
+    lines = [
+        "Generated by `docs/numbers_page.py` from `docs/results/families.json` (`benchmarks/families.py`: each "
+        "family's base-size seeded checkpoint, written as `save_pretrained` writes it, through `bert14 export "
+        f"--model DIR`). {_stamp(report)}",
+        "",
+        "| family | architecture | export: dynamo + sdpa, torchscript + eager | fusion (expected) | INT8 engines, "
+        "gate max \\|dlogit\\| | tokenizer: kind, ids equal to AutoTokenizer's |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, row in report["families"].items():
+        expected = row["bert14_expected"]
+        full = all(row["bert14_fusions"].get(op, 0) == n for op, n in expected.items())
+        other = row["torchscript_eager"]
+        exports = "yes, yes" if other["complete"] else f"yes, {'fused short' if other['fused'] else 'failed'}"
+        validation = row["validation_max_abs_logit_diff"]
+        engines = ", ".join(
+            f"{label} {validation[key]:.3f}" for key, label in (("int8", "ONNX Runtime"), ("int8_openvino", "OpenVINO"))
+            if key in validation
+        )  # fmt: skip
+        tokens = row["tokenizer_identical"]
+        lines.append(
+            f"| {name} | {row['architecture']} | {exports} | "
+            f"{'full' if full else 'SHORT'}: {_fused(row['bert14_fusions'])} | "
+            f"{engines} | {row['tokenizer']}, {tokens['identical']:,} / {tokens['texts']:,} |"
+        )
+    return "\n".join(lines)
+
+
 SECTIONS: dict[str, Callable[[dict], str]] = {
     "bench": bench,
     "int8": int8,
@@ -455,8 +569,11 @@ SECTIONS: dict[str, Callable[[dict], str]] = {
     "replicas": replicas,
     "openvino": openvino,
     "long_text": long_text,
+    "families": families,
+    "families_trained": families_trained,
 }
 README = ROOT / "README.md"
+CHECKPOINTS = ROOT / "docs" / "checkpoints.md"
 
 
 def _replace(page: str, name: str, body: str, where: Path) -> str:
@@ -484,21 +601,29 @@ def render(page: str, readme: str) -> tuple[str, str]:
     return page, _replace(readme, "headline", headline(results), README)
 
 
+def render_checkpoints(page: str) -> str:
+    """docs/checkpoints.md with its support table rewritten from docs/results/families.json."""
+    return _replace(page, "support", support(load_results()["families"]), CHECKPOINTS)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="exit 1 if the pages differ from the JSON")
     args = parser.parse_args()
     page, readme = PAGE.read_text(encoding="utf-8"), README.read_text(encoding="utf-8")
+    checkpoints = CHECKPOINTS.read_text(encoding="utf-8")
     new_page, new_readme = render(page, readme)
+    new_checkpoints = render_checkpoints(checkpoints)
     if args.check:
-        if (new_page, new_readme) != (page, readme):
-            print("numbers: docs/numbers.md or README.md differ from docs/results/*.json; run numbers_page.py",
-                  file=sys.stderr)  # fmt: skip
+        if (new_page, new_readme, new_checkpoints) != (page, readme, checkpoints):
+            print("numbers: docs/numbers.md, docs/checkpoints.md or README.md differ from docs/results/*.json; "
+                  "run numbers_page.py", file=sys.stderr)  # fmt: skip
             return 1
         return 0
     PAGE.write_text(new_page, encoding="utf-8")
     README.write_text(new_readme, encoding="utf-8")
-    print(f"wrote {PAGE} and {README}")
+    CHECKPOINTS.write_text(new_checkpoints, encoding="utf-8")
+    print(f"wrote {PAGE}, {CHECKPOINTS} and {README}")
     return 0
 
 

@@ -112,8 +112,8 @@ def write_tokenizer(family: ModelFamily, directory: Path, vocab_size: int, texts
     elif family.tokenizer == "BPE":
         model = _train(models.BPE(), pre_tokenizers.ByteLevel(add_prefix_space=False), None, texts, vocab_size - 1,
                        trainers.BpeTrainer, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
-        tokens = list(_SPECIALS["BPE"]) + ["<mask>"]
-        vocab = {**{t: i for i, t in enumerate(tokens)}, **{t: i for t, i in model["vocab"].items() if t not in tokens}}
+        vocab = dict(model["vocab"])  # the specials first (ids 0..3), as the trainer placed them
+        vocab["<mask>"] = len(vocab)  # RoBERTa's mask token is its last id
         merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
         tokenizer = tokenizer_class(vocab=vocab, merges=merges)
     elif family.tokenizer == "Unigram":
@@ -148,13 +148,16 @@ def seeded_checkpoint(
     seed: int = 14,
     attn: str = "sdpa",
     head_scale: float = 1.0,
+    tokenizer_vocab: int | None = None,
 ) -> Path:
-    """A checkpoint directory of `model_type` as save_pretrained writes it (config, weights, tokenizer)."""
+    """A checkpoint directory of `model_type` as save_pretrained writes it (config, weights, tokenizer).
+    `tokenizer_vocab`: at most this many tokens in a trained tokenizer (the config's vocab_size may be
+    larger, as XLM-R's 250,002 rows are for a corpus far larger than a benchmark's)."""
     family = FAMILIES.get(model_type) or family_for(model_type)
     config = config_for(family, shape, labels)
     config._attn_implementation = attn
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     seeded_model(config, seed, head_scale).save_pretrained(str(directory))
-    write_tokenizer(family, directory, config.vocab_size, texts)
+    write_tokenizer(family, directory, min(config.vocab_size, tokenizer_vocab or config.vocab_size), texts)
     return directory

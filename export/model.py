@@ -97,6 +97,19 @@ class SourceModel:
         """The config's shape under BERT's key names (DistilBERT's dim, n_layers, ... renamed)."""
         return config_shape(self.config)
 
+    def tokenizer(self):  # noqa: ANN201 - a tokenizers.Tokenizer
+        """The tokenizer the artifact will carry, as the runtime builds it (no padding, no truncation)."""
+        from tokenizers import Tokenizer
+
+        from bert14.tokenizer import build_tokenizer
+
+        if not self.tokenizer_files:
+            return build_tokenizer(self.vocab, self.tokenizer_settings)
+        tokenizer = Tokenizer.from_str(self.tokenizer_files[TOKENIZER_JSON_FILE].decode("utf-8"))
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        return tokenizer
+
     @property
     def labels(self) -> list[str]:
         return [self.config.id2label[i] for i in range(self.config.num_labels)]

@@ -107,12 +107,16 @@ def test_a_familys_tokenizer_and_support_files_come_from_its_declaration(
     from bert14.tokenizer import READERS, load_tokenizer
 
     assert set(families.BERT.support_files) <= ARTIFACT_FILE_NAMES and "WordPiece" in READERS
-    unigram = dataclasses.replace(families.BERT, tokenizer="Unigram")
-    with pytest.raises(ArtifactError, match="no reader for bert's Unigram tokenizer"):
-        load_tokenizer(tiny_artifact, unigram)
-    monkeypatch.setitem(families.FAMILIES, "bert", unigram)
-    with pytest.raises(ArtifactError, match="no reader for bert's Unigram tokenizer"):
+    word_level = dataclasses.replace(families.BERT, tokenizer="WordLevel")
+    with pytest.raises(ArtifactError, match="no reader for bert's WordLevel tokenizer"):
+        load_tokenizer(tiny_artifact, word_level)
+    monkeypatch.setitem(families.FAMILIES, "bert", word_level)
+    with pytest.raises(ArtifactError, match="no reader for bert's WordLevel tokenizer"):
         Classifier.load(tiny_artifact, provider="cpu", warmup=False)
+    # A reader of another kind refuses BERT's tokenizer.json in one line naming what it found.
+    unigram = dataclasses.replace(families.BERT, tokenizer="Unigram")
+    with pytest.raises(ArtifactError, match=r"expected a Unigram tokenizer .*found model/pre-tokenizer \('WordPiece'"):
+        load_tokenizer(tiny_artifact, unigram)
     # A support file the family declares is verified like the model: a changed config.json stops the load.
     monkeypatch.setitem(families.FAMILIES, "bert", families.BERT)
     copy = tmp_path / "copy"

@@ -23,3 +23,9 @@ def test_a_figure_edited_by_hand_is_put_back() -> None:
     tampered = readme[:start] + readme[start:].replace(" faster", " faster (and then some)", 1)
     assert tampered != readme
     assert numbers_page.render(page, tampered)[1] == readme
+
+
+def test_the_support_table_says_what_the_family_benchmark_json_says() -> None:
+    page = numbers_page.CHECKPOINTS.read_text(encoding="utf-8")
+    assert "<!-- BEGIN generated:support -->" in page
+    assert numbers_page.render_checkpoints(page) == page, "run docs/numbers_page.py"

@@ -335,3 +335,15 @@ def test_a_csv_cell_over_a_megabyte_is_read(tmp_path: Path) -> None:
     assert len(id_hashes(spec)) == 3
     rows = [row for block in read_blocks(spec, 0) for row in block.to_pylist()]
     assert [(r["id"], r["text"]) for r in rows] == [("a", "短"), ("b", long_text), ("c", "尾")]
+
+
+def test_a_roberta_artifact_gets_the_classifiers_answers(ray_local, family_artifacts, tmp_path: Path) -> None:
+    """A family with other inputs (no token types) and another pad id (<pad> = 1), through Ray Data."""
+    _, artifact = family_artifacts["roberta"]
+    texts = _corpus(tmp_path / "in.txt", 60)
+    run_batch(BatchOptions(artifact, str(tmp_path / "in.txt"), tmp_path / "out", load=LoadOptions(precision="int8"),
+                           workers=1, threads_per_worker=1, progress=False))  # fmt: skip
+    table = _read(tmp_path / "out").sort_by("id")
+    expected = Classifier.load(artifact, precision="int8", provider="cpu", threads=1).predict(texts)
+    assert table.column("label").to_pylist() == [p.label for p in expected]
+    assert table.column("truncated").to_pylist() == [p.truncated for p in expected]
