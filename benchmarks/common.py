@@ -17,6 +17,17 @@ import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 THREADS = 2
+# The families the family benchmarks run, BERT-14's first: the yardstick the others are read against.
+FAMILIES = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "ernie")
+
+
+def chosen_families(value: str) -> list[str]:
+    """--families' comma-separated names, checked against FAMILIES."""
+    wanted = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = sorted(set(wanted) - set(FAMILIES))
+    if unknown:
+        raise SystemExit(f"--families: unknown {unknown}; expected some of {list(FAMILIES)}")
+    return wanted
 
 
 def session(path: str, optimized: bool = True):
@@ -41,6 +52,17 @@ def measured() -> dict[str, object]:
         "cores": os.cpu_count(),
         "onnxruntime": ort.__version__,
     }
+
+
+def write_report(path: Path, report: dict[str, object]) -> None:
+    """A benchmark's JSON report, with when and where it ran."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps({"measured": measured(), **report}, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    print(f"wrote {path}")
 
 
 def bert_feeds(batch: int, sequence: int, vocab: int = 21128, seed: int = 0) -> dict[str, np.ndarray]:

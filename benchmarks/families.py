@@ -3,8 +3,8 @@
 For each family (BERT-14 first, the yardstick the issue names), one process, the same 2 threads:
   1. a base-size checkpoint with seeded weights, written as save_pretrained writes it
      (export/families.py); RoBERTa's BPE and XLM-R's Unigram trained on the THUCNews train titles;
-  2. `bert14 export --model DIR --calibration 300-titles` (dynamo, sdpa; no CUDA-only seqlen file): its
-     fusion counts and every gate (fp32, fused, fp16 on the CPU, ONNX Runtime INT8, OpenVINO INT8);
+  2. `bert14 export --model DIR --no-openvino` (dynamo, sdpa; no CUDA-only seqlen file): its fusion counts
+     and every gate (fp32, fused, fp16 on the CPU, ONNX Runtime INT8; OpenVINO's: train_families.py);
   3. the public recipe on the same checkpoint: TorchScript export of the eager attention, ONNX Runtime's
      transformer optimizer with model_type="bert", quantize_dynamic; what it fused; and bert14's
      optimizer on that same TorchScript/eager export (the other exporter and attention);
@@ -23,20 +23,17 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from common import THREADS, interleaved, measured, public_recipe, session
+from common import FAMILIES, THREADS, chosen_families, interleaved, public_recipe, session, write_report
 from data import articles, titles
 
 SHAPES = ((1, 128), (8, 128))
-ALL = ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "ernie")
 NEAR_TIE = 0.1  # a PyTorch top-2 margin under this is a near tie: INT8 may flip it without being wrong
-CALIBRATION_TEXTS = 300  # OpenVINO INT8's calibration: train titles, evenly spaced
 TOKENIZER_VOCAB = 30000  # trained tokenizers' cap; THUCNews titles hold fewer distinct pieces anyway
 # A quick run of the script itself (--smoke): every family at 2 layers of 64.
 SMOKE = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}
@@ -106,11 +103,9 @@ def one_family(model_type: str, work: Path, rounds: int, smoke: bool = False) ->
     print(f"{model_type}: checkpoint in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     started = time.perf_counter()
     artifact = work / "artifact"
-    calibration = work / "calibration.txt"
-    calibration.write_text(
-        "\n".join(train[:: len(train) // CALIBRATION_TEXTS][:CALIBRATION_TEXTS]) + "\n", encoding="utf-8"
-    )
-    options = ExportOptions(model_dir=checkpoint, out_dir=artifact, fp16_seqlen=False, calibration_texts=calibration)
+    # No OpenVINO build here (minutes per family at this size): train_families.py builds and gates it for
+    # each family, on trained models where its calibration means something.
+    options = ExportOptions(model_dir=checkpoint, out_dir=artifact, fp16_seqlen=False, openvino=False)
     report = export_artifact(options)
     export_seconds = time.perf_counter() - started
     print(f"{model_type}: bert14 export in {export_seconds:.0f} s", file=sys.stderr, flush=True)
@@ -199,7 +194,7 @@ def one_family(model_type: str, work: Path, rounds: int, smoke: bool = False) ->
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--families", default=",".join(ALL))
+    parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--json", type=Path, default=Path("bench-results/families.json"))
     parser.add_argument("--smoke", action="store_true", help="2 layers of 64: checks the script, measures nothing")
@@ -208,10 +203,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(THREADS)
-    wanted = [name.strip() for name in args.families.split(",") if name.strip()]
-    unknown = sorted(set(wanted) - set(ALL))
-    if unknown:
-        raise SystemExit(f"--families: unknown {unknown}; expected some of {list(ALL)}")
+    wanted = chosen_families(args.families)
     results = {}
     for model_type in wanted:
         with tempfile.TemporaryDirectory(prefix=f"bert14-{model_type}-") as tmp:
@@ -220,11 +212,8 @@ def main() -> int:
         line = results[model_type]
         print(f"{model_type}: int8 vs recipe {line['int8_vs_recipe']}, agreement "
               f"{line['agreement']['bert14 int8']['top1_agreement']}", file=sys.stderr, flush=True)  # fmt: skip
-    report = {"measured": measured(), "threads": THREADS, "rounds": args.rounds, "near_tie": NEAR_TIE,
-              "smoke": args.smoke, "families": results}  # fmt: skip
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"wrote {args.json}")
+    write_report(args.json, {"threads": THREADS, "rounds": args.rounds, "near_tie": NEAR_TIE, "smoke": args.smoke,
+                             "families": results})  # fmt: skip
     return 0
 
 

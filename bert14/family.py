@@ -13,7 +13,7 @@ The core never imports transformers: classes are named here and looked up by the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bert14.errors import InputError
 
@@ -85,58 +85,42 @@ ROBERTA = ModelFamily(
     positions_after_padding=True,
     tokenizer_class="RobertaTokenizer",
 )
-XLM_ROBERTA = ModelFamily(
+# XLM-R is RoBERTa's architecture with a SentencePiece Unigram tokenizer.
+XLM_ROBERTA = replace(
+    ROBERTA,
     model_type="xlm-roberta",
     architecture="XLMRobertaForSequenceClassification",
     config_class="XLMRobertaConfig",
-    input_names=("input_ids", "attention_mask"),
     tokenizer="Unigram",
-    tokenizer_files=("tokenizer.json",),
-    support_files=_JSON_SUPPORT,
-    positions=_FROM_PADDING,
-    head="dense + tanh on <s>, then out_proj",
-    fused_ops=_ENCODER_OPS,
-    positions_after_padding=True,
     tokenizer_class="XLMRobertaTokenizer",
 )
-DISTILBERT = ModelFamily(
+# The other WordPiece families are BERT but for what each entry names.
+DISTILBERT = replace(
+    BERT,
     model_type="distilbert",
     architecture="DistilBertForSequenceClassification",
     config_class="DistilBertConfig",
     input_names=("input_ids", "attention_mask"),
-    tokenizer="WordPiece",
-    tokenizer_files=_WORDPIECE_FILES,
-    support_files=_WORDPIECE_SUPPORT,
     positions="absolute, 0..S-1 (no segment embeddings)",
     head="pre_classifier + ReLU on [CLS], then a linear classifier (no pooler)",
-    fused_ops=_ENCODER_OPS,
     activation_key="activation",
     tokenizer_class="DistilBertTokenizer",
 )
-ELECTRA = ModelFamily(
+ELECTRA = replace(
+    BERT,
     model_type="electra",
     architecture="ElectraForSequenceClassification",
     config_class="ElectraConfig",
-    input_names=_BERT_INPUTS,
-    tokenizer="WordPiece",
-    tokenizer_files=_WORDPIECE_FILES,
-    support_files=_WORDPIECE_SUPPORT,
     positions="absolute, 0..S-1; embeddings projected to hidden_size when embedding_size differs",
     head="dense + GELU on [CLS], then out_proj",
-    fused_ops=_ENCODER_OPS,
     tokenizer_class="ElectraTokenizer",
 )
-ERNIE = ModelFamily(
+ERNIE = replace(
+    BERT,
     model_type="ernie",
     architecture="ErnieForSequenceClassification",
     config_class="ErnieConfig",
-    input_names=_BERT_INPUTS,
-    tokenizer="WordPiece",
-    tokenizer_files=_WORDPIECE_FILES,
-    support_files=_WORDPIECE_SUPPORT,
     positions="absolute, 0..S-1; with use_task_id, task type 0's embedding (transformers' default) is added",
-    head=_POOLER,
-    fused_ops=_ENCODER_OPS,
 )
 
 FAMILIES: dict[str, ModelFamily] = {

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 import transformers
+from huggingface_hub.errors import StrictDataclassError
 from transformers import PretrainedConfig, PreTrainedModel
 
 from bert14.artifact import sha256_file
@@ -394,8 +395,8 @@ def _family_config(
             id2label=dict(enumerate(labels)),
             label2id={label: i for i, label in enumerate(labels)},
         )
-    except (TypeError, ValueError) as exc:  # transformers' own checks of the fields' types and values
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except (TypeError, ValueError, StrictDataclassError) as exc:  # transformers' checks of the fields
+        detail = " ".join(str(exc).split()) or type(exc).__name__
         raise InputError(f"{path}: not a valid {family.config_class} ({detail})") from exc
     config._attn_implementation = attn
     offset = family.position_offset(config.pad_token_id)

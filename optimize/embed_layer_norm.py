@@ -168,12 +168,7 @@ def check_positions(model: ir.Model, m: EmbeddingMatch) -> None:
 def _int32(model: ir.Model, name: str, anchor: ir.Node) -> ir.Value:
     source = graph_input(model, name)
     assert source is not None
-    cast = ir.node("Cast", [source], {"to": ir.DataType.INT32}, name=f"{name}_int32")
-    cast.outputs[0].name = f"{name}_int32"
-    cast.outputs[0].type = ir.TensorType(ir.DataType.INT32)
-    cast.outputs[0].shape = source.shape
-    model.graph.insert_before(anchor, cast)
-    return cast.outputs[0]
+    return _as_int32(model, source, anchor)
 
 
 def _as_int32(model: ir.Model, value: ir.Value, anchor: ir.Node) -> ir.Value:

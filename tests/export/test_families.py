@@ -40,6 +40,8 @@ def test_the_artifact_is_fully_fused_and_passes_every_gate(family_artifacts, mod
         value.name for value in onnx.load(str(artifact / "model.int8.onnx"), load_external_data=False).graph.input
     ]
     assert tuple(inputs) == family.input_names
+    fused = onnx.load(str(artifact / "model.opt.onnx")).graph
+    assert any(n.op_type == "Slice" and n.name.startswith("first_token/") for n in fused.node), "the head's tail"
     for name in family.support_files:
         assert (artifact / name).is_file(), name
     assert (artifact / "vocab.txt").is_file() == (family.tokenizer == "WordPiece")
@@ -182,3 +184,37 @@ def test_an_unsupported_family_is_refused_in_one_line_naming_the_supported(tmp_p
     for family in FAMILIES.values():
         assert f"'{family.model_type}' ({family.architecture})" in message
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir()), "nothing written"
+
+
+HOSTILE = [
+    (
+        "ernie",
+        "config.json",
+        {"use_task_id": "yes"},
+        "not a valid ErnieConfig (Validation error for field 'use_task_id'",
+    ),
+    ("distilbert", "config.json", {"activation": "relu"}, "expected activation one of"),
+    ("roberta", "config.json", {"max_position_embeddings": 3}, "leaves no room for a text after the 2 rows"),
+    ("roberta", "config.json", {"hidden_size": "big"}, "expected integer fields hidden_size"),
+    ("xlm-roberta", "tokenizer_config.json", {"pad_token": "<nope>"}, "expected the pad_token '<nope>' in the vocab"),
+    ("roberta", "tokenizer.json", None, "expected a BPE tokenizer (model BPE, pre-tokenizer one of ['ByteLevel'])"),
+]
+
+
+@pytest.mark.parametrize(("model_type", "name", "change", "fragment"), HOSTILE)
+def test_a_bad_family_checkpoint_is_refused_in_one_line_before_any_work(
+    family_artifacts, tmp_path: Path, model_type: str, name: str, change, fragment: str
+) -> None:
+    import shutil
+
+    from bert14.export.model import load_checkpoint
+
+    checkpoint = shutil.copytree(family_artifacts[model_type][0], tmp_path / "ckpt")
+    if change is None:  # another family's tokenizer: DistilBERT's WordPiece tokenizer.json in a RoBERTa checkpoint
+        shutil.copyfile(family_artifacts["distilbert"][0] / name, checkpoint / name)
+    else:
+        raw = json.loads((checkpoint / name).read_text(encoding="utf-8"))
+        (checkpoint / name).write_text(json.dumps({**raw, **change}), encoding="utf-8")
+    with pytest.raises(InputError) as refused:
+        load_checkpoint(checkpoint)
+    assert fragment in str(refused.value) and "\n" not in str(refused.value)
