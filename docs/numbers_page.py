@@ -511,8 +511,9 @@ def families(report: dict) -> str:
 def families_trained(report: dict) -> str:
     lines = [
         "`benchmarks/train_families.py --json docs/results/families_trained.json`: each family's small classifier "
-        f"(2 layers of 128) trained here from seeded weights on the 33,740 THUCNews train titles ({report['epochs']} "
-        "epochs), exported with `bert14 export --model DIR` (ONNX Runtime INT8 built and gated by the export; "
+        "(2 layers of 128) trained here from seeded weights on the 33,740 THUCNews train titles "
+        f"({report['epochs']} epoch{'s' if report['epochs'] != 1 else ''}), exported with `bert14 export --model DIR` "
+        "(ONNX Runtime INT8 built and gated by the export; "
         "OpenVINO INT8 built as `--calibration` builds it, on 300 train titles, with its export gate recorded), "
         f"measured on the 1,000 test titles. {_stamp(report)}",
         "",
