@@ -26,7 +26,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from bert14.errors import InputError
 from bert14.export.model import RENAMED_KEYS, build_seeded, classes
 from bert14.export.vocab import build_vocab
-from bert14.family import FAMILIES, ModelFamily, family_for
+from bert14.family import ModelFamily, family_for
 
 # Base-size shapes, as the public base checkpoints of each family have them (positions: tokens a row holds).
 BASE_SHAPES: dict[str, dict[str, Any]] = {
@@ -47,8 +47,8 @@ BASE_SHAPES: dict[str, dict[str, Any]] = {
               "task_type_vocab_size": 3},
 }  # fmt: skip
 # What each family's public checkpoints use for special tokens and padding.
-_SPECIALS = {"BPE": ("<s>", "<pad>", "</s>", "<unk>"), "Unigram": ("<s>", "<pad>", "</s>", "<unk>")}
-_PAD_IDS = {"roberta": 1, "xlm-roberta": 1}
+# RoBERTa's and XLM-R's specials, at the ids their public checkpoints give them (<s> 0, <pad> 1, </s> 2, <unk> 3).
+_SENTENCE_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
 
 
 # The seeded corpus: common CJK ideographs and ASCII words, the mix of Chinese news text.
@@ -74,12 +74,12 @@ def seeded_corpus(seed: int = 14, texts: int = 1500) -> list[str]:
 def config_for(family: ModelFamily, shape: dict[str, Any], labels: list[str]) -> transformers.PretrainedConfig:
     """The family's config for a canonical `shape` (BERT's key names; `positions`: tokens a row holds)."""
     shape = dict(shape)
-    pad = _PAD_IDS.get(family.model_type, 0)
+    pad = 1 if family.positions_after_padding else 0  # RoBERTa's <pad>, which its positions count from
     positions = shape.pop("positions") + family.position_offset(pad)
     renamed = RENAMED_KEYS.get(family.model_type, {})
     values = {renamed.get(key, key): value for key, value in shape.items()}
     values["max_position_embeddings"] = positions
-    if family.model_type == "roberta" or family.model_type == "xlm-roberta":
+    if family.positions_after_padding:
         values |= {"bos_token_id": 0, "eos_token_id": 2}
     config_class, _ = classes(family)
     config = config_class(
@@ -133,7 +133,7 @@ def _train(model, pre_tokenizer, normalizer, texts, vocab_size, trainer_class, *
     if normalizer is not None:
         tokenizer.normalizer = normalizer
     trainer = trainer_class(
-        vocab_size=vocab_size, special_tokens=list(_SPECIALS["BPE"]), show_progress=False, **options
+        vocab_size=vocab_size, special_tokens=list(_SENTENCE_SPECIALS), show_progress=False, **options
     )
     tokenizer.train_from_iterator(list(texts), trainer)
     return json.loads(tokenizer.to_str())["model"]
@@ -153,7 +153,7 @@ def seeded_checkpoint(
     """A checkpoint directory of `model_type` as save_pretrained writes it (config, weights, tokenizer).
     `tokenizer_vocab`: at most this many tokens in a trained tokenizer (the config's vocab_size may be
     larger, as XLM-R's 250,002 rows are for a corpus far larger than a benchmark's)."""
-    family = FAMILIES.get(model_type) or family_for(model_type)
+    family = family_for(model_type)
     config = config_for(family, shape, labels)
     config._attn_implementation = attn
     directory = Path(directory)
