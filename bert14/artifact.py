@@ -212,16 +212,18 @@ class Manifest:
         model = raw.get("model")
         known = {f.name for f in fields(ModelInfo)}
         if not isinstance(model, dict) or not {"labels", "max_position_embeddings"} <= set(model):
-            raise ArtifactError(f"{path}: expected a 'model' table with labels and sizes, found {model!r:.80}")
+            raise ArtifactError(f"{path}: expected a 'model' table with labels and sizes, found {_short(model)}")
         try:
             info = ModelInfo(**{k: v for k, v in model.items() if k in known})
         except TypeError as exc:
             raise ArtifactError(f"{path}: the 'model' table lacks a field ({exc})") from exc
-        if info.model_type not in FAMILIES:
-            raise ArtifactError(
-                f"{path}: model_type {info.model_type!r} is not one this bert14 runs ({', '.join(FAMILIES)}); "
-                "upgrade bert14 to load it"
-            )
+        _check_model(info, path)
+        _check_files(raw["files"], path)
+        for key in ("source", "artifacts"):
+            if not isinstance(raw.get(key) or {}, dict):
+                raise ArtifactError(f"{path}: expected '{key}' a JSON object, found {_short(raw.get(key))}")
+        if not all(isinstance(entry, dict) for entry in (raw.get("artifacts") or {}).values()):
+            raise ArtifactError(f"{path}: expected each 'artifacts' entry a JSON object")
         return cls(
             schema_version=version,
             bert14_version=str(raw.get("bert14_version", "")),
@@ -236,6 +238,76 @@ class Manifest:
         """The model file for a MODEL_FILES key, when this artifact has it."""
         name = MODEL_FILES[key]
         return name if name in self.files else None
+
+
+# The model table's whole-number fields and their least value; none is near this bound in any BERT.
+_COUNTS = {"vocab_size": 1, "hidden_size": 1, "num_hidden_layers": 1, "num_attention_heads": 1,
+           "intermediate_size": 1, "max_position_embeddings": 1, "type_vocab_size": 0, "max_tokens": 1}  # fmt: skip
+_MAX_COUNT = 1 << 31
+_SHA256 = frozenset("0123456789abcdef")
+
+
+def _short(value: object) -> str:
+    """A value for a message, cut: a manifest is not the user's to echo whole."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _whole(value: object, low: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and low <= value <= _MAX_COUNT
+
+
+def _check_model(info: ModelInfo, path: Path) -> None:
+    """Each field of the model table of its type, so a damaged manifest is refused naming the field
+    rather than read wrongly (labels "abc" as three labels, max_tokens 0 as no limit)."""
+    labels = info.labels
+    if not isinstance(labels, list) or not labels or not all(isinstance(label, str) for label in labels):
+        raise ArtifactError(f"{path}: expected model.labels a non-empty list of strings, found {_short(labels)}")
+    if len(set(labels)) != len(labels):
+        raise ArtifactError(f"{path}: expected model.labels each named once, found {_short(labels)}")
+    for name, low in _COUNTS.items():
+        if not _whole(getattr(info, name), low):
+            raise ArtifactError(f"{path}: expected model.{name} a whole number from {low} to {_MAX_COUNT}, "
+                                f"found {_short(getattr(info, name))}")  # fmt: skip
+    if info.max_tokens > info.max_position_embeddings:  # type: ignore[operator]
+        raise ArtifactError(f"{path}: expected model.max_tokens at most max_position_embeddings "
+                            f"({info.max_position_embeddings}), found {info.max_tokens}")  # fmt: skip
+    eps = info.layer_norm_eps
+    if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 < eps < 1:
+        raise ArtifactError(f"{path}: expected model.layer_norm_eps a number between 0 and 1, found {_short(eps)}")
+    for name in ("architecture", "model_type"):
+        if not isinstance(getattr(info, name), str):
+            raise ArtifactError(f"{path}: expected model.{name} a string, found {_short(getattr(info, name))}")
+    for name in ("problem_type", "score_function"):
+        if getattr(info, name) is not None and not isinstance(getattr(info, name), str):
+            raise ArtifactError(f"{path}: expected model.{name} a string or null, found {_short(getattr(info, name))}")
+    if info.model_type not in FAMILIES:
+        raise ArtifactError(
+            f"{path}: model_type {info.model_type!r} is not one this bert14 runs ({', '.join(FAMILIES)}); "
+            "upgrade bert14 to load it"
+        )
+
+
+def _check_files(files: dict[str, Any], path: Path) -> None:
+    """The files table: plain names in the artifact directory (no '/', '..' or hidden names: a manifest must
+    not point the runtime or `check` at a file elsewhere), each with a sha256 in hex."""
+    for name, digest in files.items():
+        if not is_plain_name(name):
+            raise ArtifactError(f"{path}: expected 'files' to name files in the artifact directory, found "
+                                f"{_short(name)}")  # fmt: skip
+        if not isinstance(digest, str) or len(digest) != 64 or not set(digest) <= _SHA256:
+            raise ArtifactError(f"{path}: expected the sha256 of {name} in 'files' as 64 hex digits, found "
+                                f"{_short(digest)}")  # fmt: skip
+
+
+def is_plain_name(name: object) -> bool:
+    """A file name that stays in its directory: no separator, not '.', '..' or hidden, no NUL."""
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= 255
+        and not name.startswith(".")
+        and not any(ch in name for ch in "/\\\0")
+    )
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> Manifest:

@@ -17,8 +17,9 @@ Rules, so that export never loses what it did not write:
 - The new manifest is moved in last. A publish cut short leaves .bert14-publish.json, so the next
   export still knows which files are its own.
 - A failed or interrupted export removes its stage, and OUT itself if the export created it. A
-  stage left by a killed process (its pid gone) is removed by the next export to the same OUT, and
-  so is a `.OUT.partial-*` directory that earlier versions, which staged beside OUT, left behind.
+  stage left by a killed process (its pid gone) is removed by the next export to the same OUT.
+- Nothing outside OUT is ever removed: a `.OUT.partial-*` directory beside OUT (where versions
+  before 2026-11-27 staged) may be anyone's, whatever it holds, so it is left for its owner.
 - One export at a time per OUT: an advisory lock on the directory itself.
 """
 
@@ -28,7 +29,6 @@ import errno
 import fcntl
 import json
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -83,27 +83,6 @@ def _stale_stages(out_dir: Path) -> list[Path]:
         if pid.isdigit() and (int(pid) == os.getpid() or not _pid_alive(int(pid))):
             stale.append(entry)
     return stale
-
-
-# Before 2026-11-27 export staged beside OUT, in `.OUT.partial-XXXXXXXX` (mkdtemp's 8 characters),
-# and a SIGTERM left it there. One is recognised as bert14's by that name and by holding nothing
-# but artifact files, and removed like a stale stage.
-_LEGACY_STAGE = re.compile(r"\.(?P<name>.+)\.partial-[a-z0-9_]{8}")
-
-
-def _legacy_stages(out_dir: Path) -> list[Path]:
-    parent = out_dir.parent
-    if not parent.is_dir():
-        return []
-    found = []
-    for entry in parent.iterdir():
-        match = _LEGACY_STAGE.fullmatch(entry.name)
-        if match is None or match["name"] != out_dir.name or not entry.is_dir() or entry.is_symlink():
-            continue
-        contents = list(entry.iterdir())
-        if all(p.is_file() and not p.is_symlink() and p.name in ARTIFACT_FILE_NAMES for p in contents):
-            found.append(entry)
-    return found
 
 
 def _journal(out_dir: Path, layout: Layout) -> set[str]:
@@ -207,8 +186,7 @@ def staging(out_dir: Path, layout: Layout = ARTIFACT) -> Iterator[Path]:
         raise _writable_error(out_dir, exc, layout) from exc
     try:
         with _locked(out_dir, layout):
-            stale_legacy = _legacy_stages(out_dir) if layout is ARTIFACT else []
-            for stale in _stale_stages(out_dir) + stale_legacy:
+            for stale in _stale_stages(out_dir):
                 shutil.rmtree(stale, ignore_errors=True)
             try:
                 stage = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-", dir=out_dir))

@@ -5,6 +5,8 @@ Only this stage (and the parity checks, which need the source) imports torch and
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,8 @@ DEFAULT_SEED = 14
 # transformers implements (fused to FastGelu); optimize/gelu.py proves each by evaluation.
 GELU_ACTIVATIONS = ("gelu", "gelu_python", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_accurate")
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
+# More labels than this is a broken config.json, not a classifier (the head is hidden x labels).
+MAX_LABELS = 1 << 16
 # Spread of the seeded biases and LayerNorm scales (around 1) of the default model: the size of
 # those of a trained BERT, small enough to keep activations in range.
 BIAS_STD = 0.02
@@ -225,19 +229,39 @@ def rebuild(origin: dict[str, Any], attn: str, model_dir: Path | None = None) ->
     if origin.get("kind") == "default":
         if model_dir is not None:
             raise InputError("the artifact was exported from the default model (seeded weights), not a checkpoint")
-        shape = dict(origin["shape"])
-        return build_default(origin["seed"], attn, labels=origin["labels"], **shape)
+        shape, seed, labels = _default_origin(origin)
+        return build_default(seed, attn, labels=labels, **shape)
     if origin.get("kind") == "checkpoint":
-        directory = Path(model_dir if model_dir is not None else origin["path"])
+        recorded, files = origin.get("path"), origin.get("files", {})
+        if not isinstance(recorded, str) or not isinstance(files, dict):
+            raise ArtifactError("manifest source (a checkpoint): expected its path and a table of its files' sha256")
+        directory = Path(model_dir if model_dir is not None else recorded)
         if not directory.is_dir():
             raise InputError(
                 f"{directory}: the checkpoint this artifact was exported from is not there; "
                 "pass its directory (`bert14 check ARTIFACT --model DIR`)"
             )
         source = load_checkpoint(directory, attn)
-        _same_files(origin.get("files", {}), source.origin["files"], directory)
+        _same_files(files, source.origin["files"], directory)
         return source
     raise InputError(f"manifest source: expected kind 'default' or 'checkpoint', got {origin.get('kind')!r}")
+
+
+def _default_origin(origin: dict[str, Any]) -> tuple[dict[str, int], int, list[str]]:
+    """The default model's shape, seed and labels as the manifest's source records them, checked before
+    anything is built: never larger than BERT-14 (a tampered shape must not allocate gigabytes)."""
+    shape, seed, labels = origin.get("shape"), origin.get("seed"), origin.get("labels")
+    where = "manifest source (the default model)"
+    if not isinstance(shape, dict) or set(shape) != set(BERT14_SHAPE):
+        raise ArtifactError(f"{where}: expected a shape of {', '.join(BERT14_SHAPE)}, found {str(shape)[:80]}")
+    for key, value in shape.items():
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= BERT14_SHAPE[key]:
+            raise ArtifactError(f"{where}: expected {key} from 1 to {BERT14_SHAPE[key]}, found {str(value)[:40]}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 63:
+        raise ArtifactError(f"{where}: expected an integer seed, found {str(seed)[:40]}")
+    if not isinstance(labels, list) or not labels or not all(isinstance(label, str) for label in labels):
+        raise ArtifactError(f"{where}: expected a list of labels, found {str(labels)[:80]}")
+    return dict(shape), seed, list(labels)
 
 
 def _same_files(exported: dict[str, str], found: dict[str, str], directory: Path) -> None:
@@ -265,8 +289,13 @@ def load_checkpoint(directory: Path, attn: str = "sdpa") -> SourceModel:
         raise InputError(f"{directory}: expected a checkpoint directory (config.json, model.safetensors, vocab.txt)")
     config = _read_config(directory / "config.json", attn)
     state, weights_path = _read_weights(directory)
+    # The config is held against the weights before the model is built: a config.json of 10^6 hidden
+    # units or 10^4 layers beside small weights would otherwise allocate gigabytes first.
+    renamed = _renamed(state)
+    _check_layer_count(config, renamed, weights_path)
+    _check_fit(_expected_shapes(config), renamed, weights_path, type(config).__name__)
     model = classes(family_for(config.model_type))[1](config).eval()
-    _load_state(model, state, weights_path)
+    _load_state(model, renamed)
     family = family_for(config.model_type)
     if family.tokenizer == "WordPiece":
         vocab_path, vocab, settings = _read_tokenizer(directory)
@@ -275,8 +304,8 @@ def load_checkpoint(directory: Path, attn: str = "sdpa") -> SourceModel:
         vocab_path, vocab, settings, copied = _read_json_tokenizer(directory, family)
     if len(vocab) > config.vocab_size:
         raise InputError(
-            f"{vocab_path}: expected at most vocab_size={config.vocab_size} tokens (config.json), "
-            f"found {len(vocab)}; the vocabulary does not belong to this model"
+            f"{vocab_path}: expected token ids below vocab_size={config.vocab_size} (config.json), found ids up to "
+            f"{len(vocab) - 1}; the vocabulary does not belong to this model"
         )
     files = {path.name: sha256_file(path) for path in (directory / "config.json", weights_path, vocab_path)}
     origin = {"kind": "checkpoint", "path": str(directory.resolve()), "files": files}
@@ -298,8 +327,9 @@ def _read_json_tokenizer(
         tokenizer, settings = load_tokenizer(directory, family)
     except ArtifactError as exc:  # the runtime's reader: here it is the user's input
         raise InputError(str(exc)) from exc
-    vocab = [""] * tokenizer.get_vocab_size(with_added_tokens=True)
-    for token, index in tokenizer.get_vocab(with_added_tokens=True).items():
+    ids = tokenizer.get_vocab(with_added_tokens=True)
+    vocab = [""] * (max(ids.values(), default=-1) + 1)  # by id: a gap or an id past the model's shows in its length
+    for token, index in ids.items():
         vocab[index] = token
     names = [TOKENIZER_JSON_FILE] + [TOKENIZER_CONFIG_FILE] * (directory / TOKENIZER_CONFIG_FILE).is_file()
     return path, vocab, settings, {name: (directory / name).read_bytes() for name in names}
@@ -346,6 +376,10 @@ def _read_config(path: Path, attn: str) -> PretrainedConfig:
         raise InputError(f"{path}: expected absolute position embeddings, as {family.architecture} uses by default")
     id2label = raw.get("id2label")
     num_labels = raw.get("num_labels", len(id2label) if isinstance(id2label, dict) else 2)
+    if isinstance(num_labels, bool) or not isinstance(num_labels, int) or not 1 <= num_labels <= MAX_LABELS:
+        raise InputError(f"{path}: expected num_labels a whole number from 1 to {MAX_LABELS}, found {num_labels!r:.40}")
+    if isinstance(id2label, dict) and len(id2label) != num_labels:
+        raise InputError(f"{path}: num_labels {num_labels} and id2label's {len(id2label)} labels disagree")
     if isinstance(id2label, dict):
         try:
             labels = [str(id2label[str(i)]) for i in range(len(id2label))]
@@ -353,6 +387,11 @@ def _read_config(path: Path, attn: str) -> PretrainedConfig:
             raise InputError(f"{path}: expected id2label keys 0..{len(id2label) - 1}, missing {exc}") from exc
     else:
         labels = [f"LABEL_{i}" for i in range(num_labels)]
+    repeated = sorted(label for label, count in Counter(labels).items() if count > 1)
+    if repeated:
+        raise InputError(f"{path}: expected a different name for each label in id2label, found "
+                         f"{', '.join(map(repr, repeated[:5]))} more than once (a prediction's scores are keyed "
+                         "by label)")  # fmt: skip
     problem_type = raw.get("problem_type")
     if problem_type is not None and problem_type not in PROBLEM_TYPES:
         raise InputError(
@@ -426,29 +465,58 @@ def _read_weights(directory: Path) -> tuple[dict[str, torch.Tensor], Path]:
     return state, path
 
 
-def _load_state(model: PreTrainedModel, state: dict[str, torch.Tensor], path: Path) -> None:
+def _renamed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     renamed = {}
     for key, tensor in state.items():
         for old, new in _LEGACY_SUFFIXES.items():
             if key.endswith(old):
                 key = key[: -len(old)] + new
         renamed[key] = tensor
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in renamed and not k.endswith(_IGNORED_KEYS)]
-    unexpected = [k for k in renamed if k not in expected and not k.endswith(_IGNORED_KEYS)]
+    return renamed
+
+
+# A transformer layer's parameters in every family's state dict: encoder.layer.N. (BERT, RoBERTa,
+# ELECTRA, ERNIE), transformer.layer.N. (DistilBERT).
+_LAYER_KEY = re.compile(r"\.layer\.(\d+)\.")
+
+
+def _check_layer_count(config: PretrainedConfig, state: dict[str, torch.Tensor], path: Path) -> None:
+    """config.json's layer count against the layers the weights hold, before anything is built."""
+    layers = {int(m[1]) for key in state if (m := _LAYER_KEY.search(key))}
+    declared = config_shape(config)["num_hidden_layers"]
+    if layers and declared != len(layers):
+        key = shape_keys(family_for(config.model_type))["num_hidden_layers"]
+        raise InputError(f"{path}: weights do not fit config.json: it says {key} {declared}, the weights hold "
+                         f"{len(layers)} layers")  # fmt: skip
+
+
+def _expected_shapes(config: PretrainedConfig) -> dict[str, tuple[int, ...]]:
+    """Every parameter's shape in the model `config` describes, from a model on the meta device: shapes
+    without storage, so an oversized config costs nothing."""
+    with torch.device("meta"):
+        model = classes(family_for(config.model_type))[1](config)
+    return {key: tuple(tensor.shape) for key, tensor in model.state_dict().items()}
+
+
+def _check_fit(expected: dict[str, tuple[int, ...]], state: dict[str, torch.Tensor], path: Path, what: str) -> None:
+    missing = [k for k in expected if k not in state and not k.endswith(_IGNORED_KEYS)]
+    unexpected = [k for k in state if k not in expected and not k.endswith(_IGNORED_KEYS)]
     if missing or unexpected:
         parts = []
         if missing:
             parts.append(f"missing {len(missing)} (e.g. {missing[0]})")
         if unexpected:
             parts.append(f"unexpected {len(unexpected)} (e.g. {unexpected[0]})")
-        raise InputError(f"{path}: weights do not fit config.json's {type(model).__name__}: {'; '.join(parts)}")
-    wrong = [k for k, t in renamed.items() if k in expected and t.shape != expected[k].shape]
+        raise InputError(f"{path}: weights do not fit config.json's {what}: {'; '.join(parts)}")
+    wrong = [k for k, t in state.items() if k in expected and tuple(t.shape) != expected[k]]
     if wrong:
         key = wrong[0]
         raise InputError(
-            f"{path}: tensor {key} has shape {tuple(renamed[key].shape)}, config.json implies "
-            f"{tuple(expected[key].shape)}"
+            f"{path}: tensor {key} has shape {tuple(state[key].shape)}, config.json implies {expected[key]}"
         )
-    usable = {k: v.float() for k, v in renamed.items() if k in expected}
+
+
+def _load_state(model: PreTrainedModel, state: dict[str, torch.Tensor]) -> None:
+    expected = model.state_dict()
+    usable = {k: v.float() for k, v in state.items() if k in expected}
     model.load_state_dict(usable, strict=False)

@@ -397,9 +397,16 @@ class Classifier:
 
     def _forward(self, batch: Batch) -> np.ndarray:
         if self._cuda is not None:
-            return self._cuda(batch)  # type: ignore[operator]
-        inputs = self.manifest.model.family.input_names  # the model's own inputs (bert14/family.py)
-        return self._session.run(["logits"], batch.feeds(inputs))[0]  # type: ignore[attr-defined]
+            logits = self._cuda(batch)  # type: ignore[operator]
+        else:
+            inputs = self.manifest.model.family.input_names  # the model's own inputs (bert14/family.py)
+            logits = self._session.run(["logits"], batch.feeds(inputs))[0]  # type: ignore[attr-defined]
+        if logits.shape != (len(batch.indices), len(self.labels)):  # (B, C)
+            raise ArtifactError(
+                f"{self.directory / self.model_file}: the model gives {logits.shape[-1]} scores per text, the "
+                f"manifest names {len(self.labels)} labels; the two do not belong together (re-run export)"
+            )
+        return logits
 
     def describe(self) -> dict[str, object]:
         """What the HTTP server's /v1/model returns: what a client needs to read the answers, and a

@@ -135,3 +135,72 @@ def test_an_artifact_entry_writes_its_set_fields_in_the_manifests_order(tiny_art
     for key, written in read_manifest(tiny_artifact).artifacts.items():
         again = ArtifactEntry(**written).to_manifest()
         assert again == written and list(again) == list(written), key
+
+
+def _set_model(**fields):
+    return lambda raw: raw["model"].update(fields)
+
+
+# Each was an internal error (exit 1) or read silently wrong: "abc" as three labels, max_tokens 0 as no limit.
+DAMAGED_MANIFESTS = [
+    (_set_model(max_tokens="64"), "expected model.max_tokens a whole number from 1"),
+    (_set_model(max_tokens=-5), "expected model.max_tokens a whole number from 1"),
+    (_set_model(max_tokens=0), "expected model.max_tokens a whole number from 1"),
+    (_set_model(max_tokens=100_000), "expected model.max_tokens at most max_position_embeddings (512)"),
+    (_set_model(labels="abc"), "expected model.labels a non-empty list of strings, found 'abc'"),
+    (_set_model(labels=["A"] * 14), "expected model.labels each named once"),
+    (_set_model(model_type=["bert"]), "expected model.model_type a string, found ['bert']"),
+    (_set_model(hidden_size=3.5), "expected model.hidden_size a whole number"),
+    (_set_model(layer_norm_eps="x"), "expected model.layer_norm_eps a number between 0 and 1"),
+    (_set_model(problem_type=7), "expected model.problem_type a string or null"),
+    (lambda raw: raw["files"].update({"config.json": 123}), "expected the sha256 of config.json in 'files'"),
+    (lambda raw: raw.update(source=[1]), "expected 'source' a JSON object"),
+    (lambda raw: raw.update(artifacts={"int8": "x"}), "expected each 'artifacts' entry a JSON object"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), DAMAGED_MANIFESTS)
+def test_a_manifest_field_of_the_wrong_type_is_refused_naming_it(
+    tiny_artifact: Path, tmp_path: Path, change, message: str
+) -> None:
+    copy = _copy_with(tiny_artifact, tmp_path, change)
+    with pytest.raises(ArtifactError) as refused:
+        Classifier.load(copy, precision="fp32", provider="cpu")
+    assert message in str(refused.value) and "manifest.json" in str(refused.value)
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, '{"schema_version": ' + "9" * 5000 + "}"],
+                         ids=["100k-deep", "5000-digit"])  # fmt: skip
+def test_a_manifest_json_cannot_parse_is_an_artifact_error(tiny_artifact: Path, tmp_path: Path, text: str) -> None:
+    copy = shutil.copytree(tiny_artifact, tmp_path / "copy")
+    (copy / "manifest.json").write_text(text)
+    with pytest.raises(ArtifactError, match="manifest.json: expected a bert14 manifest in JSON"):
+        read_manifest(copy)
+
+
+def test_labels_that_do_not_match_the_models_outputs_are_refused_at_load(tiny_artifact: Path, tmp_path: Path) -> None:
+    copy = _copy_with(tiny_artifact, tmp_path, lambda raw: raw["model"]["labels"].append("extra"))
+    with pytest.raises(ArtifactError, match="the model gives 14 scores per text, the manifest names 15 labels"):
+        Classifier.load(copy, precision="fp32", provider="cpu")
+
+
+@pytest.mark.parametrize("name", ["../../../../etc/passwd", "/etc/passwd", "sub/model.onnx", "..", ".hidden"])
+def test_a_manifest_cannot_name_a_file_outside_the_artifact(tiny_artifact: Path, tmp_path: Path, name: str) -> None:
+    import subprocess
+    import sys
+
+    copy = _copy_with(tiny_artifact, tmp_path, lambda raw: raw["files"].update({name: "0" * 64}))
+    with pytest.raises(ArtifactError, match="expected 'files' to name files in the artifact directory"):
+        read_manifest(copy)
+    cli = str(Path(sys.executable).parent / "bert14")
+    done = subprocess.run([cli, "check", str(copy)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 6 and "passwd" not in done.stdout, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and "expected 'files' to name files" in done.stderr
+
+
+def test_a_tampered_default_source_shape_is_refused_before_building(tiny_artifact: Path, tmp_path: Path) -> None:
+    from bert14.export.model import rebuild
+
+    copy = _copy_with(tiny_artifact, tmp_path, lambda raw: raw["source"]["shape"].update(hidden_size=10**6))
+    with pytest.raises(ArtifactError, match="expected hidden_size from 1 to 768, found 1000000"):
+        rebuild(read_manifest(copy).source, "sdpa")

@@ -198,7 +198,16 @@ HOSTILE = [
     ("roberta", "config.json", {"hidden_size": "big"}, "expected integer fields hidden_size"),
     ("xlm-roberta", "tokenizer_config.json", {"pad_token": "<nope>"}, "expected the pad_token '<nope>' in the vocab"),
     ("roberta", "tokenizer.json", None, "expected a BPE tokenizer (model BPE, pre-tokenizer one of ['ByteLevel'])"),
+    ("roberta", "tokenizer.json", lambda raw: _move_token_past(raw, 3000),
+     "tokenizer.json: expected token ids below vocab_size=3000 (config.json), found ids up to 3000"),
 ]
+
+
+def _move_token_past(raw: dict, vocab_size: int) -> None:
+    """One token of the BPE vocabulary given an id past the model's embedding rows."""
+    vocab = raw["model"]["vocab"]
+    token = next(token for token, index in vocab.items() if index == 100)
+    vocab[token] = vocab_size
 
 
 @pytest.mark.parametrize(("model_type", "name", "change", "fragment"), HOSTILE)
@@ -212,6 +221,10 @@ def test_a_bad_family_checkpoint_is_refused_in_one_line_before_any_work(
     checkpoint = shutil.copytree(family_artifacts[model_type][0], tmp_path / "ckpt")
     if change is None:  # another family's tokenizer: DistilBERT's WordPiece tokenizer.json in a RoBERTa checkpoint
         shutil.copyfile(family_artifacts["distilbert"][0] / name, checkpoint / name)
+    elif callable(change):
+        raw = json.loads((checkpoint / name).read_text(encoding="utf-8"))
+        change(raw)
+        (checkpoint / name).write_text(json.dumps(raw), encoding="utf-8")
     else:
         raw = json.loads((checkpoint / name).read_text(encoding="utf-8"))
         (checkpoint / name).write_text(json.dumps({**raw, **change}), encoding="utf-8")

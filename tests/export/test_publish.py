@@ -203,17 +203,21 @@ def test_export_reports_its_stages_and_case_progress(tmp_path: Path) -> None:
     assert steps == [(i, 12) for i in range(1, 13)]
 
 
-def test_a_stage_left_beside_out_by_earlier_versions_is_removed(tmp_path: Path) -> None:
-    legacy = tmp_path / ".art.partial-ab12cd_3"  # what a SIGTERM left before the stage moved inside OUT
-    legacy.mkdir()
-    (legacy / "model.onnx").write_bytes(b"\0" * 1000)
-    (legacy / "config.json").write_text("{}")
+def test_nothing_beside_out_is_ever_removed_even_named_like_an_old_stage(tmp_path: Path) -> None:
+    # Before 2026-11-27 export staged in `.OUT.partial-XXXXXXXX` beside OUT and removed such directories
+    # holding only artifact file names; a user's directory of that name (config.json is anyone's) was lost.
+    beside = tmp_path / ".art.partial-abcdefgh"
+    beside.mkdir()
+    (beside / "config.json").write_text('{"mine": true}')
+    (beside / "model.onnx").write_bytes(b"\0" * 1000)
     other = tmp_path / ".art.partial-zz99zz99"
     other.mkdir()
-    (other / "thesis.tex").write_text("not an artifact file: not bert14's")
+    (other / "thesis.tex").write_text("not an artifact file")
     _fake_export(tmp_path / "art")
-    assert not legacy.exists()
+    assert (beside / "config.json").read_text() == '{"mine": true}'
+    assert (beside / "model.onnx").stat().st_size == 1000
     assert (other / "thesis.tex").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".art.partial-abcdefgh", ".art.partial-zz99zz99", "art"]
 
 
 def test_a_full_disk_is_one_line_and_leaves_nothing_behind(tmp_path: Path) -> None:

@@ -207,3 +207,52 @@ def test_a_tanh_gelu_checkpoint_exports_with_fast_gelu_and_others_are_refused(tm
     config.write_text(json.dumps({**json.loads(config.read_text()), "hidden_act": "relu"}))
     message = _expect_input_error(checkpoint, "expected hidden_act one of")
     assert "'gelu_new'" in message and "found 'relu'" in message
+
+
+def test_duplicate_labels_are_refused_naming_config_json(tmp_path: Path) -> None:
+    _save_checkpoint(tmp_path, labels=3)
+    config = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
+    config["id2label"] = {"0": "A", "1": "A", "2": "B"}  # probs keyed by label would lose one A
+    (tmp_path / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    message = _expect_input_error(tmp_path, "config.json: expected a different name for each label")
+    assert "'A' more than once" in message
+
+
+# Each would need from 1 GB (10^4 layers) to 128 GB (10^9 embedding rows) if the model were built first.
+OVERSIZED = [
+    ({"hidden_size": 10**6, "num_attention_heads": 1000}, "config.json implies (1000000,)"),
+    ({"vocab_size": 10**9}, "config.json implies (1000000000, 64)"),
+    ({"max_position_embeddings": 10**8}, "config.json implies (100000000, 64)"),
+    ({"intermediate_size": 10**7}, "config.json implies (10000000,"),
+    ({"num_hidden_layers": 10**4}, "it says num_hidden_layers 10000, the weights hold 2 layers"),
+    ({"num_labels": 10**9, "id2label": None}, "expected num_labels a whole number from 1 to 65536"),
+]
+
+
+@pytest.mark.parametrize(("change", "fragment"), OVERSIZED, ids=lambda v: next(iter(v)) if isinstance(v, dict) else "")
+def test_an_oversized_config_is_held_against_the_weights_before_anything_is_built(
+    tmp_path: Path, change: dict, fragment: str
+) -> None:
+    import subprocess
+    import sys
+
+    _save_checkpoint(tmp_path, labels=3)
+    config = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
+    (tmp_path / "config.json").write_text(json.dumps({**config, **change}), encoding="utf-8")
+    # Under an address-space limit 1 GB above what the imports take, so a model built before the check
+    # fails with MemoryError instead of being refused in one line.
+    code = (
+        "import resource, sys\n"
+        "from bert14.errors import InputError\n"
+        "from bert14.export.model import load_checkpoint\n"
+        "size = int(open('/proc/self/statm').read().split()[0]) * resource.getpagesize()\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (size + (1 << 30), resource.RLIM_INFINITY))\n"
+        "try:\n"
+        f"    load_checkpoint({str(tmp_path)!r})\n"
+        "except InputError as exc:\n"
+        "    print(exc)\n"
+        "    sys.exit(2)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert fragment in done.stdout and done.stdout.count("\n") == 1, done.stdout
