@@ -9,6 +9,16 @@ error 1).
 from __future__ import annotations
 
 
+# How much of a value a message echoes: enough to recognise it, never a client's megabyte back at it.
+SHOWN_CHARS = 60
+
+
+def shown(value: object) -> str:
+    """`value`'s repr for a message, cut to SHOWN_CHARS."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
+
+
 class Bert14Error(Exception):
     """Base class: the CLI turns these into a one-line message and a non-zero exit."""
 

@@ -34,7 +34,7 @@ from tokenizers import Tokenizer
 
 from bert14 import encode
 from bert14.encode import Encoded, cuts, prefixes, safe_cut, untruncated
-from bert14.errors import InputError
+from bert14.errors import InputError, shown
 from bert14.options import flag
 
 TRUNCATE, HEAD_TAIL, WINDOWS = "truncate", "head_tail", "windows"
@@ -69,13 +69,13 @@ class LongText:
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
-            raise InputError(f"long_text: expected one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+            raise InputError(f"long_text: expected one of {', '.join(STRATEGIES)}, got {shown(self.strategy)}")
         if self.pool not in POOLS:
-            raise InputError(f"long_text pool: expected one of {', '.join(POOLS)}, got {self.pool!r}")
+            raise InputError(f"long_text pool: expected one of {', '.join(POOLS)}, got {shown(self.pool)}")
         for name, low, high in (("head_tokens", 0, 1 << 20), ("stride", 1, 1 << 20), ("max_windows", 1, MAX_WINDOWS)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise InputError(f"long_text {name}: expected a whole number from {low} to {high}, got {value!r}")
+                raise InputError(f"long_text {name}: expected a whole number from {low} to {high}, got {shown(value)}")
 
     def check(self, body: int, pairs: bool) -> None:
         """Refuse what this spec cannot do for a model whose rows hold `body` tokens of text, or for pairs."""
@@ -105,7 +105,7 @@ class LongText:
             raise InputError(f"long_text: expected a strategy's name or an object of {list(cls.__dataclass_fields__)}")
         unknown = sorted(set(value) - set(cls.__dataclass_fields__))
         if unknown:
-            raise InputError(f"long_text: unknown field(s) {unknown}; expected {list(cls.__dataclass_fields__)}")
+            raise InputError(f"long_text: unknown field(s) {shown(unknown)}; expected {list(cls.__dataclass_fields__)}")
         fields = {name: getattr(default, name) for name in cls.__dataclass_fields__}
         return cls(**(fields | value))
 

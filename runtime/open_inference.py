@@ -39,9 +39,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from bert14.encode import check_text
-from bert14.errors import InputError
+from bert14.errors import InputError, shown
 from bert14.long_text import LongText
-from bert14.runtime.server import HTTPFailure, ascii_count, error_response
+from bert14.runtime.server import HTTPFailure, _reason, ascii_count, error_response
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 INPUTS = ("text", "text_pair")
@@ -72,8 +72,8 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
         head, rest = body[:length], body[length:]
     try:
         payload = json.loads(head.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise HTTPFailure(400, f"expected a JSON inference request, could not parse it ({exc})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: an integer of 4,300+ digits
+        raise HTTPFailure(400, f"expected a JSON inference request, could not parse it ({_reason(exc)})") from None
     if not isinstance(payload, dict):
         raise HTTPFailure(400, 'expected a JSON object {"inputs": [...]}')
     return payload, rest
@@ -136,7 +136,7 @@ def _texts(tensor: object, binary: bytes, at: int, max_texts: int) -> tuple[list
         raise HTTPFailure(400, f"{name}: expected shape [N] or [N, 1], got {str(shape)[:80]}")
     count = shape[0]
     if count > max_texts:
-        raise HTTPFailure(413, f"{name}: at most {max_texts} per request, got {count}; split the request")
+        raise HTTPFailure(413, f"{name}: at most {max_texts} per request, got {shown(count)}; split the request")
     size = _object(tensor.get("parameters"), f"{name}: parameters").get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0 or at + size > len(binary):

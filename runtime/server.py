@@ -44,6 +44,7 @@ from bert14.encode import check_text
 from bert14.errors import InputError
 from bert14.long_text import LongText, OverBudget
 from bert14.runtime.classifier import Classifier
+from bert14.runtime.guard import Guard
 from bert14.runtime.metrics import Metric, Metrics
 from bert14.runtime.scheduler import BatchLimits, FairBatcher
 from bert14.runtime.server_options import ServerOptions, check_api_key  # noqa: F401 - this module's API too
@@ -55,6 +56,8 @@ log = logging.getLogger("bert14.server")
 INLINE_TOKENIZE_CHARS = 4096
 # Routes that answer without the API key: liveness and readiness probes (Kubernetes, load balancers).
 OPEN_ROUTES = frozenset({"/healthz", "/v2/health/live", "/v2/health/ready"})
+# The --ui page and its script and style: open with an API key too (they hold no data; the page asks for the key).
+PAGE_ROUTES = frozenset({"/", "/page.js", "/page.css"})
 
 
 class HTTPFailure(Exception):
@@ -69,10 +72,10 @@ def _parse(body: bytes, options: ServerOptions, default: LongText) -> tuple[list
     """The request's texts, every one checked, or the 4xx that says which and why."""
     try:
         payload = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HTTPFailure(400, f"expected a JSON body, could not parse it ({exc})") from exc
     except RecursionError:
         raise HTTPFailure(400, "expected a JSON body, found nesting too deep to parse") from None
+    except (UnicodeDecodeError, ValueError) as exc:  # ValueError: JSONDecodeError, an integer of 4,300+ digits
+        raise HTTPFailure(400, f"expected a JSON body, could not parse it ({_reason(exc)})") from None
     if not isinstance(payload, dict) or "texts" not in payload:
         raise HTTPFailure(422, 'expected a JSON object {"texts": ["...", ...]}')
     texts, pairs = payload["texts"], payload.get("text_pairs")
@@ -188,6 +191,14 @@ class _Service:
         return bytes(body)
 
 
+def _reason(exc: BaseException) -> str:
+    """Why a body did not parse, in one short line (Python's digit-limit message names a setting of its own)."""
+    text = " ".join(str(exc).split())
+    if "integer string conversion" in text:
+        return "an integer of more than 4,300 digits"
+    return text[:200]
+
+
 def ascii_count(value: str) -> int | None:
     """A header's byte count: ASCII digits only (str.isdigit also takes '²' and other digits int() refuses),
     at most 18 of them (int() refuses over 4,300 and no body is that large); None when it is not one."""
@@ -267,7 +278,9 @@ def create_app(clf: Classifier, options: ServerOptions | None = None, hooks: Hoo
     app = FastAPI(title="bert14", lifespan=lifespan, docs_url=docs_url, redoc_url=None, openapi_url=openapi_url)
 
     if options.api_key is not None:
-        app.add_middleware(_RequireKey, key=options.api_key, open_routes=OPEN_ROUTES | ({"/"} if options.ui else set()))
+        app.add_middleware(_RequireKey, key=options.api_key, open_routes=OPEN_ROUTES | (PAGE_ROUTES if options.ui else set()))
+    # Outermost: a request for another host name, from another origin or with a form body goes no further.
+    app.add_middleware(Guard, bind=options.host, allow=options.allow_hosts, open_routes=OPEN_ROUTES)
 
     @app.api_route("/healthz", methods=["GET", "HEAD"])  # load balancers probe with HEAD
     async def healthz() -> dict[str, str]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from bert14.errors import InputError
 from bert14.options import flag
+from bert14.runtime.guard import check_host_names
 from bert14.runtime.classifier import positive_int
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
@@ -49,8 +50,23 @@ class ServerOptions:
         default="bert14", metadata=flag("the model's name in the Open Inference Protocol's /v2/models/NAME")
     )
     ui: bool = field(default=False, metadata=flag("serve a page at / to try the model (no external assets)"))
+    # Host names answered besides the loopback ones and the bind address (runtime/guard.py)
+    allow_hosts: tuple[str, ...] = field(
+        default=(),
+        metadata=flag(
+            "also answer requests whose Host is NAME (repeatable; '*': any Host, behind a proxy that checks it); "
+            "loopback names and the bind address are always answered",
+            name="allow-host",
+            metavar="NAME",
+            repeat=True,
+            parse=check_host_names,
+        ),
+    )
 
     def __post_init__(self) -> None:
+        if isinstance(self.allow_hosts, str):
+            raise InputError("allow_hosts: expected a list of host names, got a string")
+        object.__setattr__(self, "allow_hosts", check_host_names(self.allow_hosts))
         positive_int("port", self.port, 65535)
         for name in ("max_texts", "max_body_bytes", "max_request_tokens", "max_batch_texts", "max_batch_tokens"):
             positive_int(name, getattr(self, name), 1 << 31)

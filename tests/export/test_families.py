@@ -132,7 +132,7 @@ def test_server_describes_the_family_and_answers_on_both_apis(family_artifacts, 
 
     _, artifact = family_artifacts[model_type]
     clf = Classifier.load(artifact, precision="int8", provider="cpu", threads=1)
-    with TestClient(create_app(clf, ServerOptions())) as client:
+    with TestClient(create_app(clf, ServerOptions()), base_url="http://localhost") as client:
         model = client.get("/v1/model").json()
         assert (model["model"]["model_type"], model["model"]["architecture"]) == (
             model_type,

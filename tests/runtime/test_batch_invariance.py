@@ -103,7 +103,7 @@ def test_concurrent_clients_get_the_bits_a_text_gets_alone(tiny_artifact: Path) 
     async def scenario() -> list[dict]:
         transport = httpx.ASGITransport(app=app)
         async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as client:
+            async with httpx.AsyncClient(transport=transport, base_url="http://localhost", timeout=60) as client:
                 replies = await asyncio.gather(*(client.post("/v1/classify", json={"texts": r}) for r in requests))
         assert [r.status_code for r in replies] == [200] * len(requests)
         return [p for r in replies for p in r.json()["predictions"]]

@@ -19,7 +19,7 @@ ARTICLE = "记者从市交通委获悉，" + "地铁新线将于年底开通运�
 def _client(clf: Classifier, **options):
     from fastapi.testclient import TestClient
 
-    return TestClient(create_app(clf, ServerOptions(**options)))
+    return TestClient(create_app(clf, ServerOptions(**options)), base_url="http://localhost")
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_windows_count_against_the_pending_limit_as_rows(clf: Classifier, monkey
     async def scenario() -> tuple[int, ...]:
         transport = httpx.ASGITransport(app=app)
         async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as client:
+            async with httpx.AsyncClient(transport=transport, base_url="http://localhost", timeout=30) as client:
                 too_many = await client.post("/v1/classify", json={"texts": [ARTICLE, ARTICLE], "long_text": "windows"})
                 assert "10 windows are more rows than the server ever holds at once (6)" in too_many.json()["error"]
                 first = asyncio.create_task(client.post("/v1/classify", json={"texts": ["一", "二"]}))

@@ -149,7 +149,7 @@ def app_client(tiny_artifact: Path):
     from fastapi.testclient import TestClient
 
     clf = Classifier.load(tiny_artifact, precision="fp32", provider="cpu", threads=1)
-    with TestClient(create_app(clf, ServerOptions(max_texts=4))) as client:
+    with TestClient(create_app(clf, ServerOptions(max_texts=4)), base_url="http://localhost") as client:
         yield client
 
 
@@ -284,7 +284,7 @@ def test_a_pair_for_a_one_segment_model_names_v2s_input(tiny_artifact: Path, mon
     model = dataclasses.replace(clf.manifest.model, type_vocab_size=1)
     monkeypatch.setattr(clf, "manifest", dataclasses.replace(clf.manifest, model=model))
     pair = {**_ONE, "name": "text_pair"}
-    with TestClient(create_app(clf, ServerOptions())) as client:
+    with TestClient(create_app(clf, ServerOptions()), base_url="http://localhost") as client:
         reply = client.post("/v2/models/bert14/infer", json={"inputs": [_ONE, pair]})
     assert reply.status_code == 400
     assert reply.json()["error"].startswith("text_pair: this model has one token type"), reply.text
@@ -296,7 +296,7 @@ def test_metadata_names_the_engine_and_healthz_answers_head(tiny_artifact: Path,
     assert app_client.get("/v2/models/bert14").json()["platform"] == "bert14_onnxruntime"
     assert app_client.head("/healthz").status_code == 200
     clf = Classifier.load(tiny_artifact, engine="openvino", threads=1)
-    with TestClient(create_app(clf, ServerOptions())) as client:
+    with TestClient(create_app(clf, ServerOptions()), base_url="http://localhost") as client:
         assert client.get("/v2/models/bert14").json()["platform"] == "bert14_openvino"
 
 

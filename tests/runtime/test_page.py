@@ -133,3 +133,51 @@ def test_with_an_api_key_the_page_asks_for_it_and_sends_it(browser, keyed_server
     assert top.get_attribute("data-label") == want["label"]
     assert float(top.get_attribute("data-score")) == want["score"]
     assert "truncated" in browser.find_element(By.ID, "summary").text
+
+
+def test_the_users_settings_survive_the_first_description_read_after_the_key(browser, keyed_server: str) -> None:
+    # With a key the page cannot read /v1/model until the key is typed; it reads it at the first
+    # Classify, and that read used to reset the form to the server's defaults (truncate).
+    browser.get(keyed_server + "/")
+    _wait(browser, "key-row")
+    browser.find_element(By.ID, "key").send_keys(KEY)
+    _classify(browser, ARTICLE, "windows", stride="200")
+    _wait(browser, "windows")
+    want = _api(keyed_server, [ARTICLE], {"strategy": "windows", "stride": 200}, KEY)[0]
+    assert want["windows"] > 5, "stride 200 takes more windows than the default 256"
+    assert f"in {want['windows']} windows" in browser.find_element(By.ID, "summary").text
+    assert Select(browser.find_element(By.ID, "strategy")).first_selected_option.get_attribute("value") == "windows"
+    assert browser.find_element(By.ID, "stride").get_attribute("value") == "200"
+
+
+def test_windows_are_placed_by_code_points_as_the_server_counts_them(browser, server: str) -> None:
+    text = "".join("😀新闻🏀体育" if i % 2 else "湖人主场险胜勇士🎉" for i in range(160))  # astral characters
+    browser.get(server + "/")
+    WebDriverWait(browser, 60).until(lambda d: "labels" in d.find_element(By.ID, "model").text)
+    _classify(browser, text, "windows", stride="200")
+    _wait(browser, "windows")
+    want = _api(server, [text], {"strategy": "windows", "stride": 200})[0]["window_labels"]
+    assert want[-1]["end"] == len(text), "the server's spans count code points"
+    items = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#window-list li")]
+    assert len(items) == len(want) > 1
+    for item, window in zip(items, want, strict=True):
+        start, end = window["start"], window["end"]
+        assert item.startswith(f"characters {start}-{end}:")
+        assert item.endswith(f'"{text[start : min(end, start + 24)]}..."'), item
+    last = browser.find_elements(By.CSS_SELECTOR, "#strip .window")[-1]
+    right = browser.execute_script(
+        "const s = arguments[0].getBoundingClientRect(), p = arguments[0].parentElement.getBoundingClientRect();"
+        "return (s.right - p.left) / p.width;",
+        last,
+    )
+    assert abs(right - 1.0) < 0.01, f"the last window ends at {right:.3f} of the strip, not at the text's end"
+
+
+def test_the_page_runs_under_a_policy_that_allows_no_inline_script_or_style(server: str) -> None:
+    with urllib.request.urlopen(server + "/", timeout=30) as reply:
+        policy, html = reply.headers["Content-Security-Policy"], reply.read().decode()
+    assert "script-src 'self'" in policy and "style-src 'self'" in policy and "unsafe-inline" not in policy
+    assert "<script>" not in html and "<style>" not in html and " style=" not in html
+    for asset, kind in (("/page.js", "text/javascript"), ("/page.css", "text/css")):
+        with urllib.request.urlopen(server + asset, timeout=30) as reply:
+            assert reply.headers["Content-Type"].startswith(kind) and reply.headers["X-Content-Type-Options"]

@@ -22,7 +22,7 @@ def clf(tiny_artifact: Path) -> Classifier:
 def _client(clf: Classifier, **options):
     from fastapi.testclient import TestClient
 
-    return TestClient(create_app(clf, ServerOptions(**options)))
+    return TestClient(create_app(clf, ServerOptions(**options)), base_url="http://localhost")
 
 
 def test_classify_health_and_model(clf: Classifier) -> None:
@@ -72,7 +72,7 @@ def test_concurrent_requests_are_micro_batched(clf: Classifier, monkeypatch) -> 
     async def burst() -> list[int]:
         transport = httpx.ASGITransport(app=app)
         async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
                 responses = await asyncio.gather(
                     *(client.post("/v1/classify", json={"texts": [f"新闻{i}"]}) for i in range(8))
                 )
@@ -102,7 +102,7 @@ def test_requests_queued_behind_a_batch_do_not_wait_another_window(clf: Classifi
     async def scenario() -> tuple[list[int], float]:
         transport = httpx.ASGITransport(app=app)
         async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as client:
+            async with httpx.AsyncClient(transport=transport, base_url="http://localhost", timeout=30) as client:
                 started = time.perf_counter()
                 first = asyncio.create_task(client.post("/v1/classify", json={"texts": ["第一条"]}))
                 await asyncio.sleep(1.5)  # the first request's window (1 s) has closed; its batch runs
@@ -177,7 +177,7 @@ def test_a_full_queue_answers_503_at_once_and_recovers(clf: Classifier, monkeypa
     async def scenario() -> dict[str, object]:
         transport = httpx.ASGITransport(app=app)
         async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as client:
+            async with httpx.AsyncClient(transport=transport, base_url="http://localhost", timeout=30) as client:
                 first = asyncio.create_task(client.post("/v1/classify", json={"texts": ["一", "二", "三"]}))
                 await asyncio.sleep(0.2)  # the first request's texts are pending
                 refused = await client.post("/v1/classify", json={"texts": ["四"]})

@@ -20,6 +20,7 @@ from bert14.runtime import Classifier  # noqa: E402
 from bert14.runtime.server import ServerOptions, create_app  # noqa: E402
 
 KEY = "k" * 32
+JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def clf(tiny_artifact: Path) -> Classifier:
 async def _with_client(app, scenario):
     transport = httpx.ASGITransport(app=app)
     async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost", timeout=60) as client:
             return await scenario(client)
 
 
@@ -42,7 +43,7 @@ def test_a_poisoned_request_never_fails_the_good_ones_batched_with_it(clf: Class
     async def scenario(client):
         for _ in range(20):
             requests = [client.post("/v1/classify", json=body) for body in good]
-            requests.insert(3, client.post("/v1/classify", content=poisoned))
+            requests.insert(3, client.post("/v1/classify", content=poisoned, headers=JSON))
             responses = await asyncio.gather(*requests)
             bad = responses.pop(3)
             assert bad.status_code == 422 and "texts[1]" in bad.json()["error"]
@@ -89,7 +90,7 @@ def test_a_request_larger_than_the_queue_gets_413_not_a_retry(clf: Classifier) -
 def test_a_request_over_the_token_budget_gets_413(clf: Classifier) -> None:
     from fastapi.testclient import TestClient
 
-    with TestClient(create_app(clf, ServerOptions(max_request_tokens=100))) as client:
+    with TestClient(create_app(clf, ServerOptions(max_request_tokens=100)), base_url="http://localhost") as client:
         response = client.post("/v1/classify", json={"texts": ["长" * 60, "文" * 60]})
         assert response.status_code == 413 and "124 tokens, over the limit of 100" in response.json()["error"]
         assert client.post("/v1/classify", json={"texts": ["短"]}).status_code == 200
@@ -98,15 +99,15 @@ def test_a_request_over_the_token_budget_gets_413(clf: Classifier) -> None:
 def test_deeply_nested_json_is_a_400(clf: Classifier) -> None:
     from fastapi.testclient import TestClient
 
-    with TestClient(create_app(clf)) as client:
-        response = client.post("/v1/classify", content=b"[" * 100_000 + b"]" * 100_000)
+    with TestClient(create_app(clf), base_url="http://localhost") as client:
+        response = client.post("/v1/classify", content=b"[" * 100_000 + b"]" * 100_000, headers=JSON)
         assert response.status_code == 400 and "nesting too deep" in response.json()["error"]
 
 
 def test_model_route_leaks_no_paths_or_hashes_and_docs_are_off(clf: Classifier, tiny_artifact: Path) -> None:
     from fastapi.testclient import TestClient
 
-    with TestClient(create_app(clf)) as client:
+    with TestClient(create_app(clf), base_url="http://localhost") as client:
         text = client.get("/v1/model").text
         model = json.loads(text)
         assert client.get("/docs").status_code == 404 and client.get("/openapi.json").status_code == 404
@@ -115,14 +116,14 @@ def test_model_route_leaks_no_paths_or_hashes_and_docs_are_off(clf: Classifier, 
     assert not any(h in text for h in files.values()), "full file hashes are the manifest's business"
     assert model["labels"] == clf.labels and len(model["version"]) == 16
     assert files[clf.model_file].startswith(model["version"]), "the version is the served file's digest"
-    with TestClient(create_app(clf, ServerOptions(docs=True))) as client:
+    with TestClient(create_app(clf, ServerOptions(docs=True)), base_url="http://localhost") as client:
         assert client.get("/openapi.json").status_code == 200
 
 
 def test_api_key_is_required_everywhere_but_healthz(clf: Classifier) -> None:
     from fastapi.testclient import TestClient
 
-    with TestClient(create_app(clf, ServerOptions(api_key=KEY))) as client:
+    with TestClient(create_app(clf, ServerOptions(api_key=KEY)), base_url="http://localhost") as client:
         assert client.get("/healthz").status_code == 200
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEY}"}):
             response = client.post("/v1/classify", json={"texts": ["a"]}, headers=headers)
@@ -183,9 +184,10 @@ def test_slow_clients_are_cut_off_while_others_are_served(tiny_artifact: Path) -
         for i in range(15):
             conn = socket.create_connection(("127.0.0.1", port), timeout=10)
             if i < 10:
-                conn.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\n")  # headers never finish
+                conn.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: localhost\r\n")  # headers never finish
             else:
-                conn.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+                conn.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 100\r\n\r\n{")
             slow.append(conn)
         started = time.monotonic()
         served = 0
@@ -312,3 +314,114 @@ def test_the_start_line_says_whether_auth_is_on(clf: Classifier, monkeypatch) ->
     listener.serve(clf, ServerOptions(port=free_port(), api_key=KEY), announce=lines.append)
     listener.serve(clf, ServerOptions(port=free_port()), announce=lines.append)
     assert "API key required" in lines[0] and "no authentication" in lines[1]
+
+
+BIG = "9" * 5000  # past Python's 4,300-digit limit for int(): json.loads raises ValueError, not JSONDecodeError
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/classify", f'{{"texts": ["a"], "x": {BIG}}}'),
+        ("/v1/classify", f'{{"texts": ["a"], "long_text": {{"stride": {BIG}}}}}'),
+        ("/v1/classify", f'{{"texts": [{BIG}]}}'),
+        ("/v2/models/bert14/infer", f'{{"inputs": [{{"name": "text", "shape": [{BIG}], "datatype": "BYTES", '
+                                    '"data": ["a"]}]}'),  # fmt: skip
+        ("/v2/models/bert14/infer", f'{{"id": {BIG}, "inputs": []}}'),
+    ],
+)
+def test_a_5000_digit_integer_anywhere_is_a_400_not_a_500(clf: Classifier, path: str, body: str) -> None:
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(clf), base_url="http://localhost") as client:
+        response = client.post(path, content=body, headers=JSON)
+        assert response.status_code == 400, response.text
+        assert "an integer of more than 4,300 digits" in response.json()["error"]
+        assert 'bert14_requests_total{status="500"}' not in client.get("/metrics").text
+
+
+def test_a_huge_value_is_not_echoed_whole(clf: Classifier) -> None:
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(clf), base_url="http://localhost") as client:
+        for long_text in ("w" * 900_000, {"stride": int("9" * 4000)}, {"x" * 900_000: 1}):
+            response = client.post("/v1/classify", json={"texts": ["a"], "long_text": long_text})
+            assert response.status_code == 422 and len(response.text) < 400, response.text[:200]
+
+
+# Requests a web page the user visits could make to a server on 127.0.0.1: by DNS rebinding (its own
+# Host), cross-origin (its Origin), or with a body a page may send anywhere without a preflight.
+HOSTILE_REQUESTS = [
+    ({"Host": "evil.example", "Content-Type": "application/json"}, 403, "Host 'evil.example' is not a name"),
+    ({"Host": "evil.example:8014", "Content-Type": "application/json"}, 403, "is not a name this server answers"),
+    ({"Host": "127.0.0.1.evil.example", "Content-Type": "application/json"}, 403, "is not a name"),
+    ({"Host": "localhost@evil.example", "Content-Type": "application/json"}, 403, "is not a name"),
+    ({"Host": "localhost:80x", "Content-Type": "application/json"}, 403, "is not a name"),
+    ({"Origin": "http://evil.example", "Content-Type": "application/json"}, 403, "a cross-origin request"),
+    ({"Origin": "null", "Content-Type": "application/json"}, 403, "a cross-origin request"),
+    ({"Origin": "http://localhost:9999", "Content-Type": "application/json"}, 403, "a cross-origin request"),
+    ({"Content-Type": "text/plain"}, 415, "expected Content-Type: application/json, got 'text/plain'"),
+    ({"Content-Type": "application/x-www-form-urlencoded"}, 415, "expected Content-Type: application/json"),
+    ({"Content-Type": "multipart/form-data; boundary=x"}, 415, "expected Content-Type: application/json"),
+    ({}, 415, "expected Content-Type: application/json, got None"),
+]
+
+
+@pytest.mark.parametrize(("headers", "status", "message"), HOSTILE_REQUESTS)
+def test_requests_a_foreign_page_could_send_are_refused(clf: Classifier, headers: dict, status: int, message: str) -> None:
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(clf), base_url="http://localhost") as client:
+        response = client.post("/v1/classify", content=b'{"texts": ["a"]}', headers=headers)
+        assert response.status_code == status and message in response.json()["error"], response.text
+        v2 = client.post("/v2/models/bert14/infer", headers=headers,
+                         content=b'{"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}')  # fmt: skip
+        # /v2 takes a body with no Content-Type (tritonclient sends none); a browser sends Origin with it anyway
+        assert v2.status_code == (200 if not headers else status), v2.text
+        if status == 403:
+            assert client.get("/v1/model", headers=headers).status_code == 403
+        assert client.get("/healthz", headers=headers).status_code == 200, "probes name the pod's address"
+
+
+@pytest.mark.parametrize(
+    ("host", "origin"),
+    [("localhost:8014", "http://localhost:8014"), ("127.0.0.1:8014", None), ("127.0.0.5", None),
+     ("[::1]:8014", "http://[::1]:8014"), ("LOCALHOST.", None), ("api.localhost", None)],
+)  # fmt: skip
+def test_the_servers_own_names_and_page_are_answered(clf: Classifier, host: str, origin: str | None) -> None:
+    from fastapi.testclient import TestClient
+
+    headers = {"Host": host, **JSON} | ({"Origin": origin} if origin else {})
+    with TestClient(create_app(clf), base_url="http://localhost") as client:
+        assert client.post("/v1/classify", json={"texts": ["a"]}, headers=headers).status_code == 200
+
+
+def test_allow_host_and_the_bind_address_add_names(clf: Classifier) -> None:
+    from fastapi.testclient import TestClient
+
+    from bert14.errors import InputError
+
+    options = ServerOptions(host="10.1.2.3", allow_hosts=("Models.Example.",), api_key=KEY)
+    auth = {"Authorization": f"Bearer {KEY}", **JSON}
+    with TestClient(create_app(clf, options), base_url="http://localhost") as client:
+        for host, status in (("models.example", 200), ("10.1.2.3:8014", 200), ("other.example", 403)):
+            reply = client.post("/v1/classify", json={"texts": ["a"]}, headers={**auth, "Host": host})
+            assert reply.status_code == status, (host, reply.text)
+    with TestClient(create_app(clf, ServerOptions(allow_hosts=("*",))), base_url="http://localhost") as client:
+        assert client.post("/v1/classify", json={"texts": ["a"]}, headers={"Host": "any.example"}).status_code == 200
+    for bad in (("a b",), ("x/y",), "localhost", ("",)):
+        with pytest.raises(InputError, match="allow"):
+            ServerOptions(allow_hosts=bad)  # type: ignore[arg-type]
+
+
+def test_a_foreign_host_is_refused_by_a_real_server(tiny_artifact: Path) -> None:
+    port = free_port()
+    server = serving(str(tiny_artifact), "--provider", "cpu", "--threads", "1", "--port", str(port))
+    try:
+        url = f"http://127.0.0.1:{port}/v1/classify"
+        evil = {"Host": "evil.example", "Origin": "http://evil.example", "Content-Type": "text/plain"}
+        assert httpx.post(url, content=b'{"texts": ["a"]}', headers=evil, timeout=30).status_code == 403
+        assert httpx.post(url, json={"texts": ["a"]}, timeout=30).status_code == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
