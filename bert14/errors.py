@@ -8,7 +8,6 @@ error 1).
 
 from __future__ import annotations
 
-
 # How much of a value a message echoes: enough to recognise it, never a client's megabyte back at it.
 SHOWN_CHARS = 60
 

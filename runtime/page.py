@@ -2,11 +2,12 @@
 
 One HTML file (page.html) with its script (page.js) and style (page.css) served beside it by the same
 server: no external assets, so it works on a machine without internet and leaks nothing to a CDN, and
-no inline code, so the Content-Security-Policy allows only scripts and styles of its own origin. It reads /v1/model and posts to /v1/classify
-like any client: paste a text, choose the long-text strategy (bert14/long_text.py), see every label's
-score as a bar and, for windows, each window's top label placed along the text. With an API key on
-the server, the page itself is open (it holds no data) and asks for the key, which it sends as
-`Authorization: Bearer` on each call and keeps in the page only.
+no inline code, so the Content-Security-Policy allows only scripts and styles of its own origin. It
+reads /v1/model and posts to /v1/classify like any client: paste a text, choose the long-text
+strategy (bert14/long_text.py), see every label's score as a bar and, for windows, each window's top
+label placed along the text. With an API key on the server, the page itself is open (it holds no
+data) and asks for the key, which it sends as `Authorization: Bearer` on each call and keeps in the
+page only.
 """
 
 from __future__ import annotations

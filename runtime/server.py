@@ -278,7 +278,8 @@ def create_app(clf: Classifier, options: ServerOptions | None = None, hooks: Hoo
     app = FastAPI(title="bert14", lifespan=lifespan, docs_url=docs_url, redoc_url=None, openapi_url=openapi_url)
 
     if options.api_key is not None:
-        app.add_middleware(_RequireKey, key=options.api_key, open_routes=OPEN_ROUTES | (PAGE_ROUTES if options.ui else set()))
+        open_routes = OPEN_ROUTES | (PAGE_ROUTES if options.ui else set())
+        app.add_middleware(_RequireKey, key=options.api_key, open_routes=open_routes)
     # Outermost: a request for another host name, from another origin or with a form body goes no further.
     app.add_middleware(Guard, bind=options.host, allow=options.allow_hosts, open_routes=OPEN_ROUTES)
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from bert14.errors import InputError
 from bert14.options import flag
-from bert14.runtime.guard import check_host_names
 from bert14.runtime.classifier import positive_int
+from bert14.runtime.guard import check_host_names
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 

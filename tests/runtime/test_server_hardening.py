@@ -368,14 +368,16 @@ HOSTILE_REQUESTS = [
 
 
 @pytest.mark.parametrize(("headers", "status", "message"), HOSTILE_REQUESTS)
-def test_requests_a_foreign_page_could_send_are_refused(clf: Classifier, headers: dict, status: int, message: str) -> None:
+def test_requests_a_foreign_page_could_send_are_refused(
+    clf: Classifier, headers: dict, status: int, message: str
+) -> None:
     from fastapi.testclient import TestClient
 
     with TestClient(create_app(clf), base_url="http://localhost") as client:
         response = client.post("/v1/classify", content=b'{"texts": ["a"]}', headers=headers)
         assert response.status_code == status and message in response.json()["error"], response.text
-        v2 = client.post("/v2/models/bert14/infer", headers=headers,
-                         content=b'{"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}')  # fmt: skip
+        infer = b'{"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}'
+        v2 = client.post("/v2/models/bert14/infer", headers=headers, content=infer)
         # /v2 takes a body with no Content-Type (tritonclient sends none); a browser sends Origin with it anyway
         assert v2.status_code == (200 if not headers else status), v2.text
         if status == 403:
