@@ -28,7 +28,8 @@ same tokens), so time and memory follow the tokens kept, not the text's length.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 from tokenizers import Tokenizer
 
@@ -40,6 +41,8 @@ from bert14.options import flag
 TRUNCATE, HEAD_TAIL, WINDOWS = "truncate", "head_tail", "windows"
 STRATEGIES = (TRUNCATE, HEAD_TAIL, WINDOWS)
 POOLS = ("mean", "max")
+# The fitted defaults (LongText.fitted) for rows of BODY tokens of text (512 positions less [CLS] and [SEP]).
+HEAD_TOKENS, STRIDE, BODY = 128, 256, 510
 # A cap on windows per text beyond which a request is a mistake: 4,096 windows of 512 tokens are
 # two million tokens, minutes of CPU for one text.
 MAX_WINDOWS = 4096
@@ -60,10 +63,23 @@ class LongText:
             metavar="STRATEGY",
         ),
     )
-    head_tokens: int = field(
-        default=128, metadata=flag("head_tail: tokens kept from the text's start; the rest come from its end")
+    # None: fitted to the model (fitted()): 128 and 256 for rows of 510 tokens, in proportion for fewer.
+    head_tokens: int | None = field(
+        default=None,
+        metadata=flag(
+            "head_tail: tokens kept from the text's start; the rest come from its end (default: 128, a quarter "
+            "of the row for a model of fewer positions)",
+            type=int,
+        ),
     )
-    stride: int = field(default=256, metadata=flag("windows: tokens from one window's start to the next"))
+    stride: int | None = field(
+        default=None,
+        metadata=flag(
+            "windows: tokens from one window's start to the next (default: 256, half a window for a model of "
+            "fewer positions)",
+            type=int,
+        ),
+    )
     pool: str = field(default="mean", metadata=flag("windows: a text's scores are the windows' mean or max"))
     max_windows: int = field(default=64, metadata=flag("windows: at most this many per text (the first ones)"))
 
@@ -74,8 +90,19 @@ class LongText:
             raise InputError(f"long_text pool: expected one of {', '.join(POOLS)}, got {shown(self.pool)}")
         for name, low, high in (("head_tokens", 0, 1 << 20), ("stride", 1, 1 << 20), ("max_windows", 1, MAX_WINDOWS)):
             value = getattr(self, name)
+            if value is None and name != "max_windows":  # fitted to the model
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise InputError(f"long_text {name}: expected a whole number from {low} to {high}, got {shown(value)}")
+
+    def fitted(self, body: int) -> LongText:
+        """This spec with the settings left to the model filled in for rows of `body` tokens of text: the
+        defaults (128 head tokens, a stride of 256) for BERT's 510, the same fractions of a shorter row, so
+        a model of 64 positions gets 15 and 31 rather than defaults it cannot take."""
+        head = self.head_tokens if self.head_tokens is not None else min(HEAD_TOKENS, HEAD_TOKENS * body // BODY)
+        stride = self.stride if self.stride is not None else max(1, min(STRIDE, STRIDE * body // BODY))
+        return self if (head, stride) == (self.head_tokens, self.stride) else replace(self, head_tokens=head,
+                                                                                      stride=stride)  # fmt: skip
 
     def check(self, body: int, pairs: bool) -> None:
         """Refuse what this spec cannot do for a model whose rows hold `body` tokens of text, or for pairs."""
@@ -86,12 +113,13 @@ class LongText:
                 f"long_text {self.strategy}: takes single texts; sentence pairs are cut longest-first by "
                 "'truncate', so send pairs with long_text 'truncate'"
             )
-        if self.strategy == HEAD_TAIL and self.head_tokens > body:
+        spec = self.fitted(body)  # what was left to the model always fits; what was asked for may not
+        if spec.strategy == HEAD_TAIL and spec.head_tokens > body:  # type: ignore[operator]
             raise InputError(f"long_text head_tokens: expected 0 to {body} (this model's rows hold {body} tokens "
-                             f"of text), got {self.head_tokens}")  # fmt: skip
-        if self.strategy == WINDOWS and self.stride > body:
+                             f"of text), got {spec.head_tokens}")  # fmt: skip
+        if spec.strategy == WINDOWS and spec.stride > body:  # type: ignore[operator]
             raise InputError(f"long_text stride: expected 1 to {body} (a window of this model holds {body} "
-                             f"tokens; a longer stride would skip text), got {self.stride}")  # fmt: skip
+                             f"tokens; a longer stride would skip text), got {spec.stride}")  # fmt: skip
 
     @classmethod
     def parse(cls, value: object, default: LongText) -> LongText:
@@ -99,15 +127,17 @@ class LongText:
         out comes from `default` (the server's)."""
         if value is None:
             return default
+        if isinstance(value, LongText):
+            return value
         if isinstance(value, str):
             value = {"strategy": value}
-        if not isinstance(value, dict):
+        if not isinstance(value, Mapping):
             raise InputError(f"long_text: expected a strategy's name or an object of {list(cls.__dataclass_fields__)}")
         unknown = sorted(set(value) - set(cls.__dataclass_fields__))
         if unknown:
             raise InputError(f"long_text: unknown field(s) {shown(unknown)}; expected {list(cls.__dataclass_fields__)}")
         fields = {name: getattr(default, name) for name in cls.__dataclass_fields__}
-        return cls(**(fields | value))
+        return cls(**(fields | dict(value)))
 
 
 @dataclass(frozen=True)
@@ -164,6 +194,7 @@ def documents(
     as they would hold more than `budget` tokens, when one is given."""
     template, body = _template(tokenizer), body_tokens(tokenizer, max_length)
     spec.check(body, pairs=False)
+    spec = spec.fitted(body)
     select = _head_tail if spec.strategy == HEAD_TAIL else _windows
     out, left = [], budget
     for text in texts:

@@ -69,12 +69,15 @@ def read_vocab(path: Path) -> list[str]:
     return tokens
 
 
-def build_tokenizer(tokens: list[str], settings: TokenizerSettings) -> Tokenizer:
+def build_tokenizer(tokens: list[str], settings: TokenizerSettings, where: str | Path = VOCAB_FILE) -> Tokenizer:
+    """BERT's WordPiece pipeline over `tokens`; `where`: the vocabulary's file, for messages."""
     # BertTokenizer fills a dict in file order, so a repeated token keeps its last id.
     vocab = {token: index for index, token in enumerate(tokens)}
-    for special in (settings.unk_token, settings.cls_token, settings.sep_token, settings.pad_token):
+    for name in ("unk_token", "cls_token", "sep_token", "pad_token"):
+        special = getattr(settings, name)
         if special not in vocab:
-            raise ArtifactError(f"vocabulary: expected the special token {special!r}, it is absent")
+            raise ArtifactError(f"{where}: expected the special token {special!r} ({name}, from "
+                                f"{TOKENIZER_CONFIG_FILE} or its default) in the vocabulary, it is absent")  # fmt: skip
     tokenizer = Tokenizer(
         WordPiece(vocab, unk_token=settings.unk_token, max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD)
     )
@@ -151,7 +154,7 @@ def read_settings(directory: Path) -> TokenizerSettings:
 def _wordpiece(directory: Path) -> tuple[Tokenizer, TokenizerSettings]:
     """BERT's WordPiece tokenizer from vocab.txt + tokenizer_config.json."""
     settings = read_settings(directory)
-    return build_tokenizer(read_vocab(directory / VOCAB_FILE), settings), settings
+    return build_tokenizer(read_vocab(directory / VOCAB_FILE), settings, directory / VOCAB_FILE), settings
 
 
 # The special tokens of the tokenizer.json kinds, as RoBERTa's and XLM-R's tokenizer classes default them.

@@ -53,6 +53,7 @@ def reference_rows(tokenizer, text: str, spec: LongText, max_length: int) -> tup
     """(rows of ids with special tokens, truncated) for `text` under `spec`, from transformers' ids."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     body = max_length - tokenizer.num_special_tokens_to_add(pair=False)
+    spec = spec.fitted(body)  # what it leaves to the model, as the runtime fills it in
     n = len(ids)
     if spec.strategy == TRUNCATE or n <= body:
         pieces, truncated = [ids[:body]], n > body
@@ -129,6 +130,7 @@ def check_long_text(
     reference_logits: list[np.ndarray] = []
     for precision, engine in wanted:
         clf = Classifier.load(directory, precision=precision, provider="cpu", engine=engine, long_text=spec)
+        spec = clf.options.long_text  # what the spec left to the model, fitted to it
         key = KEY_OF[clf.model_file]
         if key in runs:
             continue  # fp32 answered by a file already checked

@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from bert14 import progress
 from bert14.errors import Bert14Error, InputError, Terminated
@@ -95,10 +96,33 @@ def _optimize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_options(args: argparse.Namespace):
+def _load_options(args: argparse.Namespace, skip: Sequence[str] = ()):
+    """LoadOptions from the flags; a long-text setting of a strategy the command does not use is refused
+    (serve keeps them all: they are the defaults of a request that chooses that strategy)."""
     from bert14.runtime import LoadOptions
 
-    return LoadOptions(**values(LoadOptions, args))
+    if getattr(args, "command", None) != "serve":
+        unused_long_text_flags(args)
+    return LoadOptions(**values(LoadOptions, args, skip=skip))
+
+
+# LongText's settings and the strategy each belongs to, by the flag's field name.
+_LONG_TEXT_SETTINGS = {"head_tokens": "head_tail", "stride": "windows", "pool": "windows", "max_windows": "windows"}
+
+
+def unused_long_text_flags(args: argparse.Namespace) -> None:
+    """InputError for a long-text flag given without its strategy (`--stride 5` and no --long-text windows),
+    which would otherwise be ignored silently."""
+    from bert14.long_text import LongText
+
+    # predict, batch: the strategy flag of LoadOptions.long_text (dest "strategy"); check: its own --long-text
+    strategy = getattr(args, "strategy", None) or getattr(args, "long_text", None) or LongText().strategy
+    for name, owner in _LONG_TEXT_SETTINGS.items():
+        value = getattr(args, name, None)
+        if value is not None and value != getattr(LongText(), name) and strategy != owner:
+            flag = "--" + name.replace("_", "-")
+            raise InputError(f"{flag} applies to --long-text {owner}, not {strategy}; add --long-text {owner} or "
+                             f"leave {flag} out")  # fmt: skip
 
 
 def _load_classifier(args: argparse.Namespace):
@@ -134,6 +158,8 @@ def _predict(args: argparse.Namespace) -> int:
 
     if not args.texts and not args.file:
         raise InputError("predict: expected texts as arguments or --file FILE")
+    if args.file and args.file != STDIN and not Path(args.file).is_file():  # before any text is answered
+        raise InputError(f"{args.file}: expected a text file with one text a line (--file), found none")
     clf = _load_classifier(args)
     out = sys.stdout
     if args.texts:
@@ -159,7 +185,7 @@ def _serve(args: argparse.Namespace) -> int:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as exc:
-        raise InputError("serve: the HTTP server needs the serve extra (pip install 'bert14[serve]')") from exc
+        raise InputError("serve: the HTTP server needs the serve extra (pip install -r requirements/serve.txt)") from exc
     from bert14.runtime.listener import api_key_from, serve
     from bert14.runtime.server_options import ServerOptions
 
@@ -176,8 +202,8 @@ def _serve_replicas(args: argparse.Namespace, options) -> int:  # noqa: ANN001
     try:
         from ray import serve  # noqa: F401
     except ImportError as exc:
-        raise InputError("serve --replicas: runs on Ray Serve, which needs the ray extra (pip install "
-                         "'bert14[ray]')") from exc  # fmt: skip
+        raise InputError("serve --replicas: runs on Ray Serve, which needs the ray extra (pip install -r "
+                         "requirements/ray.txt)") from exc  # fmt: skip
     from bert14.scale.replicas import ReplicaOptions, serve_replicas
 
     replicas = ReplicaOptions(
@@ -198,8 +224,7 @@ def _batch(args: argparse.Namespace) -> int:
     try:
         import ray  # noqa: F401
     except ImportError as exc:
-        raise InputError("batch: classifying on Ray Data needs the ray extra (pip install 'bert14[ray]')") from exc
-    from bert14.runtime import LoadOptions
+        raise InputError("batch: classifying on Ray Data needs the ray extra (pip install -r requirements/ray.txt)") from exc
     from bert14.scale import BatchOptions, run_batch
 
     options = BatchOptions(
@@ -211,7 +236,7 @@ def _batch(args: argparse.Namespace) -> int:
         pair_column=args.pair_column,
         id_column=args.id_column,
         output_format=args.output_format,
-        load=LoadOptions(**values(LoadOptions, args, skip=BATCH_FIXED)),
+        load=_load_options(args, skip=BATCH_FIXED),
         workers=args.workers,
         threads_per_worker=args.threads_per_worker,
         probs=args.probs,
@@ -248,6 +273,7 @@ def _check(args: argparse.Namespace) -> int:
     from bert14.errors import ParityError
     from bert14.long_text import LongText
 
+    unused_long_text_flags(args)
     long_text = None
     if args.long_text is not None:  # checked before minutes of work
         long_text = LongText(strategy=args.long_text, **values(LongText, args, skip=("strategy",)))
@@ -280,12 +306,19 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line on stderr (exit 2) rather than the whole usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from bert14.long_text import LongText
     from bert14.runtime import LoadOptions
 
-    parser = argparse.ArgumentParser(prog="bert14", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineParser(prog="bert14", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     export = commands.add_parser("export", help="export a BERT classifier to a validated ONNX artifact")
     export.add_argument("--model", help="local Hugging Face checkpoint directory (default: BERT-14, seeded weights)")

@@ -26,6 +26,7 @@ from bert14.tokenizer import (
     TOKENIZER_JSON_FILE,
     VOCAB_FILE,
     TokenizerSettings,
+    build_tokenizer,
     read_settings,
     read_tokenizer_json,
     read_vocab,
@@ -105,8 +106,6 @@ class SourceModel:
     def tokenizer(self):  # noqa: ANN201 - a tokenizers.Tokenizer
         """The tokenizer the artifact will carry, as the runtime builds it (no padding, no truncation)."""
         from tokenizers import Tokenizer
-
-        from bert14.tokenizer import build_tokenizer
 
         if not self.tokenizer_files:
             return build_tokenizer(self.vocab, self.tokenizer_settings)
@@ -343,9 +342,13 @@ def _read_tokenizer(directory: Path) -> tuple[Path, list[str], TokenizerSettings
             added = directory / "added_tokens.json"
             if added.is_file() and read_json_object(added, InputError, "added tokens"):
                 raise InputError(f"{added}: tokens added outside the WordPiece vocabulary are not supported")
-            return vocab_path, read_vocab(vocab_path), read_settings(directory)
+            tokens, settings = read_vocab(vocab_path), read_settings(directory)
+            build_tokenizer(tokens, settings, vocab_path)  # its special tokens are there: refused now, named
+            return vocab_path, tokens, settings
         if json_path.is_file():
-            return json_path, *read_tokenizer_json(directory)
+            tokens, settings = read_tokenizer_json(directory)
+            build_tokenizer(tokens, settings, json_path)
+            return json_path, tokens, settings
     except ArtifactError as exc:  # the runtime's readers: here it is the user's input
         raise InputError(str(exc)) from exc
     raise InputError(

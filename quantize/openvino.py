@@ -63,7 +63,7 @@ from bert14.quantize.dynamic import QuantizeResult
 from bert14.quantize.isa import WeightFormat, choose_weight_format
 from bert14.runtime.engines.openvino import PRECISION_HINT
 
-INSTALL_HINT = "pip install 'bert14[export]' (requirements/export.txt has openvino and nncf)"
+INSTALL_HINT = "pip install -r requirements/export.txt (it has openvino and nncf)"
 CALIBRATION_SEED = 77  # apart from the validation suites' seeds (check/cases.py): calibration is not what is checked
 SEEDED_SAMPLES = 128
 SEEDED_MAX_LENGTH = 256  # seeded sequences span 2..this many tokens, log-uniformly

@@ -50,6 +50,9 @@ from bert14.tokenizer import load_tokenizer
 
 log = logging.getLogger("bert14.runtime")
 
+# What a long_text argument may be: a LongText, a strategy's name, a mapping of its fields, or None (the options').
+LongTextLike = LongText | str | Mapping[str, object] | None
+
 # Texts tokenized and bucketed together; bounds memory for any number of texts.
 CHUNK = 1024
 # Beyond these an option is a typo, not a wish: 10,000 threads on 2 cores makes ONNX Runtime hang
@@ -57,6 +60,14 @@ CHUNK = 1024
 MAX_THREADS = 4 * (os.cpu_count() or 1)
 MAX_BATCH = 4096
 MAX_TOKENS = 1 << 22
+
+
+def as_long_text(value: object, default: LongText) -> LongText:
+    """A LongText from itself, a strategy's name or a mapping of its fields (what it leaves out: `default`'s)."""
+    if not isinstance(value, LongText | str | Mapping):
+        raise InputError(f"long_text: expected a LongText, a strategy's name or a mapping of its fields, got "
+                         f"{type(value).__name__}")  # fmt: skip
+    return LongText.parse(value, default)
 
 
 def positive_int(name: str, value: object, limit: int) -> int:
@@ -154,14 +165,12 @@ class LoadOptions:
     def from_dict(cls, values: Mapping[str, object]) -> LoadOptions:
         """The inverse of dataclasses.asdict: the options as they cross a process boundary as plain data
         (Ray Serve replicas), the nested long_text included."""
-        fields = dict(values)
-        if isinstance(fields.get("long_text"), Mapping):
-            fields["long_text"] = LongText(**fields["long_text"])  # type: ignore[arg-type]
-        return cls(**fields)  # type: ignore[arg-type]
+        return cls(**dict(values))  # type: ignore[arg-type]  # long_text as a mapping: __post_init__ builds it
 
     def __post_init__(self) -> None:
-        if not isinstance(self.long_text, LongText):
-            raise InputError(f"long_text: expected a LongText, got {type(self.long_text).__name__}")
+        # A strategy's name or a mapping of LongText's fields, as the CLI and the server take them
+        # (long_text="windows", long_text={"strategy": "windows", "stride": 128}).
+        object.__setattr__(self, "long_text", as_long_text(self.long_text, LongText()))
         if self.threads is not None:
             positive_int("threads", self.threads, MAX_THREADS)
         positive_int("inter_op_threads", self.inter_op_threads, MAX_THREADS)
@@ -223,6 +232,11 @@ class Classifier:
         function = _score_function(manifest, directory, len(labels))
         max_length = min(tokenizer_settings.model_max_length, manifest.model.max_tokens)
         pad_id = tokenizer.token_to_id(tokenizer_settings.pad_token) or 0
+        body = body_tokens(tokenizer, max_length)
+        options.long_text.check(body, pairs=False)
+        # What the options leave to the model (head tokens, stride) is fitted to it once, here: predict,
+        # /v1/model and a request's defaults all read these.
+        options = replace(options, long_text=options.long_text.fitted(body))
         runner = None
         if actual == "cuda":
             from bert14.runtime.cuda import CudaRunner
@@ -245,10 +259,21 @@ class Classifier:
             pad_id,
             runner,
         )
-        options.long_text.check(body_tokens(tokenizer, max_length), pairs=False)
         if options.warmup:
             clf.logits(["warm up"], long_text=LongText())
         return clf
+
+    @staticmethod
+    def fit_long_text(directory: str | Path, spec: LongTextLike, pairs: bool = False) -> LongText:
+        """`spec` checked against the artifact's model and fitted to it, as load() does, without loading a
+        model: what a job checks before it starts workers."""
+        directory = Path(directory)
+        manifest = read_manifest(directory)
+        tokenizer, tokenizer_settings = load_tokenizer(directory, manifest.model.family)
+        body = body_tokens(tokenizer, min(tokenizer_settings.model_max_length, manifest.model.max_tokens))
+        checked = as_long_text(spec, LongText()) if spec is not None else LongText()
+        checked.check(body, pairs)
+        return checked.fitted(body)
 
     @staticmethod
     def files(
@@ -263,11 +288,11 @@ class Classifier:
         return [MANIFEST_NAME, *with_companions(path.name), *(name for name in support if name in manifest.files)]
 
     def logits(
-        self, texts: Sequence[str] | str, text_pairs: Sequence[str] | None = None, long_text: LongText | None = None
+        self, texts: Sequence[str] | str, text_pairs: Sequence[str] | None = None, long_text: LongTextLike = None
     ) -> np.ndarray:
         """Raw logits, (N, num_labels) float32, in the caller's order: one row per text, so not for
         windows, whose answer pools probabilities (predict)."""
-        spec = long_text or self.options.long_text
+        spec = self._spec(long_text)
         if spec.strategy == WINDOWS:
             raise InputError("logits: one row per text; long_text 'windows' pools the windows' scores, use predict()")
         checked, checked_pairs = check_texts(texts, text_pairs)
@@ -275,14 +300,14 @@ class Classifier:
         return np.concatenate(parts) if parts else np.zeros((0, len(self.labels)), dtype=np.float32)
 
     def predict(
-        self, texts: Sequence[str] | str, text_pairs: Sequence[str] | None = None, long_text: LongText | None = None
+        self, texts: Sequence[str] | str, text_pairs: Sequence[str] | None = None, long_text: LongTextLike = None
     ) -> list[Prediction]:
         """One Prediction per text: label, score, probs by label, labels that apply, truncated, tokens,
         windows. `long_text`: this call's strategy for texts over the model's positions (default: the
         options')."""
         checked, checked_pairs = check_texts(texts, text_pairs)
         out: list[Prediction] = []
-        for docs in self._chunks(checked, checked_pairs, long_text or self.options.long_text):
+        for docs in self._chunks(checked, checked_pairs, self._spec(long_text)):
             out += self.pool(docs, self.predict_encoded([row for doc in docs for row in doc.rows]))
         return out
 
@@ -295,7 +320,7 @@ class Classifier:
         self,
         texts: Sequence[str] | str,
         text_pairs: Sequence[str] | None = None,
-        long_text: LongText | None = None,
+        long_text: LongTextLike = None,
         max_tokens: int | None = None,
     ) -> list[Document]:
         """Checked texts as their rows under the long-text strategy (default: the options'). Split from
@@ -303,7 +328,11 @@ class Classifier:
         predict_buckets() on every document's rows, then pool(). `max_tokens`: raise
         bert14.long_text.OverBudget before building windows past that many tokens in all."""
         checked, checked_pairs = check_texts(texts, text_pairs)
-        return self._documents(checked, checked_pairs, long_text or self.options.long_text, max_tokens)
+        return self._documents(checked, checked_pairs, self._spec(long_text), max_tokens)
+
+    def _spec(self, long_text: LongTextLike) -> LongText:
+        """A call's long-text strategy: the options' unless given; a name or a mapping fills the rest from them."""
+        return self.options.long_text if long_text is None else as_long_text(long_text, self.options.long_text)
 
     def _documents(
         self, texts: list[str], pairs: list[str] | None, spec: LongText, budget: int | None = None

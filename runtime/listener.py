@@ -71,7 +71,7 @@ def _guarded_protocol(header_timeout_s: float):
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     except ImportError:
         print(
-            "warning: httptools is not installed (pip install 'bert14[serve]'), so --header-timeout is not "
+            "warning: httptools is not installed (pip install -r requirements/serve.txt), so --header-timeout is not "
             "enforced: a client that never finishes its headers keeps its connection",
             file=sys.stderr,
         )

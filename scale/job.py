@@ -122,6 +122,9 @@ def run_batch(options: BatchOptions) -> BatchReport:
     """Classify every row of options.input into options.output (see the module's docstring)."""
     spec = open_input(options.input, options.format, options.text_column, options.pair_column, options.id_column)
     model_file = Classifier.files(options.artifact, options.load.precision, "cpu", options.load.engine)[1]  # before Ray
+    # A long-text setting the model cannot take is one line now, not a worker's traceback after Ray started.
+    long_text = Classifier.fit_long_text(options.artifact, options.load.long_text, spec.pair_column is not None)
+    options = replace(options, load=replace(options.load, long_text=long_text))
     preflight(options.output, OUTPUT)
     _apart(spec, options.output)
     expected = id_hashes(spec)

@@ -29,7 +29,7 @@ from bert14.errors import ArtifactError, InputError
 from bert14.runtime.engines.base import Resolved, SessionSettings
 
 NAME = "openvino"
-INSTALL_HINT = "install the OpenVINO engine: pip install 'bert14[openvino]' (requirements/openvino.txt)"
+INSTALL_HINT = "install the OpenVINO engine: pip install -r requirements/openvino.txt (or -e '.[openvino]' in the checkout)"
 PRECISION_HINT = "f32"
 
 
@@ -80,13 +80,17 @@ class OpenVinoSession:
         return [np.array(result[self.compiled.output(name)], copy=True) for name in names]
 
 
+# The advice, in both spellings: the CLI's flag and the Python keyword.
+USE_ORT = "--engine onnxruntime; engine='onnxruntime' in Python"
+
+
 def resolve(directory: Path, precision: str, provider: str, files: set[str]) -> Resolved:
     if provider == "cuda":
-        raise InputError("engine 'openvino' runs on the CPU; for CUDA use engine='onnxruntime' (fp16)")
+        raise InputError(f"engine 'openvino' runs on the CPU; for CUDA use the onnxruntime engine (fp16; {USE_ORT})")
     if precision not in ("auto", "int8"):
         raise InputError(
             f"engine 'openvino' runs the artifact's INT8 model ({OPENVINO_INT8_FILE}), not {precision}; "
-            "use engine='onnxruntime' for fp32 or fp16"
+            f"use the onnxruntime engine for fp32 or fp16 ({USE_ORT})"
         )
     if not available():
         raise missing()
@@ -94,7 +98,7 @@ def resolve(directory: Path, precision: str, provider: str, files: set[str]) -> 
         raise ArtifactError(
             f"{directory}: no OpenVINO INT8 model ({OPENVINO_INT8_FILE}) in the artifact (a checkpoint exported "
             "without --calibration FILE, or with --no-openvino); re-run `bert14 export` with --calibration, "
-            "or use engine='onnxruntime'"
+            f"or use the onnxruntime engine ({USE_ORT})"
         )
     return Resolved("int8", "cpu", directory / OPENVINO_INT8_FILE, NAME)
 

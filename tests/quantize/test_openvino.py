@@ -72,14 +72,14 @@ def test_auto_takes_openvino_for_int8_and_onnx_runtime_for_the_rest(tiny_artifac
     # Without the openvino package, auto ignores the OpenVINO file, and asking for it says what to install.
     monkeypatch.setattr(openvino_engine, "available", lambda: False)
     assert Classifier.load(tiny_artifact, engine="auto", provider="cpu", warmup=False).model_file == "model.int8.onnx"
-    with pytest.raises(InputError, match=r"openvino package is not installed.*bert14\[openvino\]"):
+    with pytest.raises(InputError, match=r"openvino package is not installed.*requirements/openvino.txt"):
         Classifier.load(tiny_artifact, engine="openvino")
 
 
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"precision": "fp32"}, "runs the artifact's INT8 model.*use engine='onnxruntime' for fp32"),
+        ({"precision": "fp32"}, "INT8 model.*use the onnxruntime engine for fp32 or fp16 .--engine onnxruntime"),
         ({"provider": "cuda"}, "runs on the CPU"),
         ({"engine": "tensorrt"}, r"engine: expected one of \('onnxruntime', 'openvino', 'auto'\)"),
     ],

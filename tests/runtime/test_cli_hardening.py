@@ -148,3 +148,64 @@ def test_sigterm_is_exit_143_and_one_line(tiny_artifact: Path) -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
     assert result.returncode == 143 and "terminated (SIGTERM)" in _one_line(result.stderr)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["predict"], ["predict", "ART", "x", "--bogus"], ["nocommand"], ["serve", "ART", "--port", "x"],
+     ["predict", "ART", "x", "--precision", "int4"]],
+)  # fmt: skip
+def test_a_usage_error_is_one_line_with_exit_2(tiny_artifact: Path, argv: list[str]) -> None:
+    argv = [str(tiny_artifact) if a == "ART" else a for a in argv]
+    result = subprocess.run([CLI, *argv], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    err = _one_line(result.stderr)
+    assert "error:" in err and "--help" in err, err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--stride", "5"], "--stride applies to --long-text windows, not truncate"),
+        (["--long-text", "head_tail", "--max-windows", "3"],
+         "--max-windows applies to --long-text windows, not head_tail"),
+        (["--long-text", "windows", "--head-tokens", "3"],
+         "--head-tokens applies to --long-text head_tail, not windows"),
+        (["--pool", "max"], "--pool applies to --long-text windows"),
+    ],
+)  # fmt: skip
+def test_a_long_text_flag_without_its_strategy_is_refused_not_ignored(
+    tiny_artifact: Path, flags: list[str], message: str
+) -> None:
+    for command in (["predict", str(tiny_artifact), "体育"], ["check", str(tiny_artifact)]):
+        result = subprocess.run([CLI, *command, *flags], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and result.stdout == "", result.stdout
+        assert message in _one_line(result.stderr)
+
+
+def test_a_missing_file_beside_texts_answers_nothing(tiny_artifact: Path, tmp_path: Path) -> None:
+    result = subprocess.run([CLI, "predict", str(tiny_artifact), "体育", "--file", str(tmp_path / "missing.txt")],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2 and result.stdout == "", "nothing half done: no prediction before the error"
+    assert "missing.txt: expected a text file" in _one_line(result.stderr)
+
+
+def test_advice_names_the_flag_as_the_cli_spells_it(tiny_artifact: Path) -> None:
+    result = subprocess.run([CLI, "predict", str(tiny_artifact), "x", "--engine", "openvino", "--precision", "fp32"],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2 and "--engine onnxruntime" in _one_line(result.stderr)
+
+
+def test_a_missing_special_token_names_the_vocabulary_file(tmp_path: Path) -> None:
+    from conftest import TRAINED_MODEL, need
+
+    from bert14.export.model import load_checkpoint
+
+    checkpoint = shutil.copytree(need(TRAINED_MODEL), tmp_path / "ck")
+    config = checkpoint / "tokenizer_config.json"
+    raw = json.loads(config.read_text(encoding="utf-8")) if config.is_file() else {}
+    config.write_text(json.dumps({**raw, "unk_token": "[NOPE]"}), encoding="utf-8")
+    with pytest.raises(InputError) as refused:
+        load_checkpoint(checkpoint)
+    message = str(refused.value)
+    assert "vocab.txt: expected the special token '[NOPE]' (unk_token, from tokenizer_config.json" in message

@@ -139,7 +139,8 @@ def clf(tiny_artifact: Path) -> Classifier:
 def test_truncate_stays_the_default_and_a_short_text_is_one_window(clf: Classifier) -> None:
     title = "湖人主场险胜勇士 詹姆斯砍下三双"
     plain = clf.predict([title, ARTICLE])
-    assert clf.options.long_text == LongText() and [p.windows for p in plain] == [1, 1] and plain[1].truncated
+    assert clf.options.long_text == LongText().fitted(510), "truncate, with BERT's defaults for the others"
+    assert [p.windows for p in plain] == [1, 1] and plain[1].truncated
     for spec in (LongText("head_tail"), LongText("windows")):
         short = clf.predict([title], long_text=spec)[0]
         assert short.probs == plain[0].probs and not short.truncated and short.windows == 1
@@ -209,7 +210,8 @@ def test_what_the_model_cannot_do_is_refused_at_load_or_per_call(clf: Classifier
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--max-windows", "0"], "long_text max_windows: expected a whole number from 1 to 4096, got 0"),
+        (["--long-text", "windows", "--max-windows", "0"],
+         "long_text max_windows: expected a whole number from 1 to 4096, got 0"),
         (["--long-text", "head_tail", "--head-tokens", "-1"], "head_tokens: expected a whole number from 0"),
         (["--long-text", "windowz"], "long_text: expected one of truncate, head_tail, windows, got 'windowz'"),
     ],
@@ -265,3 +267,79 @@ def test_cli_check_long_text_reports_every_cpu_engine(tiny_artifact: Path, tmp_p
     assert all(run["passed"] and run["rows"] == 6 for run in report["runs"].values())
     assert main(["check", str(tiny_artifact), "--long-text", "tail"]) == 2
     assert "long_text: expected one of truncate, head_tail, windows, got 'tail'" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def short_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny default-model artifact of 64 positions: rows of 62 tokens of text."""
+    from conftest import TINY_SHAPE
+
+    from bert14.commands.build import ExportOptions, export_artifact
+
+    out = tmp_path_factory.mktemp("short") / "art"
+    shape = dict(TINY_SHAPE, max_position_embeddings=64)
+    export_artifact(ExportOptions(out_dir=out, shape_overrides=shape, openvino=False, fp16_seqlen=False))
+    return out
+
+
+def test_the_defaults_fit_a_model_of_fewer_positions(short_model: Path) -> None:
+    # BERT's defaults (128 head tokens, a stride of 256) are more than such a row holds; they used to
+    # be refused ("stride: expected 1 to 62, got 256") while /v1/model advertised them.
+    clf = Classifier.load(short_model, precision="fp32", provider="cpu", threads=1, long_text="windows")
+    assert (clf.options.long_text.head_tokens, clf.options.long_text.stride) == (15, 31)
+    assert clf.describe()["long_text"] == {"strategy": "windows", "head_tokens": 15, "stride": 31, "pool": "mean",
+                                           "max_windows": 64}  # fmt: skip
+    (p,) = clf.predict([ARTICLE])
+    assert p.windows == len(p.window_labels) > 40, "windows 31 tokens apart over about 1,450 tokens"
+    assert clf.predict([ARTICLE], long_text="head_tail")[0].truncated
+    with pytest.raises(InputError, match="long_text stride: expected 1 to 62 .* got 100"):
+        clf.predict([ARTICLE], long_text={"strategy": "windows", "stride": 100})
+    assert LongText("windows").fitted(510) == LongText("windows", head_tokens=128, stride=256), "BERT's own defaults"
+
+
+def test_the_defaults_fit_on_every_surface(short_model: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from fastapi.testclient import TestClient
+
+    from bert14.runtime.server import ServerOptions, create_app
+
+    clf = Classifier.load(short_model, precision="fp32", provider="cpu", threads=1)
+    with TestClient(create_app(clf, ServerOptions()), base_url="http://localhost") as client:
+        assert client.get("/v1/model").json()["long_text"]["stride"] == 31
+        for long_text in ("windows", "head_tail", {"strategy": "windows", "pool": "max"}):
+            reply = client.post("/v1/classify", json={"texts": [ARTICLE], "long_text": long_text})
+            assert reply.status_code == 200, reply.text
+    cli = str(Path(sys.executable).parent / "bert14")
+    for strategy in ("windows", "head_tail"):
+        done = subprocess.run([cli, "predict", str(short_model), ARTICLE, "--long-text", strategy, "--threads", "1"],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    texts = tmp_path / "in.txt"
+    texts.write_text(ARTICLE + "\n", encoding="utf-8")
+    # Checked against the model before Ray starts: one line, not a worker's traceback seconds later.
+    argv = [cli, "batch", str(short_model), "--input", str(texts), "--output", str(tmp_path / "o"),
+            "--long-text", "windows", "--stride", "100"]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr[-2000:]
+    assert "long_text stride: expected 1 to 62" in done.stderr and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("windows", LongText("windows")), ({"strategy": "head_tail", "head_tokens": 7}, LongText("head_tail", 7)),
+     (LongText("windows", pool="max"), LongText("windows", pool="max"))],
+)  # fmt: skip
+def test_load_takes_a_strategys_name_or_a_mapping_as_the_cli_and_server_do(
+    tiny_artifact: Path, value: object, expected: LongText
+) -> None:
+    from bert14.runtime import LoadOptions
+
+    assert LoadOptions(long_text=value).long_text == expected  # type: ignore[arg-type]
+    clf = Classifier.load(tiny_artifact, precision="fp32", provider="cpu", threads=1, long_text=value)
+    assert clf.options.long_text == expected.fitted(510)
+    with pytest.raises(InputError, match="long_text: expected a LongText, a strategy's name or a mapping"):
+        LoadOptions(long_text=3)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="long_text: expected one of truncate, head_tail, windows, got 'window'"):
+        Classifier.load(tiny_artifact, long_text="window")

@@ -40,7 +40,7 @@ def test_v1_takes_a_strategy_per_request_and_answers_as_predict(clf: Classifier)
             assert reply.status_code == 200, reply.text
             assert reply.json()["predictions"] == [p.to_dict() for p in clf.predict(texts, long_text=spec)]
         assert reply.json()["predictions"][1]["windows"] == 5  # starts 0, 300, 600, 900 and 1,000 of 1,510 tokens
-        assert client.get("/v1/model").json()["long_text"] == LongText().__dict__
+        assert client.get("/v1/model").json()["long_text"] == LongText().fitted(510).__dict__
 
 
 def test_the_servers_default_comes_from_its_load_options(tiny_artifact: Path) -> None:

@@ -20,7 +20,7 @@ import pytest
 from bert14.errors import ArtifactError, InputError
 from bert14.runtime import Classifier, LoadOptions
 
-pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'bert14[ray]')")
+pytest.importorskip("ray", reason="the ray extra is not installed (pip install -r requirements/ray.txt)")
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'bert14[ray]')")
+pytest.importorskip("ray", reason="the ray extra is not installed (pip install -r requirements/ray.txt)")
 pq = pytest.importorskip("pyarrow.parquet")
 
 from bert14.scale import BatchOptions, run_batch  # noqa: E402

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("ray.serve", reason="the ray extra is not installed (pip install 'bert14[ray]')")
+pytest.importorskip("ray.serve", reason="the ray extra is not installed (pip install -r requirements/ray.txt)")
 httpx = pytest.importorskip("httpx")
 httpclient = pytest.importorskip("tritonclient.http")
 
