@@ -185,7 +185,8 @@ def _serve(args: argparse.Namespace) -> int:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as exc:
-        raise InputError("serve: the HTTP server needs the serve extra (pip install -r requirements/serve.txt)") from exc
+        raise InputError("serve: the HTTP server needs the serve extra (pip install -r requirements/serve.txt)") \
+            from exc
     from bert14.runtime.listener import api_key_from, serve
     from bert14.runtime.server_options import ServerOptions
 
@@ -224,7 +225,8 @@ def _batch(args: argparse.Namespace) -> int:
     try:
         import ray  # noqa: F401
     except ImportError as exc:
-        raise InputError("batch: classifying on Ray Data needs the ray extra (pip install -r requirements/ray.txt)") from exc
+        raise InputError("batch: classifying on Ray Data needs the ray extra (pip install -r requirements/ray.txt)") \
+            from exc
     from bert14.scale import BatchOptions, run_batch
 
     options = BatchOptions(

@@ -29,7 +29,9 @@ from bert14.errors import ArtifactError, InputError
 from bert14.runtime.engines.base import Resolved, SessionSettings
 
 NAME = "openvino"
-INSTALL_HINT = "install the OpenVINO engine: pip install -r requirements/openvino.txt (or -e '.[openvino]' in the checkout)"
+INSTALL_HINT = (
+    "install the OpenVINO engine: pip install -r requirements/openvino.txt (or -e '.[openvino]' in the checkout)"
+)
 PRECISION_HINT = "f32"
 
 
