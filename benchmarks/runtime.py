@@ -11,9 +11,11 @@
    they take as little of the 2 cores from the server as a load generator can).
 
 4. (--fairness N, alone) a one-title request's latency while one request of N 512-token texts runs.
+5. (--crowd N [N ...], alone) a title's latency beside N clients sending texts of 17 windows each.
 
     .venv/bin/python benchmarks/runtime.py [ARTIFACT] [--seconds 30] [--clients 16] [--json F]
     .venv/bin/python benchmarks/runtime.py [ARTIFACT] --fairness 64
+    .venv/bin/python benchmarks/runtime.py [ARTIFACT] --crowd 3 12
 """
 
 from __future__ import annotations
@@ -183,6 +185,50 @@ def fairness(artifact: Path, long_texts: int) -> dict[str, object]:
         return asyncio.run(scenario(base))
 
 
+def crowd(artifact: Path, clients: int, titles_sent: int = 10) -> dict[str, object]:
+    """`clients` clients each sending one text of 17 windows of 512 tokens after another, and a title
+    every 0.7 s beside them: the title's latency against its latency alone. The scheduler's bound is
+    the run in progress, however many long requests are queued (docs/runtime.md)."""
+    import asyncio
+
+    import httpx
+
+    long_text = {"strategy": "windows", "stride": 510, "max_windows": 17}
+    article = "经济运行总体平稳，主要指标好于预期。" * 480  # over 17 windows of 510 tokens
+
+    async def scenario(base: str) -> dict[str, object]:
+        async with httpx.AsyncClient(base_url=base, timeout=600) as client:
+
+            async def timed(body: dict) -> float:
+                started = time.perf_counter()
+                (await client.post("/v1/classify", json=body)).raise_for_status()
+                return time.perf_counter() - started
+
+            title = {"texts": ["湖人主场险胜勇士"]}
+            alone = [await timed(title) for _ in range(5)]
+            stop = asyncio.Event()
+            longs: list[float] = []
+
+            async def sender() -> None:
+                while not stop.is_set():
+                    longs.append(await timed({"texts": [article], "long_text": long_text}))
+
+            senders = [asyncio.create_task(sender()) for _ in range(clients)]
+            await asyncio.sleep(6)  # every sender's request queued or running
+            busy = []
+            for _ in range(titles_sent):
+                busy.append(await timed(title))
+                await asyncio.sleep(0.7)
+            stop.set()
+            await asyncio.gather(*senders)
+            return {"clients": clients, "title_alone_s": round(statistics.median(alone), 3),
+                    "title_median_s": round(statistics.median(busy), 3), "title_max_s": round(max(busy), 3),
+                    "long_request_median_s": round(statistics.median(longs), 3)}  # fmt: skip
+
+    with running_server(artifact) as base:
+        return asyncio.run(scenario(base))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("artifact", nargs="?", default="artifacts/bert14", type=Path)
@@ -195,7 +241,17 @@ def main() -> int:
     parser.add_argument(
         "--fairness", type=int, metavar="N", help="only: a title's latency behind one request of N 512-token texts"
     )
+    parser.add_argument(
+        "--crowd", type=int, nargs="+", metavar="N", help="only: a title's latency beside N clients of 17-window texts"
+    )
     args = parser.parse_args()
+    if args.crowd:
+        rows = [crowd(args.artifact, n) for n in args.crowd]
+        for row in rows:
+            print(json.dumps(row))
+        if args.json:
+            args.json.write_text(json.dumps({"measured": measured(), "crowd": rows}, indent=2))
+        return 0
     if args.fairness:
         result = fairness(args.artifact, args.fairness)
         print(json.dumps(result))

@@ -193,6 +193,26 @@ def fairness(report: dict) -> str:
     )
 
 
+def crowd(report: dict) -> str:
+    before = {row["clients"]: row for row in report["before"]["crowd"]}
+    lines = [
+        "`benchmarks/runtime.py artifacts/bert14 --crowd 3 12 --json docs/results/crowd.json` (full-size BERT-14 "
+        "INT8, 2 threads): N clients each sending one text of 17 windows of 512 tokens after another, and a title "
+        "every 0.7 s beside them. Before: the same command just before, with the scheduler that took jobs in "
+        f"arrival order. {_stamp(report)}",
+        "",
+        "| clients | title alone | title beside them, median / max | before: median / max | a 17-window request |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in report["crowd"]:
+        old = before[row["clients"]]
+        now = f"{row['title_median_s']:.3f} / {row['title_max_s']:.3f} s"
+        then = f"{old['title_median_s']:.3f} / {old['title_max_s']:.3f} s"
+        lines.append(f"| {row['clients']} | {row['title_alone_s']:.3f} s | {now} | {then} | "
+                     f"{row['long_request_median_s']:.1f} s |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def batch(report: dict) -> str:
     labels, tp, scale = report["labels"], report["throughput"], report["scale"]
     runs = tp["runs"]
@@ -581,6 +601,7 @@ SECTIONS: dict[str, Callable[[dict], str]] = {
     "invariance": invariance,
     "runtime": runtime,
     "fairness": fairness,
+    "crowd": crowd,
     "batch": batch,
     "replicas": replicas,
     "openvino": openvino,
