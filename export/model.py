@@ -56,6 +56,8 @@ GELU_ACTIVATIONS = ("gelu", "gelu_python", "gelu_new", "gelu_pytorch_tanh", "gel
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
 # More labels than this is a broken config.json, not a classifier (the head is hidden x labels).
 MAX_LABELS = 1 << 16
+# A size in config.json past this is not a model's (the largest BERT vocabularies are about 250,000).
+MAX_SIZE = 1 << 31
 # Spread of the seeded biases and LayerNorm scales (around 1) of the default model: the size of
 # those of a trained BERT, small enough to keep activations in range.
 BIAS_STD = 0.02
@@ -366,6 +368,17 @@ def _read_config(path: Path, attn: str) -> PretrainedConfig:
     missing = [key for key in keys.values() if not isinstance(raw.get(key), int) or isinstance(raw.get(key), bool)]
     if missing:
         raise InputError(f"{path}: expected integer fields {', '.join(missing)}")
+    small = [key for key in keys.values() if not 1 <= raw[key] <= MAX_SIZE]
+    if small:
+        raise InputError(f"{path}: expected {', '.join(small)} from 1 to {MAX_SIZE}, found "
+                         f"{', '.join(str(raw[key])[:20] for key in small)}")  # fmt: skip
+    eps = raw.get("layer_norm_eps", 1e-12)
+    if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 < eps < 1:
+        raise InputError(f"{path}: expected layer_norm_eps a number between 0 and 1, found {str(eps)[:40]!r}")
+    pad, vocab_size = raw.get("pad_token_id"), raw[keys["vocab_size"]]
+    if pad is not None and (isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad < vocab_size):
+        raise InputError(f"{path}: expected pad_token_id null or an id from 0 to {vocab_size - 1} (vocab_size), "
+                         f"found {str(pad)[:40]}")  # fmt: skip
     hidden, heads = raw[keys["hidden_size"]], raw[keys["num_attention_heads"]]
     if heads <= 0 or hidden % heads:
         raise InputError(f"{path}: hidden_size {hidden} is not a multiple of num_attention_heads {heads}")

@@ -256,3 +256,24 @@ def test_an_oversized_config_is_held_against_the_weights_before_anything_is_buil
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr[-2000:]
     assert fragment in done.stdout and done.stdout.count("\n") == 1, done.stdout
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"vocab_size": -5}, "expected vocab_size from 1 to"),
+        ({"hidden_size": 0}, "expected hidden_size from 1 to"),
+        ({"intermediate_size": -1}, "expected intermediate_size from 1 to"),
+        ({"layer_norm_eps": "x"}, "expected layer_norm_eps a number between 0 and 1, found 'x'"),
+        ({"pad_token_id": 10**9}, "expected pad_token_id null or an id from 0 to 299 (vocab_size)"),
+        ({"pad_token_id": -7}, "expected pad_token_id null or an id from 0 to 299"),
+    ],
+    ids=lambda v: next(iter(v)) if isinstance(v, dict) else "",
+)
+def test_a_size_or_id_no_model_can_have_is_named_not_an_internal_error(
+    tmp_path: Path, change: dict, fragment: str
+) -> None:
+    _save_checkpoint(tmp_path, labels=3)
+    config = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
+    (tmp_path / "config.json").write_text(json.dumps({**config, **change}), encoding="utf-8")
+    assert "config.json" in _expect_input_error(tmp_path, fragment)
