@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bert14.errors import ArtifactError
+from bert14.errors import ArtifactError, shown
 from bert14.family import DEFAULT_FAMILY, FAMILIES, ModelFamily
 from bert14.jsonfile import read_json_object
 
@@ -212,7 +212,7 @@ class Manifest:
         model = raw.get("model")
         known = {f.name for f in fields(ModelInfo)}
         if not isinstance(model, dict) or not {"labels", "max_position_embeddings"} <= set(model):
-            raise ArtifactError(f"{path}: expected a 'model' table with labels and sizes, found {_short(model)}")
+            raise ArtifactError(f"{path}: expected a 'model' table with labels and sizes, found {shown(model)}")
         try:
             info = ModelInfo(**{k: v for k, v in model.items() if k in known})
         except TypeError as exc:
@@ -221,7 +221,7 @@ class Manifest:
         _check_files(raw["files"], path)
         for key in ("source", "artifacts"):
             if not isinstance(raw.get(key) or {}, dict):
-                raise ArtifactError(f"{path}: expected '{key}' a JSON object, found {_short(raw.get(key))}")
+                raise ArtifactError(f"{path}: expected '{key}' a JSON object, found {shown(raw.get(key))}")
         if not all(isinstance(entry, dict) for entry in (raw.get("artifacts") or {}).values()):
             raise ArtifactError(f"{path}: expected each 'artifacts' entry a JSON object")
         return cls(
@@ -247,12 +247,6 @@ _MAX_COUNT = 1 << 31
 _SHA256 = frozenset("0123456789abcdef")
 
 
-def _short(value: object) -> str:
-    """A value for a message, cut: a manifest is not the user's to echo whole."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _whole(value: object, low: int) -> bool:
     return not isinstance(value, bool) and isinstance(value, int) and low <= value <= _MAX_COUNT
 
@@ -262,25 +256,25 @@ def _check_model(info: ModelInfo, path: Path) -> None:
     rather than read wrongly (labels "abc" as three labels, max_tokens 0 as no limit)."""
     labels = info.labels
     if not isinstance(labels, list) or not labels or not all(isinstance(label, str) for label in labels):
-        raise ArtifactError(f"{path}: expected model.labels a non-empty list of strings, found {_short(labels)}")
+        raise ArtifactError(f"{path}: expected model.labels a non-empty list of strings, found {shown(labels)}")
     if len(set(labels)) != len(labels):
-        raise ArtifactError(f"{path}: expected model.labels each named once, found {_short(labels)}")
+        raise ArtifactError(f"{path}: expected model.labels each named once, found {shown(labels)}")
     for name, low in _COUNTS.items():
         if not _whole(getattr(info, name), low):
             raise ArtifactError(f"{path}: expected model.{name} a whole number from {low} to {_MAX_COUNT}, "
-                                f"found {_short(getattr(info, name))}")  # fmt: skip
+                                f"found {shown(getattr(info, name))}")  # fmt: skip
     if info.max_tokens > info.max_position_embeddings:  # type: ignore[operator]
         raise ArtifactError(f"{path}: expected model.max_tokens at most max_position_embeddings "
                             f"({info.max_position_embeddings}), found {info.max_tokens}")  # fmt: skip
     eps = info.layer_norm_eps
     if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 < eps < 1:
-        raise ArtifactError(f"{path}: expected model.layer_norm_eps a number between 0 and 1, found {_short(eps)}")
+        raise ArtifactError(f"{path}: expected model.layer_norm_eps a number between 0 and 1, found {shown(eps)}")
     for name in ("architecture", "model_type"):
         if not isinstance(getattr(info, name), str):
-            raise ArtifactError(f"{path}: expected model.{name} a string, found {_short(getattr(info, name))}")
+            raise ArtifactError(f"{path}: expected model.{name} a string, found {shown(getattr(info, name))}")
     for name in ("problem_type", "score_function"):
         if getattr(info, name) is not None and not isinstance(getattr(info, name), str):
-            raise ArtifactError(f"{path}: expected model.{name} a string or null, found {_short(getattr(info, name))}")
+            raise ArtifactError(f"{path}: expected model.{name} a string or null, found {shown(getattr(info, name))}")
     if info.model_type not in FAMILIES:
         raise ArtifactError(
             f"{path}: model_type {info.model_type!r} is not one this bert14 runs ({', '.join(FAMILIES)}); "
@@ -294,10 +288,10 @@ def _check_files(files: dict[str, Any], path: Path) -> None:
     for name, digest in files.items():
         if not is_plain_name(name):
             raise ArtifactError(f"{path}: expected 'files' to name files in the artifact directory, found "
-                                f"{_short(name)}")  # fmt: skip
+                                f"{shown(name)}")  # fmt: skip
         if not isinstance(digest, str) or len(digest) != 64 or not set(digest) <= _SHA256:
             raise ArtifactError(f"{path}: expected the sha256 of {name} in 'files' as 64 hex digits, found "
-                                f"{_short(digest)}")  # fmt: skip
+                                f"{shown(digest)}")  # fmt: skip
 
 
 def is_plain_name(name: object) -> bool:

@@ -17,7 +17,7 @@ from huggingface_hub.errors import StrictDataclassError
 from transformers import PretrainedConfig, PreTrainedModel
 
 from bert14.artifact import sha256_file
-from bert14.errors import ArtifactError, InputError
+from bert14.errors import ArtifactError, InputError, shown
 from bert14.export.vocab import build_vocab
 from bert14.family import DEFAULT_FAMILY, ModelFamily, family_for
 from bert14.head import PROBLEM_TYPES, score_function
@@ -254,14 +254,14 @@ def _default_origin(origin: dict[str, Any]) -> tuple[dict[str, int], int, list[s
     shape, seed, labels = origin.get("shape"), origin.get("seed"), origin.get("labels")
     where = "manifest source (the default model)"
     if not isinstance(shape, dict) or set(shape) != set(BERT14_SHAPE):
-        raise ArtifactError(f"{where}: expected a shape of {', '.join(BERT14_SHAPE)}, found {str(shape)[:80]}")
+        raise ArtifactError(f"{where}: expected a shape of {', '.join(BERT14_SHAPE)}, found {shown(shape)}")
     for key, value in shape.items():
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= BERT14_SHAPE[key]:
-            raise ArtifactError(f"{where}: expected {key} from 1 to {BERT14_SHAPE[key]}, found {str(value)[:40]}")
+            raise ArtifactError(f"{where}: expected {key} from 1 to {BERT14_SHAPE[key]}, found {shown(value)}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 63:
-        raise ArtifactError(f"{where}: expected an integer seed, found {str(seed)[:40]}")
+        raise ArtifactError(f"{where}: expected an integer seed, found {shown(seed)}")
     if not isinstance(labels, list) or not labels or not all(isinstance(label, str) for label in labels):
-        raise ArtifactError(f"{where}: expected a list of labels, found {str(labels)[:80]}")
+        raise ArtifactError(f"{where}: expected a list of labels, found {shown(labels)}")
     return dict(shape), seed, list(labels)
 
 
@@ -371,14 +371,14 @@ def _read_config(path: Path, attn: str) -> PretrainedConfig:
     small = [key for key in keys.values() if not 1 <= raw[key] <= MAX_SIZE]
     if small:
         raise InputError(f"{path}: expected {', '.join(small)} from 1 to {MAX_SIZE}, found "
-                         f"{', '.join(str(raw[key])[:20] for key in small)}")  # fmt: skip
+                         f"{', '.join(shown(raw[key]) for key in small)}")  # fmt: skip
     eps = raw.get("layer_norm_eps", 1e-12)
     if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 < eps < 1:
-        raise InputError(f"{path}: expected layer_norm_eps a number between 0 and 1, found {str(eps)[:40]!r}")
+        raise InputError(f"{path}: expected layer_norm_eps a number between 0 and 1, found {shown(eps)}")
     pad, vocab_size = raw.get("pad_token_id"), raw[keys["vocab_size"]]
     if pad is not None and (isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad < vocab_size):
         raise InputError(f"{path}: expected pad_token_id null or an id from 0 to {vocab_size - 1} (vocab_size), "
-                         f"found {str(pad)[:40]}")  # fmt: skip
+                         f"found {shown(pad)}")  # fmt: skip
     hidden, heads = raw[keys["hidden_size"]], raw[keys["num_attention_heads"]]
     if heads <= 0 or hidden % heads:
         raise InputError(f"{path}: hidden_size {hidden} is not a multiple of num_attention_heads {heads}")
@@ -393,7 +393,8 @@ def _read_config(path: Path, attn: str) -> PretrainedConfig:
     id2label = raw.get("id2label")
     num_labels = raw.get("num_labels", len(id2label) if isinstance(id2label, dict) else 2)
     if isinstance(num_labels, bool) or not isinstance(num_labels, int) or not 1 <= num_labels <= MAX_LABELS:
-        raise InputError(f"{path}: expected num_labels a whole number from 1 to {MAX_LABELS}, found {num_labels!r:.40}")
+        raise InputError(f"{path}: expected num_labels a whole number from 1 to {MAX_LABELS}, found "
+                         f"{shown(num_labels)}")  # fmt: skip
     if isinstance(id2label, dict) and len(id2label) != num_labels:
         raise InputError(f"{path}: num_labels {num_labels} and id2label's {len(id2label)} labels disagree")
     if isinstance(id2label, dict):
