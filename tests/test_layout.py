@@ -169,12 +169,16 @@ def test_the_cli_offers_the_library_choices_and_defaults() -> None:
     export_defaults = {f.name: f.default for f in dataclasses.fields(ExportOptions)}
     for dest in ("exporter", "attn", "opset", "seed"):
         assert action("export", dest).default == export_defaults[dest], dest
-    from bert14.options import flag_fields
+    from bert14.options import FLAG, flag_fields
 
     server = flag_fields(ServerOptions)  # serve's flags are declared on the dataclass: one per flag field
     assert {"host", "port", "max_texts", "body_timeout_s", "ui"} <= {f.name for f in server}
     for field in server:
-        assert action("serve", field.name).default == field.default, field.name
+        spec = field.metadata[FLAG]
+        default = action("serve", field.name).default
+        if spec["repeat"]:  # collected into a list, which `parse` turns into the field's value
+            default = spec["parse"](default) if spec["parse"] else default
+        assert default == field.default, field.name
     from bert14.scale.triton import RepoOptions
 
     repo = flag_fields(RepoOptions)  # triton-repo's, likewise

@@ -79,6 +79,9 @@ def test_metrics_show_every_replica(replicas) -> None:
     assert sum(counts.values()) >= 40
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 def test_a_hostile_mix_gets_its_4xx_and_never_fails_a_good_request(replicas) -> None:
     """What the single-process server holds under hostile traffic holds behind Ray Serve's proxy too."""
     import json
@@ -92,9 +95,12 @@ def test_a_hostile_mix_gets_its_4xx_and_never_fails_a_good_request(replicas) -> 
                                    "parameters": {"binary_data_size": len(raw)}}]}).encode()  # fmt: skip
     infer = f"{base}/v2/models/bert14/infer"
     hostile = [
-        ("POST", f"{base}/v1/classify", {"content": b'{"texts": ["ok", "\\ud800"]}'}, 422),
-        ("POST", f"{base}/v1/classify", {"content": b"[" * 100_000}, 400),
-        ("POST", f"{base}/v1/classify", {"content": b'{"texts": ["' + b"x" * (2 << 20) + b'"]}'}, 413),
+        ("POST", f"{base}/v1/classify", {"content": b'{"texts": ["ok", "\\ud800"]}', "headers": JSON}, 422),
+        ("POST", f"{base}/v1/classify", {"content": b"[" * 100_000, "headers": JSON}, 400),
+        ("POST", f"{base}/v1/classify", {"content": b'{"texts": ["' + b"x" * (2 << 20) + b'"]}', "headers": JSON}, 413),
+        ("POST", f"{base}/v1/classify", {"content": b'{"texts": ["a"]}', "headers": {"Content-Type": "text/plain"}},
+         415),
+        ("POST", f"{base}/v1/classify", {"json": {"texts": ["a"]}, "headers": {"Host": "evil.example"}}, 403),
         ("POST", f"{base}/v1/classify", {"json": {"texts": ["a"] * 300}}, 413),
         ("POST", infer, {"content": head + raw, "headers": {"Inference-Header-Content-Length": str(len(head))}}, 413),
         ("POST", infer, {"json": {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a"],
