@@ -76,7 +76,8 @@ class Guard:
     def __init__(self, app, bind: str, allow: tuple[str, ...], open_routes: frozenset[str]) -> None:  # noqa: ANN001
         self.app = app
         self.any_host = ANY_HOST in allow
-        extra = set(allow) | ({_normal(bind.strip("[]"))} if bind not in WILDCARD_BINDS else set())
+        bound = _normal(bind.strip("[]"))
+        extra = set(allow) | ({bound} if bind not in WILDCARD_BINDS and not _is_loopback(bound) else set())
         self.names = frozenset(extra - {ANY_HOST})
         self.open_routes = open_routes
 
