@@ -209,11 +209,15 @@ def test_a_tanh_gelu_checkpoint_exports_with_fast_gelu_and_others_are_refused(tm
     assert "'gelu_new'" in message and "found 'relu'" in message
 
 
+def _checkpoint_with_config(directory: Path, change: dict) -> None:
+    """A tiny 3-label checkpoint whose config.json has `change` written over it."""
+    _save_checkpoint(directory, labels=3)
+    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    (directory / "config.json").write_text(json.dumps({**config, **change}), encoding="utf-8")
+
+
 def test_duplicate_labels_are_refused_naming_config_json(tmp_path: Path) -> None:
-    _save_checkpoint(tmp_path, labels=3)
-    config = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
-    config["id2label"] = {"0": "A", "1": "A", "2": "B"}  # probs keyed by label would lose one A
-    (tmp_path / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    _checkpoint_with_config(tmp_path, {"id2label": {"0": "A", "1": "A", "2": "B"}})  # probs by label lose an A
     message = _expect_input_error(tmp_path, "config.json: expected a different name for each label")
     assert "'A' more than once" in message
 
@@ -236,9 +240,7 @@ def test_an_oversized_config_is_held_against_the_weights_before_anything_is_buil
     import subprocess
     import sys
 
-    _save_checkpoint(tmp_path, labels=3)
-    config = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
-    (tmp_path / "config.json").write_text(json.dumps({**config, **change}), encoding="utf-8")
+    _checkpoint_with_config(tmp_path, change)
     # Under an address-space limit 1 GB above what the imports take, so a model built before the check
     # fails with MemoryError instead of being refused in one line.
     code = (
@@ -273,7 +275,5 @@ def test_an_oversized_config_is_held_against_the_weights_before_anything_is_buil
 def test_a_size_or_id_no_model_can_have_is_named_not_an_internal_error(
     tmp_path: Path, change: dict, fragment: str
 ) -> None:
-    _save_checkpoint(tmp_path, labels=3)
-    config = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
-    (tmp_path / "config.json").write_text(json.dumps({**config, **change}), encoding="utf-8")
+    _checkpoint_with_config(tmp_path, change)
     assert "config.json" in _expect_input_error(tmp_path, fragment)
