@@ -46,7 +46,7 @@ from bert14.runtime.engines import (
     open_session,
     resolve,
 )
-from bert14.tokenizer import load_tokenizer
+from bert14.tokenizer import TokenizerSettings, load_tokenizer
 
 log = logging.getLogger("bert14.runtime")
 
@@ -230,7 +230,7 @@ class Classifier:
             raise ArtifactError(f"{directory / MANIFEST_NAME}: expected the model's labels, found none")
         thresholds = label_thresholds(labels, options.threshold, options.label_thresholds)
         function = _score_function(manifest, directory, len(labels))
-        max_length = min(tokenizer_settings.model_max_length, manifest.model.max_tokens)
+        max_length = _max_length(manifest, tokenizer_settings)
         pad_id = tokenizer.token_to_id(tokenizer_settings.pad_token) or 0
         body = body_tokens(tokenizer, max_length)
         options.long_text.check(body, pairs=False)
@@ -270,7 +270,7 @@ class Classifier:
         directory = Path(directory)
         manifest = read_manifest(directory)
         tokenizer, tokenizer_settings = load_tokenizer(directory, manifest.model.family)
-        body = body_tokens(tokenizer, min(tokenizer_settings.model_max_length, manifest.model.max_tokens))
+        body = body_tokens(tokenizer, _max_length(manifest, tokenizer_settings))
         checked = as_long_text(spec, LongText()) if spec is not None else LongText()
         checked.check(body, pairs)
         return checked.fitted(body)
@@ -455,6 +455,11 @@ class Classifier:
             "version": self.manifest.files[self.model_file][:16],
             "bert14_version": self.manifest.bert14_version,
         }
+
+
+def _max_length(manifest: Manifest, settings: TokenizerSettings) -> int:
+    """Tokens a row holds: the tokenizer's limit or the model's positions (less what the family reserves)."""
+    return min(settings.model_max_length, manifest.model.max_tokens)  # type: ignore[type-var]
 
 
 def _score_function(manifest: Manifest, directory: Path, num_labels: int) -> str:
